@@ -1,0 +1,260 @@
+//! Control messages: parsing what `recvmsg` returns (timestamps, extended errors) and
+//! building the per-send OPT_ID message. Pure functions over bytes; the layout is the
+//! 64-bit Linux one (`cmsghdr` = usize length, i32 level, i32 type; data aligned to 8).
+use crate::sys;
+
+const HDR_LEN: usize = 16;
+const ALIGN: usize = 8;
+const SOL_SOCKET: i32 = libc::SOL_SOCKET;
+const SOL_IP: i32 = libc::SOL_IP;
+const SOL_IPV6: i32 = libc::SOL_IPV6;
+const SO_EE_ORIGIN_TIMESTAMPING: u8 = libc::SO_EE_ORIGIN_TIMESTAMPING;
+const SOCK_EXTENDED_ERR_LEN: usize = 16;
+const TIMESPEC_LEN: usize = 16;
+
+const fn align(len: usize) -> usize {
+    (len + ALIGN - 1) & !(ALIGN - 1)
+}
+
+/// Space one control message with `data_len` bytes of data takes (`CMSG_SPACE`).
+pub const fn space(data_len: usize) -> usize {
+    HDR_LEN + align(data_len)
+}
+
+/// A kernel timestamp in nanoseconds since the Unix epoch (CLOCK_REALTIME for software
+/// stamps, the NIC's clock for hardware stamps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub i64);
+
+/// `struct sock_extended_err`, as found on the error queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtendedErr {
+    pub errno: u32,
+    pub origin: u8,
+    pub icmp_type: u8,
+    pub code: u8,
+    pub info: u32,
+    pub data: u32,
+}
+
+impl ExtendedErr {
+    /// A transmit timestamp notification for the moment the packet went to the device;
+    /// its `data` is the OPT_ID key.
+    pub fn is_tx_timestamp(&self) -> bool {
+        self.errno == libc::ENOMSG as u32 && self.origin == SO_EE_ORIGIN_TIMESTAMPING && self.info == sys::SCM_TSTAMP_SND
+    }
+}
+
+/// What the engine needs out of one message's control data.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ControlInfo {
+    /// `ts[0]` of `SCM_TIMESTAMPING`, when set.
+    pub software: Option<Timestamp>,
+    /// `ts[2]` of `SCM_TIMESTAMPING`, when set.
+    pub hardware: Option<Timestamp>,
+    pub extended_err: Option<ExtendedErr>,
+    /// A control message was cut short (`MSG_CTRUNC` or a malformed length).
+    pub truncated: bool,
+}
+
+fn ne_u32(b: &[u8]) -> u32 {
+    u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn ne_i64(b: &[u8]) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    i64::from_ne_bytes(a)
+}
+
+fn timespec(b: &[u8]) -> Option<Timestamp> {
+    let (sec, nsec) = (ne_i64(&b[0..8]), ne_i64(&b[8..16]));
+    if sec == 0 && nsec == 0 {
+        return None;
+    }
+    sec.checked_mul(1_000_000_000).and_then(|ns| ns.checked_add(nsec)).map(Timestamp)
+}
+
+/// Walks the control buffer filled in by `recvmsg` (`ctrl` = the first `msg_controllen` bytes).
+pub fn parse(ctrl: &[u8]) -> ControlInfo {
+    let mut info = ControlInfo::default();
+    let mut rest = ctrl;
+    while rest.len() >= HDR_LEN {
+        let mut len_bytes = [0u8; 8];
+        len_bytes.copy_from_slice(&rest[0..8]);
+        let len = usize::from_ne_bytes(len_bytes);
+        let level = ne_u32(&rest[8..12]) as i32;
+        let kind = ne_u32(&rest[12..16]) as i32;
+        if len < HDR_LEN || len > rest.len() {
+            info.truncated = true;
+            break;
+        }
+        let data = &rest[HDR_LEN..len];
+        match (level, kind) {
+            (SOL_SOCKET, sys::SO_TIMESTAMPING | sys::SO_TIMESTAMPING_NEW) => {
+                if data.len() >= 3 * TIMESPEC_LEN {
+                    info.software = timespec(&data[0..TIMESPEC_LEN]);
+                    info.hardware = timespec(&data[2 * TIMESPEC_LEN..3 * TIMESPEC_LEN]);
+                } else {
+                    info.truncated = true;
+                }
+            }
+            (SOL_IP, libc::IP_RECVERR) | (SOL_IPV6, libc::IPV6_RECVERR) => {
+                if data.len() >= SOCK_EXTENDED_ERR_LEN {
+                    info.extended_err = Some(ExtendedErr {
+                        errno: ne_u32(&data[0..4]),
+                        origin: data[4],
+                        icmp_type: data[5],
+                        code: data[6],
+                        info: ne_u32(&data[8..12]),
+                        data: ne_u32(&data[12..16]),
+                    });
+                } else {
+                    info.truncated = true;
+                }
+            }
+            _ => {}
+        }
+        let advance = align(len);
+        if advance >= rest.len() {
+            break;
+        }
+        rest = &rest[advance..];
+    }
+    info
+}
+
+/// Buffer for the one control message a probe send carries; 8-byte aligned as the kernel expects.
+#[repr(C, align(8))]
+pub struct OptIdCmsg(pub [u8; space(4)]);
+
+impl OptIdCmsg {
+    pub fn new() -> Self {
+        Self([0; space(4)])
+    }
+
+    /// Writes `SOL_SOCKET/SCM_TS_OPT_ID` with `key`: the kernel reports this key with the
+    /// transmit timestamp instead of its own counter.
+    pub fn set(&mut self, key: u32) -> &[u8] {
+        let b = &mut self.0;
+        b[0..8].copy_from_slice(&(HDR_LEN + 4).to_ne_bytes());
+        b[8..12].copy_from_slice(&SOL_SOCKET.to_ne_bytes());
+        b[12..16].copy_from_slice(&sys::SCM_TS_OPT_ID.to_ne_bytes());
+        b[16..20].copy_from_slice(&key.to_ne_bytes());
+        &b[..]
+    }
+}
+
+impl Default for OptIdCmsg {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(HDR_LEN + data.len()).to_ne_bytes());
+        v.extend_from_slice(&level.to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(data);
+        v.resize(space(data.len()), 0);
+        v
+    }
+
+    fn ts3(sw: (i64, i64), hw: (i64, i64)) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (s, n) in [sw, (0, 0), hw] {
+            v.extend_from_slice(&s.to_ne_bytes());
+            v.extend_from_slice(&n.to_ne_bytes());
+        }
+        v
+    }
+
+    fn ext_err(errno: u32, origin: u8, info: u32, data: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&errno.to_ne_bytes());
+        v.extend_from_slice(&[origin, 0, 0, 0]);
+        v.extend_from_slice(&info.to_ne_bytes());
+        v.extend_from_slice(&data.to_ne_bytes());
+        v.extend_from_slice(&[0u8; 16]); // offender sockaddr_in (zeroed for timestamps)
+        v
+    }
+
+    #[test]
+    fn rx_software_stamp_v4() {
+        let buf = cmsg(libc::SOL_SOCKET, 37, &ts3((1_700_000_000, 123_456_789), (0, 0)));
+        let info = parse(&buf);
+        assert_eq!(info.software, Some(Timestamp(1_700_000_000_123_456_789)));
+        assert_eq!(info.hardware, None);
+        assert_eq!(info.extended_err, None);
+        assert!(!info.truncated);
+    }
+
+    #[test]
+    fn rx_hardware_stamp_new_api() {
+        let buf = cmsg(libc::SOL_SOCKET, 65, &ts3((0, 0), (42, 7)));
+        let info = parse(&buf);
+        assert_eq!(info.software, None);
+        assert_eq!(info.hardware, Some(Timestamp(42_000_000_007)));
+    }
+
+    #[test]
+    fn tx_stamp_from_error_queue_v4_and_v6() {
+        for (level, kind) in [(libc::SOL_IP, libc::IP_RECVERR), (libc::SOL_IPV6, libc::IPV6_RECVERR)] {
+            let mut buf = cmsg(libc::SOL_SOCKET, 37, &ts3((5, 10), (0, 0)));
+            buf.extend(cmsg(level, kind, &ext_err(libc::ENOMSG as u32, 4, 0, 0x0030_0002)));
+            let info = parse(&buf);
+            assert_eq!(info.software, Some(Timestamp(5_000_000_010)));
+            let e = info.extended_err.unwrap();
+            assert!(e.is_tx_timestamp());
+            assert_eq!(e.data, 0x0030_0002);
+        }
+    }
+
+    #[test]
+    fn icmp_origin_and_sched_stamps_are_not_tx_stamps() {
+        let icmp = parse(&cmsg(libc::SOL_IP, libc::IP_RECVERR, &ext_err(libc::EHOSTUNREACH as u32, 2, 0, 0)));
+        assert!(!icmp.extended_err.unwrap().is_tx_timestamp());
+        let sched = parse(&cmsg(libc::SOL_IP, libc::IP_RECVERR, &ext_err(libc::ENOMSG as u32, 4, 1, 9)));
+        assert!(!sched.extended_err.unwrap().is_tx_timestamp());
+    }
+
+    #[test]
+    fn truncated_and_garbage_control_data() {
+        let full = cmsg(libc::SOL_SOCKET, 37, &ts3((1, 0), (0, 0)));
+        for len in 0..full.len() {
+            let _ = parse(&full[..len]);
+        }
+        assert!(parse(&full[..40]).truncated);
+        let mut bogus = full.clone();
+        bogus[0..8].copy_from_slice(&3usize.to_ne_bytes());
+        assert!(parse(&bogus).truncated);
+        let mut huge = full;
+        huge[0..8].copy_from_slice(&usize::MAX.to_ne_bytes());
+        assert!(parse(&huge).truncated);
+        // Short timestamp payload claimed by a well-formed header.
+        assert!(parse(&cmsg(libc::SOL_SOCKET, 37, &[0u8; 8])).truncated);
+    }
+
+    #[test]
+    fn unknown_messages_are_skipped() {
+        let mut buf = cmsg(libc::SOL_IP, libc::IP_TTL, &64i32.to_ne_bytes());
+        buf.extend(cmsg(libc::SOL_SOCKET, 37, &ts3((2, 0), (0, 0))));
+        assert_eq!(parse(&buf).software, Some(Timestamp(2_000_000_000)));
+    }
+
+    #[test]
+    fn opt_id_message_layout() {
+        let mut c = OptIdCmsg::new();
+        let bytes = c.set(0xdead_beef).to_vec();
+        assert_eq!(bytes.len(), 24);
+        assert_eq!(&bytes[0..8], &20usize.to_ne_bytes());
+        assert_eq!(&bytes[8..12], &1i32.to_ne_bytes());
+        assert_eq!(&bytes[12..16], &81i32.to_ne_bytes());
+        assert_eq!(&bytes[16..20], &0xdead_beefu32.to_ne_bytes());
+    }
+}

@@ -1,0 +1,78 @@
+//! Engine configuration, validated before the engine sees it.
+use std::fmt;
+use std::time::Duration;
+
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longer than any sane timeout, and short enough that the sample ring's 10 ns units hold it.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(40);
+pub const MAX_PPS: u32 = 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Time between two probes of one target.
+    pub interval: Duration,
+    /// Time after which an unanswered probe counts as lost.
+    pub timeout: Duration,
+    /// Global cap on probes per second, all targets together.
+    pub max_pps: u32,
+    /// ICMP identifier of every probe.
+    pub identifier: u16,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(2000),
+            timeout: Duration::from_millis(3000),
+            max_pps: 10_000,
+            identifier: std::process::id() as u16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.interval < MIN_INTERVAL {
+            return Err(ConfigError(format!("interval must be at least {} ms", MIN_INTERVAL.as_millis())));
+        }
+        if self.timeout < MIN_TIMEOUT || self.timeout > MAX_TIMEOUT {
+            return Err(ConfigError(format!(
+                "timeout must be between {} and {} ms",
+                MIN_TIMEOUT.as_millis(),
+                MAX_TIMEOUT.as_millis()
+            )));
+        }
+        if self.max_pps == 0 || self.max_pps > MAX_PPS {
+            return Err(ConfigError(format!("maxpps must be between 1 and {MAX_PPS}")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds() {
+        assert!(EngineConfig::default().validate().is_ok());
+        let ms = Duration::from_millis;
+        assert!(EngineConfig { interval: ms(9), ..Default::default() }.validate().is_err());
+        assert!(EngineConfig { timeout: ms(9), ..Default::default() }.validate().is_err());
+        assert!(EngineConfig { timeout: ms(40_001), ..Default::default() }.validate().is_err());
+        assert!(EngineConfig { max_pps: 0, ..Default::default() }.validate().is_err());
+        assert!(EngineConfig { max_pps: MAX_PPS + 1, ..Default::default() }.validate().is_err());
+    }
+}

@@ -1,0 +1,58 @@
+//! Engine-wide counters: written by the engine thread only, read by anyone at any time.
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! engine_counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        #[derive(Debug, Default)]
+        pub struct EngineCounters { $($(#[doc = $doc])* pub $name: AtomicU64,)* }
+
+        /// A copy of the engine counters at one instant.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct CountersSnapshot { $($(#[doc = $doc])* pub $name: u64,)* }
+
+        impl EngineCounters {
+            pub fn snapshot(&self) -> CountersSnapshot {
+                CountersSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+engine_counters! {
+    /// Echo requests the kernel accepted.
+    packets_sent,
+    /// Echo replies carrying our identifier (matched or not).
+    packets_received,
+    /// sendmsg failures (each is also a failed probe of its target).
+    send_errors,
+    /// recvmsg failures other than "nothing to read".
+    receive_errors,
+    /// Replies whose key, token, sequence or source did not match a probe of ours.
+    replies_foreign,
+    /// Second and later replies to one probe.
+    replies_duplicate,
+    /// Replies that came after their probe had timed out.
+    replies_late,
+    /// ICMP errors that quote one of our probes.
+    icmp_errors,
+    /// ICMP errors that quote our identifier but match no probe in flight.
+    icmp_errors_unmatched,
+    /// Packets that passed the filters but did not parse (truncated, bad checksum).
+    packets_malformed,
+    /// Replies whose probe got no kernel transmit timestamp: RTT from the monotonic clock.
+    tx_timestamp_missing,
+    /// Replies without a kernel receive timestamp: RTT from the monotonic clock.
+    rx_timestamp_missing,
+    /// Kernel stamps out of order or beyond the timeout (clock step): RTT from the monotonic clock.
+    timestamp_inconsistent,
+    /// Transmit timestamps that matched no probe in flight.
+    tx_timestamps_unmatched,
+    /// Probes not sent because the in-flight table was full.
+    inflight_full,
+}
+
+impl EngineCounters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

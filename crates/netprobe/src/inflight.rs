@@ -1,0 +1,183 @@
+//! Probes in flight, in a slab addressed by a key that travels in the probe's payload and
+//! in its transmit timestamp (OPT_ID). A key names a slot and its generation, so a stale
+//! reply or stamp never lands on the probe that reuses the slot. Grows to the peak number
+//! of probes in flight and then allocates nothing.
+use std::time::Instant;
+
+const INDEX_BITS: u32 = 20;
+const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+const GEN_MASK: u16 = 0x0fff;
+/// At most this many probes in flight (100k probes/s for 10 s).
+pub const MAX_SLOTS: usize = 1 << INDEX_BITS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key(pub u32);
+
+impl Key {
+    fn new(index: usize, gen: u16) -> Self {
+        Key(index as u32 | (u32::from(gen & GEN_MASK) << INDEX_BITS))
+    }
+    fn index(self) -> usize {
+        (self.0 & INDEX_MASK) as usize
+    }
+    fn gen(self) -> u16 {
+        (self.0 >> INDEX_BITS) as u16
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub target_index: u32,
+    pub target_id: u32,
+    pub seq: u16,
+    pub token: u64,
+    pub sent_at: Instant,
+    pub deadline: Instant,
+    pub tx_stamp_ns: Option<i64>,
+    pub reply: Option<Reply>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Reply {
+    pub rx_stamp_ns: Option<i64>,
+    pub at: Instant,
+}
+
+/// How a probe left the table, remembered so a later packet for it can be classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Replied,
+    Other,
+}
+
+#[derive(Debug)]
+struct Slot {
+    gen: u16,
+    probe: Option<Probe>,
+    last: Option<(u64, Ended)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Live,
+    /// The slot's previous probe, with this token, already ended this way.
+    Ended(Ended),
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+pub struct InFlight {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl InFlight {
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// None when the table is full.
+    pub fn insert(&mut self, probe: Probe) -> Option<Key> {
+        let index = match self.free.pop() {
+            Some(i) => i as usize,
+            None if self.slots.len() < MAX_SLOTS => {
+                self.slots.push(Slot { gen: 0, probe: None, last: None });
+                self.slots.len() - 1
+            }
+            None => return None,
+        };
+        let slot = &mut self.slots[index];
+        slot.probe = Some(probe);
+        self.live += 1;
+        Some(Key::new(index, slot.gen))
+    }
+
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut Probe> {
+        let slot = self.slots.get_mut(key.index())?;
+        if slot.gen != key.gen() {
+            return None;
+        }
+        slot.probe.as_mut()
+    }
+
+    /// Classifies a packet that names `key` and carries `token`.
+    pub fn lookup(&self, key: Key, token: u64) -> Lookup {
+        let Some(slot) = self.slots.get(key.index()) else { return Lookup::Unknown };
+        if slot.gen == key.gen() {
+            return match &slot.probe {
+                Some(p) if p.token == token => Lookup::Live,
+                _ => Lookup::Unknown,
+            };
+        }
+        match slot.last {
+            Some((t, ended)) if t == token && slot.gen == (key.gen() + 1) & GEN_MASK => Lookup::Ended(ended),
+            _ => Lookup::Unknown,
+        }
+    }
+
+    pub fn remove(&mut self, key: Key, ended: Ended) -> Option<Probe> {
+        let slot = self.slots.get_mut(key.index())?;
+        if slot.gen != key.gen() {
+            return None;
+        }
+        let probe = slot.probe.take()?;
+        slot.last = Some((probe.token, ended));
+        slot.gen = (slot.gen + 1) & GEN_MASK;
+        self.free.push(key.index() as u32);
+        self.live -= 1;
+        Some(probe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(token: u64) -> Probe {
+        let now = Instant::now();
+        Probe { target_index: 0, target_id: 1, seq: 0, token, sent_at: now, deadline: now, tx_stamp_ns: None, reply: None }
+    }
+
+    #[test]
+    fn stale_keys_never_reach_a_reused_slot() {
+        let mut t = InFlight::default();
+        let k1 = t.insert(probe(11)).unwrap();
+        assert_eq!(t.lookup(k1, 11), Lookup::Live);
+        assert_eq!(t.lookup(k1, 12), Lookup::Unknown, "wrong token");
+        t.remove(k1, Ended::Replied).unwrap();
+        assert_eq!(t.lookup(k1, 11), Lookup::Ended(Ended::Replied), "a duplicate");
+        let k2 = t.insert(probe(22)).unwrap();
+        assert_ne!(k1, k2, "same slot, new generation");
+        assert!(t.get_mut(k1).is_none());
+        assert_eq!(t.get_mut(k2).unwrap().token, 22);
+        t.remove(k2, Ended::Other).unwrap();
+        assert_eq!(t.lookup(k2, 22), Lookup::Ended(Ended::Other), "a late reply");
+        assert_eq!(t.lookup(k1, 11), Lookup::Unknown, "two generations back");
+        assert!(t.remove(k2, Ended::Other).is_none(), "removing twice");
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn keys_out_of_range_are_unknown() {
+        let t = InFlight::default();
+        assert_eq!(t.lookup(Key(12345), 0), Lookup::Unknown);
+    }
+
+    #[test]
+    fn generations_wrap() {
+        let mut t = InFlight::default();
+        let mut last = None;
+        for i in 0..5000u64 {
+            let k = t.insert(probe(i)).unwrap();
+            t.remove(k, Ended::Other);
+            last = Some(k);
+        }
+        assert_eq!(t.lookup(last.unwrap(), 4999), Lookup::Ended(Ended::Other));
+        assert_eq!(t.len(), 0);
+    }
+}

@@ -1,0 +1,21 @@
+//! netprobe: the icmp-exporter engine. One thread owns raw sockets, sends paced probes,
+//! reads replies and kernel timestamps, and keeps per-target statistics. No Node in here.
+pub mod checksum;
+pub mod cmsg;
+pub mod config;
+pub mod counters;
+pub mod engine;
+pub mod filter;
+pub mod inflight;
+pub mod sockets;
+pub mod stats;
+pub mod sys;
+pub mod window;
+pub mod wire;
+
+pub use config::EngineConfig;
+pub use counters::CountersSnapshot;
+pub use engine::{Engine, EngineError, TargetId, TargetSnapshot};
+pub use stats::Counters;
+pub use window::Window;
+pub use wire::icmp::Family;

@@ -1,0 +1,176 @@
+//! The raw sockets of one address family: a send socket whose only traffic is its error
+//! queue of transmit timestamps, and a receive socket that, thanks to the kernel filters,
+//! sees only echo replies and ICMP errors that concern our probes.
+use crate::filter::{self, Insn};
+use crate::sys;
+use crate::wire::icmp::Family;
+use socket2::{Domain, MaybeUninitSlice, MsgHdr, MsgHdrMut, Protocol, SockAddr, SockFilter, Socket, Type};
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::raw::{c_int, c_void};
+
+/// Receive buffer asked for; the kernel caps it at `net.core.rmem_max` unless CAP_NET_ADMIN
+/// lets `SO_RCVBUFFORCE` through.
+pub const RECV_BUFFER: usize = 4 << 20;
+
+pub struct FamilySockets {
+    pub family: Family,
+    pub tx: Socket,
+    pub rx: Socket,
+}
+
+/// Metadata of one received message.
+pub struct Received {
+    pub len: usize,
+    pub ctrl_len: usize,
+    pub src: Option<IpAddr>,
+}
+
+fn setsockopt<T>(sock: &Socket, level: c_int, name: c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live, properly sized T for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast::<c_void>(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn attach(sock: &Socket, prog: &[Insn]) -> io::Result<()> {
+    let filters: Vec<SockFilter> = prog.iter().map(|i| SockFilter::new(i.code, i.jt, i.jf, i.k)).collect();
+    sock.attach_filter(&filters)
+}
+
+fn raw_socket(family: Family) -> io::Result<Socket> {
+    let (domain, proto) = match family {
+        Family::V4 => (Domain::IPV4, Protocol::ICMPV4),
+        Family::V6 => (Domain::IPV6, Protocol::ICMPV6),
+    };
+    let sock = Socket::new(domain, Type::RAW.cloexec(), Some(proto))?;
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+fn grow_receive_buffer(sock: &Socket) -> io::Result<()> {
+    let size = RECV_BUFFER as c_int;
+    if setsockopt(sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size).is_err() {
+        sock.set_recv_buffer_size(RECV_BUFFER)?;
+    }
+    Ok(())
+}
+
+/// Drops whatever reached a socket before its filter was attached.
+fn drain(sock: &Socket) {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 256];
+    while sock.recv(&mut buf).is_ok() {}
+}
+
+fn block_all_but_replies(sock: &Socket, family: Family) -> io::Result<()> {
+    use crate::wire::icmp::types::*;
+    match family {
+        Family::V4 => {
+            // A set bit drops that type.
+            let pass = [V4_ECHO_REPLY, V4_DEST_UNREACHABLE, V4_TIME_EXCEEDED, V4_PARAMETER_PROBLEM];
+            let mask: u32 = !pass.iter().fold(0u32, |m, t| m | (1 << t));
+            setsockopt(sock, libc::SOL_RAW, sys::ICMP_FILTER, &mask)
+        }
+        Family::V6 => {
+            let pass = [V6_ECHO_REPLY, V6_DEST_UNREACHABLE, V6_PACKET_TOO_BIG, V6_TIME_EXCEEDED, V6_PARAMETER_PROBLEM];
+            let mut mask = [u32::MAX; 8];
+            for t in pass {
+                mask[usize::from(t >> 5)] &= !(1u32 << (t & 31));
+            }
+            setsockopt(sock, libc::IPPROTO_ICMPV6, sys::ICMP6_FILTER, &mask)
+        }
+    }
+}
+
+impl FamilySockets {
+    /// Opens and configures both sockets. Needs CAP_NET_RAW.
+    pub fn open(family: Family, ident: u16) -> io::Result<Self> {
+        let tx = raw_socket(family)?;
+        attach(&tx, &filter::drop_all())?;
+        let tx_flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE
+            | libc::SOF_TIMESTAMPING_SOFTWARE
+            | libc::SOF_TIMESTAMPING_OPT_ID
+            | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+        setsockopt(&tx, libc::SOL_SOCKET, sys::SO_TIMESTAMPING, &tx_flags)?;
+        grow_receive_buffer(&tx)?;
+        drain(&tx);
+
+        let rx = raw_socket(family)?;
+        block_all_but_replies(&rx, family)?;
+        let prog = match family {
+            Family::V4 => filter::icmp_v4_replies(ident),
+            Family::V6 => filter::icmp_v6_replies(ident),
+        };
+        attach(&rx, &prog)?;
+        let rx_flags = libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
+        setsockopt(&rx, libc::SOL_SOCKET, sys::SO_TIMESTAMPING, &rx_flags)?;
+        grow_receive_buffer(&rx)?;
+        drain(&rx);
+        Ok(Self { family, tx, rx })
+    }
+
+    pub fn tx_fd(&self) -> BorrowedFd<'_> {
+        self.tx.as_fd()
+    }
+    pub fn rx_fd(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
+
+    /// Sends one probe; `ctrl` carries the per-send timestamp key when the kernel supports it.
+    pub fn send(&self, dst: &SockAddr, packet: &[u8], ctrl: Option<&[u8]>) -> io::Result<()> {
+        let bufs = [IoSlice::new(packet)];
+        let mut msg = MsgHdr::new().with_addr(dst).with_buffers(&bufs);
+        if let Some(c) = ctrl {
+            msg = msg.with_control(c);
+        }
+        self.tx.sendmsg(&msg, 0).map(|_| ())
+    }
+
+    /// Reads one packet from the receive socket (non-blocking).
+    pub fn recv_reply(&self, buf: &mut [u8], ctrl: &mut [u8]) -> io::Result<Received> {
+        recv(&self.rx, buf, ctrl, 0, true)
+    }
+
+    /// Reads one entry of the send socket's error queue (non-blocking).
+    pub fn recv_tx_stamp(&self, buf: &mut [u8], ctrl: &mut [u8]) -> io::Result<Received> {
+        recv(&self.tx, buf, ctrl, libc::MSG_ERRQUEUE, false)
+    }
+}
+
+fn as_uninit(b: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: u8 and MaybeUninit<u8> have the same layout, and the kernel only writes
+    // initialised bytes into the buffer.
+    unsafe { &mut *(b as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
+
+fn recv(sock: &Socket, buf: &mut [u8], ctrl: &mut [u8], flags: c_int, want_addr: bool) -> io::Result<Received> {
+    // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) address to receive into;
+    // its full size tells the kernel how much it may write (socket2 does not read back the
+    // length, so an address the kernel did not fill stays AF_UNSPEC and yields None).
+    let mut addr = unsafe {
+        SockAddr::new(std::mem::zeroed(), std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t)
+    };
+    let mut bufs = [MaybeUninitSlice::new(as_uninit(buf))];
+    let mut msg = MsgHdrMut::new().with_buffers(&mut bufs).with_control(as_uninit(ctrl));
+    if want_addr {
+        msg = msg.with_addr(&mut addr);
+    }
+    let len = sock.recvmsg(&mut msg, flags | libc::MSG_DONTWAIT)?;
+    let ctrl_len = msg.control_len();
+    drop(msg);
+    let src = if want_addr { addr.as_socket().map(|s| s.ip()) } else { None };
+    Ok(Received { len, ctrl_len, src })
+}

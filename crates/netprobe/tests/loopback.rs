@@ -1,0 +1,57 @@
+//! The engine on real sockets, over loopback only (the lab tests in __test__ cover veth).
+//! Needs CAP_NET_RAW; skipped with a message otherwise.
+use netprobe::{Engine, EngineConfig, EngineError};
+use std::net::IpAddr;
+use std::time::Duration;
+
+fn engine() -> Option<Engine> {
+    let config = EngineConfig {
+        interval: Duration::from_millis(10),
+        timeout: Duration::from_millis(500),
+        ..EngineConfig::default()
+    };
+    match Engine::start(config) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn loopback_v4_and_v6_with_kernel_timestamps() {
+    let Some(engine) = engine() else { return };
+    let v4 = engine.track("127.0.0.1".parse().unwrap()).unwrap();
+    let v6 = engine.track("::1".parse::<IpAddr>().unwrap());
+    std::thread::sleep(Duration::from_millis(400));
+    let mut ids = vec![v4];
+    if let Ok(v6) = v6 {
+        ids.push(v6);
+    }
+    let snaps = engine.snapshot(ids.clone()).unwrap();
+    for (id, snap) in ids.iter().zip(&snaps) {
+        let s = snap.expect("tracked target has a snapshot");
+        assert!(s.counters.sent >= 10, "target {id}: {s:?} {:?}", engine.counters());
+        assert_eq!(s.counters.sent, s.counters.received, "loopback loses nothing: {s:?}");
+        let mean = s.counters.rtt_sum_ns as f64 / s.counters.received as f64;
+        assert!(mean > 0.0 && mean < 1e6, "mean RTT {mean} ns");
+        assert_eq!(s.window.loss_ratio, Some(0.0));
+    }
+    let c = engine.counters();
+    assert_eq!(c.tx_timestamp_missing, 0, "{c:?}");
+    assert_eq!(c.rx_timestamp_missing, 0, "{c:?}");
+    assert_eq!(c.send_errors, 0, "{c:?}");
+    engine.untrack(v4).unwrap();
+    assert_eq!(engine.snapshot(vec![v4]).unwrap(), vec![None]);
+    engine.stop();
+    assert!(matches!(engine.snapshot(vec![v4]), Err(EngineError::Stopped(_))));
+}
+
+#[test]
+fn unusable_addresses_are_refused() {
+    let Some(engine) = engine() else { return };
+    for a in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "ff02::1"] {
+        assert!(matches!(engine.track(a.parse().unwrap()), Err(EngineError::Unusable(_))), "{a}");
+    }
+}
