@@ -1,1 +1,197 @@
+//! napi-rs binding of the netprobe engine: types in, types out, errors mapped to JS errors.
+//! No sockets and no logic a test would want to reach without Node.
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use netprobe::{EngineConfig, EngineError, TargetSnapshot};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+#[napi(object)]
+pub struct EngineOptions {
+    /// Milliseconds between two probes of one target.
+    pub interval_ms: u32,
+    /// Milliseconds after which an unanswered probe counts as lost.
+    pub timeout_ms: u32,
+    /// Probes per second, all targets together.
+    pub max_pps: u32,
+    /// ICMP identifier (0..65535).
+    pub identifier: u32,
+}
+
+/// Statistics of one target. Counters are cumulative since the target was first tracked;
+/// `window*` fields are absent when undefined (no samples, or no reply in the window).
+#[napi(object)]
+pub struct TargetStats {
+    pub sent: f64,
+    pub received: f64,
+    pub latency_seconds_total: f64,
+    pub latency_squared_seconds_total: f64,
+    pub icmp_errors: f64,
+    pub send_errors: f64,
+    pub window_samples: u32,
+    pub window_loss_ratio: Option<f64>,
+    pub window_latency_seconds: Option<f64>,
+    pub window_stddev_seconds: Option<f64>,
+}
+
+/// Engine-wide counters (see netprobe::counters for what each one counts).
+#[napi(object)]
+pub struct EngineCounters {
+    pub packets_sent: f64,
+    pub packets_received: f64,
+    pub send_errors: f64,
+    pub receive_errors: f64,
+    pub replies_foreign: f64,
+    pub replies_duplicate: f64,
+    pub replies_late: f64,
+    pub icmp_errors: f64,
+    pub icmp_errors_unmatched: f64,
+    pub packets_malformed: f64,
+    pub tx_timestamp_missing: f64,
+    pub rx_timestamp_missing: f64,
+    pub timestamp_inconsistent: f64,
+    pub tx_timestamps_unmatched: f64,
+    pub inflight_full: f64,
+}
+
+fn to_js_error(e: EngineError) -> Error {
+    let status = match e {
+        EngineError::Unusable(_) | EngineError::FamilyUnavailable(_) => Status::InvalidArg,
+        _ => Status::GenericFailure,
+    };
+    Error::new(status, e.to_string())
+}
+
+fn to_stats(s: TargetSnapshot) -> TargetStats {
+    let c = s.counters;
+    TargetStats {
+        sent: c.sent as f64,
+        received: c.received as f64,
+        latency_seconds_total: c.rtt_sum_ns as f64 / 1e9,
+        latency_squared_seconds_total: c.rtt_sq_sum_ns2 as f64 / 1e18,
+        icmp_errors: c.icmp_errors as f64,
+        send_errors: c.send_errors as f64,
+        window_samples: s.window.samples as u32,
+        window_loss_ratio: s.window.loss_ratio,
+        window_latency_seconds: s.window.latency_seconds,
+        window_stddev_seconds: s.window.stddev_seconds,
+    }
+}
+
+#[napi]
+pub struct Engine {
+    inner: Arc<netprobe::Engine>,
+}
+
+pub struct SnapshotTask {
+    engine: Arc<netprobe::Engine>,
+    ids: Vec<u32>,
+}
+
+impl Task for SnapshotTask {
+    type Output = Vec<Option<TargetSnapshot>>;
+    type JsValue = Vec<Option<TargetStats>>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        self.engine.snapshot(std::mem::take(&mut self.ids)).map_err(to_js_error)
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(output.into_iter().map(|s| s.map(to_stats)).collect())
+    }
+}
+
+pub struct StopTask {
+    engine: Arc<netprobe::Engine>,
+}
+
+impl Task for StopTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<()> {
+        self.engine.stop();
+        Ok(())
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[napi]
+impl Engine {
+    /// Opens the raw sockets and starts the engine thread.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(options: EngineOptions) -> Result<Self> {
+        let identifier = u16::try_from(options.identifier)
+            .map_err(|_| Error::new(Status::InvalidArg, "identifier must be between 0 and 65535"))?;
+        let config = EngineConfig {
+            interval: Duration::from_millis(options.interval_ms.into()),
+            timeout: Duration::from_millis(options.timeout_ms.into()),
+            max_pps: options.max_pps,
+            identifier,
+        };
+        config.validate().map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        let inner = netprobe::Engine::start(config).map_err(to_js_error)?;
+        Ok(Engine { inner: Arc::new(inner) })
+    }
+
+    /// Starts probing an IP address; returns the target's id.
+    #[napi(catch_unwind, ts_args_type = "address: string, protocol: 'icmp'")]
+    pub fn track(&self, address: String, protocol: String) -> Result<u32> {
+        if protocol != "icmp" {
+            return Err(Error::new(Status::InvalidArg, format!("unknown protocol {protocol:?}")));
+        }
+        let addr: IpAddr = address
+            .parse()
+            .map_err(|_| Error::new(Status::InvalidArg, format!("{address:?} is not an IP address")))?;
+        self.inner.track(addr).map_err(to_js_error)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn untrack(&self, id: u32) -> Result<()> {
+        self.inner.untrack(id).map_err(to_js_error)
+    }
+
+    /// Statistics of each id, in order; null for an id that is not tracked.
+    #[napi(ts_return_type = "Promise<Array<TargetStats | null>>")]
+    pub fn snapshot(&self, ids: Vec<u32>) -> AsyncTask<SnapshotTask> {
+        AsyncTask::new(SnapshotTask { engine: self.inner.clone(), ids })
+    }
+
+    #[napi(catch_unwind)]
+    pub fn counters(&self) -> EngineCounters {
+        let c = self.inner.counters();
+        EngineCounters {
+            packets_sent: c.packets_sent as f64,
+            packets_received: c.packets_received as f64,
+            send_errors: c.send_errors as f64,
+            receive_errors: c.receive_errors as f64,
+            replies_foreign: c.replies_foreign as f64,
+            replies_duplicate: c.replies_duplicate as f64,
+            replies_late: c.replies_late as f64,
+            icmp_errors: c.icmp_errors as f64,
+            icmp_errors_unmatched: c.icmp_errors_unmatched as f64,
+            packets_malformed: c.packets_malformed as f64,
+            tx_timestamp_missing: c.tx_timestamp_missing as f64,
+            rx_timestamp_missing: c.rx_timestamp_missing as f64,
+            timestamp_inconsistent: c.timestamp_inconsistent as f64,
+            tx_timestamps_unmatched: c.tx_timestamps_unmatched as f64,
+            inflight_full: c.inflight_full as f64,
+        }
+    }
+
+    /// Why the engine thread ended, when it ended abnormally.
+    #[napi(catch_unwind)]
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failure()
+    }
+
+    /// Stops the engine thread and closes its sockets (off the event loop).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn stop(&self) -> AsyncTask<StopTask> {
+        AsyncTask::new(StopTask { engine: self.inner.clone() })
+    }
+}

@@ -1,0 +1,14 @@
+/** A request the exporter refuses: answered with HTTP 400 and this message. */
+export class BadRequestError extends Error {
+  override readonly name = 'BadRequestError';
+}
+
+/** The probing engine cannot serve (its thread failed or it is stopping): HTTP 503. */
+export class UnavailableError extends Error {
+  override readonly name = 'UnavailableError';
+}
+
+/** A command line the exporter refuses to start with. */
+export class FlagError extends Error {
+  override readonly name = 'FlagError';
+}

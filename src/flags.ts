@@ -1,0 +1,154 @@
+/**
+ * Command-line flags: the reference spelling (`-listen :9116`, Go style) and `--listen`
+ * both work. Parsing is pure so every rule is tested without starting anything.
+ */
+import { parseArgs, type ArgsDef } from 'citty';
+import { FlagError } from './errors.js';
+
+export interface ExporterOptions {
+  /** Host to listen on; undefined = every address. */
+  host: string | undefined;
+  port: number;
+  intervalMs: number;
+  timeoutMs: number;
+  maxPps: number;
+  /** 0 = process id, 1 = random (as in the reference). */
+  identifierMode: 0 | 1;
+  /** How long a target keeps being probed after its last /probe request. */
+  expiryMs: number;
+}
+
+export const DEFAULTS: ExporterOptions = {
+  host: undefined,
+  port: 9116,
+  intervalMs: 2000,
+  timeoutMs: 3000,
+  maxPps: 10000,
+  identifierMode: 0,
+  expiryMs: 10 * 60 * 1000,
+};
+
+/** Every flag (citty argument definitions), in the order `--help` lists them. */
+export const FLAGS = {
+  listen: { type: 'string', valueHint: 'addr', description: 'Ip and port to listen on. (default ":9116")' },
+  interval: {
+    type: 'string',
+    valueHint: 'ms',
+    description: 'Interval between two probes of a target, in milliseconds. Minimum 10. Must be unlocked. (default 2000)',
+  },
+  timeout: {
+    type: 'string',
+    valueHint: 'ms',
+    description: 'Time after which an unanswered probe counts as lost, in milliseconds (10..40000). (default 3000)',
+  },
+  maxpps: {
+    type: 'string',
+    valueHint: 'n',
+    description: 'Maximum packets per second, all targets together. Minimum 1. Must be unlocked. (default 10000)',
+  },
+  identifier: {
+    type: 'string',
+    valueHint: '0|1',
+    description: 'ICMP identifier: 0 - process pid (default), 1 - random. Must be unlocked.',
+  },
+  'i-wont-be-evil': { type: 'boolean', description: 'Unlocks -interval, -maxpps and -identifier.' },
+  expiry: {
+    type: 'string',
+    valueHint: 'ms',
+    description: 'Stop probing a target this long after its last /probe request, in milliseconds. (default 600000)',
+  },
+  hard: { type: 'boolean', description: 'Use hardware timestamping. (not available yet)' },
+  interface4: { type: 'string', valueHint: 'name', description: 'IPv4 interface to bind to. (not available yet)' },
+  interface6: { type: 'string', valueHint: 'name', description: 'IPv6 interface to bind to. (not available yet)' },
+  drop: { type: 'boolean', description: 'Drop capabilities after starting. (not available yet)' },
+} satisfies ArgsDef;
+
+const NOT_YET = ['hard', 'interface4', 'interface6', 'drop'];
+const LOCKED = ['interval', 'maxpps', 'identifier'];
+
+/** Rewrites Go-style `-name` / `-name=value` into `--name` for the flags above. */
+export function normalizeArgv(argv: readonly string[]): string[] {
+  return argv.map((arg) => {
+    const m = /^-([a-z][a-z0-9-]*)(=.*)?$/.exec(arg);
+    return m && m[1] !== undefined && (m[1] in FLAGS || m[1] === 'help') ? `-${arg}` : arg;
+  });
+}
+
+function integer(flag: string, raw: string, min: number, max: number): number {
+  if (!/^-?\d+$/.test(raw.trim())) {
+    throw new FlagError(`-${flag} must be an integer, got ${JSON.stringify(raw)}`);
+  }
+  const n = Number(raw);
+  if (n < min || n > max) {
+    throw new FlagError(`-${flag} must be between ${min} and ${max}, got ${n}`);
+  }
+  return n;
+}
+
+/** `:9116`, `127.0.0.1:9116`, `[::1]:9116`, `0.0.0.0:0`. */
+export function parseListen(raw: string): { host: string | undefined; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d+)$/.exec(raw);
+  if (!m || m[3] === undefined) {
+    throw new FlagError(`-listen must look like ":9116", "127.0.0.1:9116" or "[::1]:9116", got ${JSON.stringify(raw)}`);
+  }
+  const port = Number(m[3]);
+  if (port > 65535) {
+    throw new FlagError(`-listen port must be between 0 and 65535, got ${port}`);
+  }
+  const host = m[1] ?? (m[2] === '' ? undefined : m[2]);
+  return { host, port };
+}
+
+/** Parses and validates a command line (without node and script). Throws FlagError. */
+export function parseFlags(argv: readonly string[]): ExporterOptions {
+  // citty is lenient (unknown flags become booleans, stray words positionals): be strict here.
+  const values = parseArgs(normalizeArgv(argv), FLAGS) as Record<string, unknown> & { _: string[] };
+  const camel = (name: string) => name.replace(/-([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+  const known = new Set(Object.keys(FLAGS).flatMap((name) => [name, camel(name)]));
+  const unknown = Object.keys(values).filter((key) => key !== '_' && !known.has(key));
+  if (unknown.length > 0) {
+    throw new FlagError(`unknown flag ${unknown.map((k) => `-${k}`).join(', ')} (see --help)`);
+  }
+  if (values._.length > 0) {
+    throw new FlagError(`unexpected argument ${JSON.stringify(values._[0])} (see --help)`);
+  }
+  for (const [name, def] of Object.entries(FLAGS)) {
+    const v = values[name];
+    if (def.type === 'string' && v !== undefined && (typeof v !== 'string' || v === '')) {
+      throw new FlagError(`-${name} needs a value`);
+    }
+    if (def.type === 'boolean' && v !== undefined && typeof v !== 'boolean') {
+      throw new FlagError(`-${name} takes no value`);
+    }
+  }
+  for (const name of NOT_YET) {
+    if (values[name] !== undefined) {
+      throw new FlagError(`-${name} is not supported yet by this version of icmp-exporter`);
+    }
+  }
+  const unlocked = values['i-wont-be-evil'] === true;
+  const locked = LOCKED.filter((name) => values[name] !== undefined);
+  if (locked.length > 0 && !unlocked) {
+    throw new FlagError(`${locked.map((n) => `-${n}`).join(', ')} must be unlocked with -i-wont-be-evil`);
+  }
+  const str = (name: string): string | undefined => {
+    const v = values[name];
+    return typeof v === 'string' ? v : undefined;
+  };
+  const options: ExporterOptions = { ...DEFAULTS };
+  const listen = str('listen');
+  if (listen !== undefined) {
+    Object.assign(options, parseListen(listen));
+  }
+  const interval = str('interval');
+  if (interval !== undefined) options.intervalMs = integer('interval', interval, 10, 3_600_000);
+  const timeout = str('timeout');
+  if (timeout !== undefined) options.timeoutMs = integer('timeout', timeout, 10, 40_000);
+  const maxpps = str('maxpps');
+  if (maxpps !== undefined) options.maxPps = integer('maxpps', maxpps, 1, 1_000_000);
+  const identifier = str('identifier');
+  if (identifier !== undefined) options.identifierMode = integer('identifier', identifier, 0, 1) as 0 | 1;
+  const expiry = str('expiry');
+  if (expiry !== undefined) options.expiryMs = integer('expiry', expiry, 100, 7 * 24 * 3_600_000);
+  return options;
+}

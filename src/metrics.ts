@@ -1,0 +1,160 @@
+/**
+ * /metrics: the exporter's own health. Engine counters are read when scraped (never
+ * mirrored packet by packet), plus prom-client's process and Node metrics and HTTP metrics.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { EngineCounters } from './native.js';
+
+export interface MetricsSources {
+  counters(): EngineCounters | undefined;
+  activeProbes(): number;
+  engineUp(): boolean;
+}
+
+export interface HttpObserver {
+  begin(): void;
+  end(path: string, method: string, status: number, seconds: number, bytes: number): void;
+}
+
+type Labels = Record<string, string>;
+
+/** A counter whose value is read from the engine at scrape time. */
+function engineCounter(
+  registry: Registry,
+  name: string,
+  help: string,
+  read: (c: EngineCounters) => Array<[Labels, number]>,
+  sources: MetricsSources,
+  labelNames: string[] = [],
+): void {
+  new Counter({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      const c = sources.counters();
+      if (!c) return;
+      this.reset();
+      for (const [labels, value] of read(c)) this.inc(labels, value);
+    },
+  });
+}
+
+export function createMetricsRegistry(sources: MetricsSources): { registry: Registry; http: HttpObserver } {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+
+  new Gauge({
+    name: 'icmp_active_probes',
+    help: 'The number of active ICMP probes',
+    registers,
+    collect() {
+      this.set(sources.activeProbes());
+    },
+  });
+  new Gauge({
+    name: 'icmp_engine_up',
+    help: '1 while the probing engine thread runs, 0 after it failed',
+    registers,
+    collect() {
+      this.set(sources.engineUp() ? 1 : 0);
+    },
+  });
+  const one = (v: number): Array<[Labels, number]> => [[{}, v]];
+  engineCounter(registry, 'icmp_packets_sent_total', 'The total number of ICMP echo requests sent', (c) => one(c.packetsSent), sources);
+  engineCounter(
+    registry,
+    'icmp_packets_recv_total',
+    'The total number of ICMP echo replies received that carry our identifier',
+    (c) => one(c.packetsReceived),
+    sources,
+  );
+  engineCounter(
+    registry,
+    'icmp_packets_error_total',
+    'The total number of ICMP socket errors (failed sends and receives, probes not sent for lack of room)',
+    (c) => one(c.sendErrors + c.receiveErrors + c.inflightFull),
+    sources,
+  );
+  engineCounter(
+    registry,
+    'icmp_replies_ignored_total',
+    'Echo replies that changed no target: foreign (no probe of ours), duplicate, or late (after the timeout)',
+    (c) => [
+      [{ reason: 'foreign' }, c.repliesForeign],
+      [{ reason: 'duplicate' }, c.repliesDuplicate],
+      [{ reason: 'late' }, c.repliesLate],
+    ],
+    sources,
+    ['reason'],
+  );
+  engineCounter(
+    registry,
+    'icmp_error_messages_total',
+    'ICMP errors (unreachable, time exceeded, ...) quoting our probes; matched ones end their probe as lost',
+    (c) => [
+      [{ matched: 'true' }, c.icmpErrors],
+      [{ matched: 'false' }, c.icmpErrorsUnmatched],
+    ],
+    sources,
+    ['matched'],
+  );
+  engineCounter(
+    registry,
+    'icmp_packets_malformed_total',
+    'Received packets that passed the socket filter but did not parse (truncated, bad checksum)',
+    (c) => one(c.packetsMalformed),
+    sources,
+  );
+  engineCounter(
+    registry,
+    'icmp_timestamp_fallback_total',
+    'Answered probes whose RTT came from the monotonic clock instead of kernel timestamps, by reason',
+    (c) => [
+      [{ reason: 'tx_missing' }, c.txTimestampMissing],
+      [{ reason: 'rx_missing' }, c.rxTimestampMissing],
+      [{ reason: 'inconsistent' }, c.timestampInconsistent],
+    ],
+    sources,
+    ['reason'],
+  );
+  engineCounter(
+    registry,
+    'icmp_tx_timestamps_unmatched_total',
+    'Kernel transmit timestamps that matched no probe in flight',
+    (c) => one(c.txTimestampsUnmatched),
+    sources,
+  );
+
+  const labelNames = ['path', 'method', 'status'];
+  const duration = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'The latency of the HTTP requests.',
+    labelNames,
+    registers,
+  });
+  const size = new Histogram({
+    name: 'http_response_size_bytes',
+    help: 'The size of the HTTP responses.',
+    labelNames,
+    buckets: [100, 1000, 10000, 100000, 1000000, 10000000],
+    registers,
+  });
+  const inflight = new Gauge({
+    name: 'http_requests_inflight',
+    help: 'The number of inflight requests being handled at the same time.',
+    registers,
+  });
+  const http: HttpObserver = {
+    begin: () => inflight.inc(),
+    end(path, method, status, seconds, bytes) {
+      inflight.dec();
+      const labels = { path, method, status: String(status) };
+      duration.observe(labels, seconds);
+      size.observe(labels, bytes);
+    },
+  };
+  return { registry, http };
+}
