@@ -94,7 +94,9 @@ impl Task for SnapshotTask {
     type JsValue = Vec<Option<TargetStats>>;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        self.engine.snapshot(std::mem::take(&mut self.ids)).map_err(to_js_error)
+        self.engine
+            .snapshot(std::mem::take(&mut self.ids))
+            .map_err(to_js_error)
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
@@ -125,28 +127,39 @@ impl Engine {
     /// Opens the raw sockets and starts the engine thread.
     #[napi(constructor, catch_unwind)]
     pub fn new(options: EngineOptions) -> Result<Self> {
-        let identifier = u16::try_from(options.identifier)
-            .map_err(|_| Error::new(Status::InvalidArg, "identifier must be between 0 and 65535"))?;
+        let identifier = u16::try_from(options.identifier).map_err(|_| {
+            Error::new(Status::InvalidArg, "identifier must be between 0 and 65535")
+        })?;
         let config = EngineConfig {
             interval: Duration::from_millis(options.interval_ms.into()),
             timeout: Duration::from_millis(options.timeout_ms.into()),
             max_pps: options.max_pps,
             identifier,
         };
-        config.validate().map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
         let inner = netprobe::Engine::start(config).map_err(to_js_error)?;
-        Ok(Engine { inner: Arc::new(inner) })
+        Ok(Engine {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Starts probing an IP address; returns the target's id.
     #[napi(catch_unwind, ts_args_type = "address: string, protocol: 'icmp'")]
     pub fn track(&self, address: String, protocol: String) -> Result<u32> {
         if protocol != "icmp" {
-            return Err(Error::new(Status::InvalidArg, format!("unknown protocol {protocol:?}")));
+            return Err(Error::new(
+                Status::InvalidArg,
+                format!("unknown protocol {protocol:?}"),
+            ));
         }
-        let addr: IpAddr = address
-            .parse()
-            .map_err(|_| Error::new(Status::InvalidArg, format!("{address:?} is not an IP address")))?;
+        let addr: IpAddr = address.parse().map_err(|_| {
+            Error::new(
+                Status::InvalidArg,
+                format!("{address:?} is not an IP address"),
+            )
+        })?;
         self.inner.track(addr).map_err(to_js_error)
     }
 
@@ -158,7 +171,10 @@ impl Engine {
     /// Statistics of each id, in order; null for an id that is not tracked.
     #[napi(ts_return_type = "Promise<Array<TargetStats | null>>")]
     pub fn snapshot(&self, ids: Vec<u32>) -> AsyncTask<SnapshotTask> {
-        AsyncTask::new(SnapshotTask { engine: self.inner.clone(), ids })
+        AsyncTask::new(SnapshotTask {
+            engine: self.inner.clone(),
+            ids,
+        })
     }
 
     #[napi(catch_unwind)]
@@ -192,6 +208,8 @@ impl Engine {
     /// Stops the engine thread and closes its sockets (off the event loop).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn stop(&self) -> AsyncTask<StopTask> {
-        AsyncTask::new(StopTask { engine: self.inner.clone() })
+        AsyncTask::new(StopTask {
+            engine: self.inner.clone(),
+        })
     }
 }

@@ -45,7 +45,10 @@ impl std::error::Error for ConfigError {}
 impl EngineConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.interval < MIN_INTERVAL {
-            return Err(ConfigError(format!("interval must be at least {} ms", MIN_INTERVAL.as_millis())));
+            return Err(ConfigError(format!(
+                "interval must be at least {} ms",
+                MIN_INTERVAL.as_millis()
+            )));
         }
         if self.timeout < MIN_TIMEOUT || self.timeout > MAX_TIMEOUT {
             return Err(ConfigError(format!(
@@ -55,7 +58,9 @@ impl EngineConfig {
             )));
         }
         if self.max_pps == 0 || self.max_pps > MAX_PPS {
-            return Err(ConfigError(format!("maxpps must be between 1 and {MAX_PPS}")));
+            return Err(ConfigError(format!(
+                "maxpps must be between 1 and {MAX_PPS}"
+            )));
         }
         Ok(())
     }
@@ -69,10 +74,35 @@ mod tests {
     fn bounds() {
         assert!(EngineConfig::default().validate().is_ok());
         let ms = Duration::from_millis;
-        assert!(EngineConfig { interval: ms(9), ..Default::default() }.validate().is_err());
-        assert!(EngineConfig { timeout: ms(9), ..Default::default() }.validate().is_err());
-        assert!(EngineConfig { timeout: ms(40_001), ..Default::default() }.validate().is_err());
-        assert!(EngineConfig { max_pps: 0, ..Default::default() }.validate().is_err());
-        assert!(EngineConfig { max_pps: MAX_PPS + 1, ..Default::default() }.validate().is_err());
+        assert!(EngineConfig {
+            interval: ms(9),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(EngineConfig {
+            timeout: ms(9),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(EngineConfig {
+            timeout: ms(40_001),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(EngineConfig {
+            max_pps: 0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(EngineConfig {
+            max_pps: MAX_PPS + 1,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
     }
 }

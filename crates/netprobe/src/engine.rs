@@ -48,9 +48,16 @@ impl fmt::Display for EngineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EngineError::Start(m) => write!(f, "cannot start the probing engine: {m}"),
-            EngineError::FamilyUnavailable(Family::V4) => f.write_str("IPv4 probing is not available on this host"),
-            EngineError::FamilyUnavailable(Family::V6) => f.write_str("IPv6 probing is not available on this host"),
-            EngineError::Unusable(a) => write!(f, "{a} cannot be probed (unspecified, multicast or broadcast address)"),
+            EngineError::FamilyUnavailable(Family::V4) => {
+                f.write_str("IPv4 probing is not available on this host")
+            }
+            EngineError::FamilyUnavailable(Family::V6) => {
+                f.write_str("IPv6 probing is not available on this host")
+            }
+            EngineError::Unusable(a) => write!(
+                f,
+                "{a} cannot be probed (unspecified, multicast or broadcast address)"
+            ),
             EngineError::Stopped(m) => write!(f, "the probing engine is not running: {m}"),
         }
     }
@@ -59,9 +66,17 @@ impl fmt::Display for EngineError {
 impl std::error::Error for EngineError {}
 
 enum Command {
-    Track { id: TargetId, addr: IpAddr },
-    Untrack { id: TargetId },
-    Snapshot { ids: Vec<TargetId>, reply: SyncSender<Vec<Option<TargetSnapshot>>> },
+    Track {
+        id: TargetId,
+        addr: IpAddr,
+    },
+    Untrack {
+        id: TargetId,
+    },
+    Snapshot {
+        ids: Vec<TargetId>,
+        reply: SyncSender<Vec<Option<TargetSnapshot>>>,
+    },
     Stop,
 }
 
@@ -92,7 +107,9 @@ impl Engine {
     /// Opens the sockets on the calling thread (so a missing privilege is reported here)
     /// and starts the engine thread.
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
-        config.validate().map_err(|e| EngineError::Start(e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| EngineError::Start(e.to_string()))?;
         let v4 = FamilySockets::open(Family::V4, config.identifier);
         let v6 = FamilySockets::open(Family::V6, config.identifier);
         let (v4, v6) = match (v4, v6) {
@@ -110,7 +127,10 @@ impl Engine {
             EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
                 .map_err(|e| EngineError::Start(format!("eventfd: {e}")))?,
         );
-        let shared = Arc::new(Shared { counters: EngineCounters::default(), failure: Mutex::new(None) });
+        let shared = Arc::new(Shared {
+            counters: EngineCounters::default(),
+            failure: Mutex::new(None),
+        });
         let (tx, rx) = mpsc::channel();
         let (has_v4, has_v6) = (v4.is_some(), v6.is_some());
         let mut engine_loop = EngineLoop::new(config, v4, v6, rx, wake.clone(), shared.clone());
@@ -118,7 +138,8 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("netprobe".into())
             .spawn(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine_loop.run()));
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine_loop.run()));
                 let failure = match result {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(format!("engine loop failed: {e}")),
@@ -155,7 +176,11 @@ impl Engine {
     }
 
     fn send(&self, cmd: Command) -> Result<(), EngineError> {
-        let sent = self.commands.lock().map_err(|_| self.stopped_error())?.send(cmd);
+        let sent = self
+            .commands
+            .lock()
+            .map_err(|_| self.stopped_error())?
+            .send(cmd);
         sent.map_err(|_| self.stopped_error())?;
         // A failed write means the counter is already non-zero: the thread will wake anyway.
         let _ = self.wake.write(1);
@@ -168,8 +193,12 @@ impl Engine {
             return Err(EngineError::Unusable(addr));
         }
         match addr {
-            IpAddr::V4(_) if !self.has_v4 => return Err(EngineError::FamilyUnavailable(Family::V4)),
-            IpAddr::V6(_) if !self.has_v6 => return Err(EngineError::FamilyUnavailable(Family::V6)),
+            IpAddr::V4(_) if !self.has_v4 => {
+                return Err(EngineError::FamilyUnavailable(Family::V4))
+            }
+            IpAddr::V6(_) if !self.has_v6 => {
+                return Err(EngineError::FamilyUnavailable(Family::V6))
+            }
             _ => {}
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -185,7 +214,9 @@ impl Engine {
     pub fn snapshot(&self, ids: Vec<TargetId>) -> Result<Vec<Option<TargetSnapshot>>, EngineError> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.send(Command::Snapshot { ids, reply })?;
-        answer.recv_timeout(Duration::from_secs(10)).map_err(|_| self.stopped_error())
+        answer
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| self.stopped_error())
     }
 
     pub fn counters(&self) -> CountersSnapshot {
@@ -273,7 +304,10 @@ fn seed() -> u64 {
     if n == 8 && from_kernel != 0 {
         from_kernel
     } else {
-        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1))
+        (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1))
             | 1
     }
 }
@@ -287,7 +321,10 @@ impl EngineLoop {
         wake: Arc<EventFd>,
         shared: Arc<Shared>,
     ) -> Self {
-        let state = |sockets| FamilyState { sockets, keys: StampKeys::PerSend };
+        let state = |sockets| FamilyState {
+            sockets,
+            keys: StampKeys::PerSend,
+        };
         EngineLoop {
             gap: Duration::from_secs(1) / config.max_pps,
             config,
@@ -352,11 +389,24 @@ impl EngineLoop {
         }
         let timeout = next.map(|n| {
             let d = n.saturating_duration_since(now);
-            libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos() as libc::c_long }
+            libc::timespec {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            }
         });
-        let pollfd = |fd: i32, events: i16| libc::pollfd { fd, events, revents: 0 };
+        let pollfd = |fd: i32, events: i16| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
         // Slots: wake-up, then receive and send socket per family (-1 = absent, ignored by poll).
-        let mut fds = [pollfd(self.wake.as_fd().as_raw_fd(), libc::POLLIN), pollfd(-1, 0), pollfd(-1, 0), pollfd(-1, 0), pollfd(-1, 0)];
+        let mut fds = [
+            pollfd(self.wake.as_fd().as_raw_fd(), libc::POLLIN),
+            pollfd(-1, 0),
+            pollfd(-1, 0),
+            pollfd(-1, 0),
+            pollfd(-1, 0),
+        ];
         for (i, fam) in [&self.v4, &self.v6].into_iter().enumerate() {
             if let Some(fam) = fam {
                 fds[1 + 2 * i] = pollfd(fam.sockets.rx_fd().as_raw_fd(), libc::POLLIN);
@@ -364,12 +414,25 @@ impl EngineLoop {
                 fds[2 + 2 * i] = pollfd(fam.sockets.tx_fd().as_raw_fd(), 0);
             }
         }
-        let ts_ptr = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        let ts_ptr = timeout
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
         // SAFETY: `fds` and `ts_ptr` are valid for the call; no signal mask is passed.
-        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, std::ptr::null()) };
+        let rc = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                ts_ptr,
+                std::ptr::null(),
+            )
+        };
         if rc < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         if fds[0].revents != 0 {
             let _ = self.wake.read();
@@ -400,8 +463,13 @@ impl EngineLoop {
     }
 
     fn track(&mut self, id: TargetId, addr: IpAddr) {
-        let target =
-            Target { id, addr, dst: SockAddr::from(SocketAddr::new(addr, 0)), seq: 0, stats: TargetStats::default() };
+        let target = Target {
+            id,
+            addr,
+            dst: SockAddr::from(SocketAddr::new(addr, 0)),
+            seq: 0,
+            stats: TargetStats::default(),
+        };
         let index = match self.free_targets.pop() {
             Some(i) => {
                 self.targets[i] = Some(target);
@@ -429,7 +497,10 @@ impl EngineLoop {
     fn snapshot(&mut self, id: TargetId) -> Option<TargetSnapshot> {
         let index = *self.index_of.get(&id)?;
         let target = self.targets.get_mut(index)?.as_mut()?;
-        Some(TargetSnapshot { counters: target.stats.counters(), window: target.stats.window() })
+        Some(TargetSnapshot {
+            counters: target.stats.counters(),
+            window: target.stats.window(),
+        })
     }
 
     fn target_mut(&mut self, index: usize, id: TargetId) -> Option<&mut Target> {
@@ -438,7 +509,9 @@ impl EngineLoop {
 
     fn send_due(&mut self, now: Instant) {
         for _ in 0..BATCH {
-            let Some(Reverse((due, index, id))) = self.schedule.peek().copied() else { return };
+            let Some(Reverse((due, index, id))) = self.schedule.peek().copied() else {
+                return;
+            };
             if due > now || self.pacer_next > now {
                 return;
             }
@@ -446,7 +519,10 @@ impl EngineLoop {
             if self.target_mut(index, id).is_none() {
                 continue; // untracked since it was scheduled
             }
-            self.pacer_next = self.pacer_next.max(now.checked_sub(PACER_CATCH_UP).unwrap_or(now)) + self.gap;
+            self.pacer_next = self
+                .pacer_next
+                .max(now.checked_sub(PACER_CATCH_UP).unwrap_or(now))
+                + self.gap;
             self.send_probe(index, id, now);
             let mut next = due + self.config.interval;
             if next < now {
@@ -458,10 +534,16 @@ impl EngineLoop {
 
     fn send_probe(&mut self, index: usize, id: TargetId, now: Instant) {
         let token = self.random();
-        let Some(target) = self.target_mut(index, id) else { return };
+        let Some(target) = self.target_mut(index, id) else {
+            return;
+        };
         let seq = target.seq;
         target.seq = target.seq.wrapping_add(1);
-        let family = if target.addr.is_ipv4() { Family::V4 } else { Family::V6 };
+        let family = if target.addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
         let probe = Probe {
             target_index: index as u32,
             target_id: id,
@@ -477,7 +559,12 @@ impl EngineLoop {
             self.finish_target(index, id, Outcome::SendError);
             return;
         };
-        let repr = EchoRepr { ident: self.config.identifier, seq, key: key.0, token };
+        let repr = EchoRepr {
+            ident: self.config.identifier,
+            seq,
+            key: key.0,
+            token,
+        };
         icmp::emit_echo_request(family, &repr, &mut self.packet);
         let result = self.transmit(family, index, id, key);
         match result {
@@ -498,7 +585,13 @@ impl EngineLoop {
     }
 
     fn transmit(&mut self, family: Family, index: usize, id: TargetId, key: Key) -> io::Result<()> {
-        let Some(dst) = self.targets.get(index).and_then(|t| t.as_ref()).filter(|t| t.id == id).map(|t| &t.dst) else {
+        let Some(dst) = self
+            .targets
+            .get(index)
+            .and_then(|t| t.as_ref())
+            .filter(|t| t.id == id)
+            .map(|t| &t.dst)
+        else {
             return Ok(());
         };
         let fam = match family {
@@ -506,13 +599,22 @@ impl EngineLoop {
             Family::V6 => self.v6.as_mut(),
         };
         let Some(fam) = fam else {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "address family not available"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "address family not available",
+            ));
         };
         if let StampKeys::PerSend = fam.keys {
-            match fam.sockets.send(dst, &self.packet, Some(self.opt_id.set(key.0))) {
+            match fam
+                .sockets
+                .send(dst, &self.packet, Some(self.opt_id.set(key.0)))
+            {
                 // This kernel has no SCM_TS_OPT_ID: mirror the socket's own counter from now on.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    fam.keys = StampKeys::Counter { next: 0, ring: vec![u32::MAX; COUNTER_RING] };
+                    fam.keys = StampKeys::Counter {
+                        next: 0,
+                        ring: vec![u32::MAX; COUNTER_RING],
+                    };
                 }
                 other => return other,
             }
@@ -533,7 +635,9 @@ impl EngineLoop {
 
     /// Ends a probe whose reply and transmit stamp are both in, or whose deadline passed.
     fn finish(&mut self, key: Key) {
-        let Some(probe) = self.inflight.get_mut(key).copied() else { return };
+        let Some(probe) = self.inflight.get_mut(key).copied() else {
+            return;
+        };
         let outcome = match probe.reply {
             Some(reply) => {
                 let c = &self.shared.counters;
@@ -557,13 +661,18 @@ impl EngineLoop {
                         None
                     }
                 };
-                let rtt_ns =
-                    kernel.unwrap_or_else(|| reply.at.saturating_duration_since(probe.sent_at).as_nanos() as u64);
+                let rtt_ns = kernel.unwrap_or_else(|| {
+                    reply.at.saturating_duration_since(probe.sent_at).as_nanos() as u64
+                });
                 Outcome::Reply { rtt_ns }
             }
             None => Outcome::Timeout,
         };
-        let ended = if probe.reply.is_some() { Ended::Replied } else { Ended::Other };
+        let ended = if probe.reply.is_some() {
+            Ended::Replied
+        } else {
+            Ended::Other
+        };
         self.inflight.remove(key, ended);
         self.finish_target(probe.target_index as usize, probe.target_id, outcome);
     }
@@ -580,7 +689,11 @@ impl EngineLoop {
 
     fn receive_replies(&mut self, family: Family) {
         for _ in 0..BATCH {
-            let fam = if family == Family::V4 { &self.v4 } else { &self.v6 };
+            let fam = if family == Family::V4 {
+                &self.v4
+            } else {
+                &self.v6
+            };
             let Some(fam) = fam else { return };
             let received = fam.sockets.recv_reply(&mut self.buf, &mut self.ctrl);
             let at = Instant::now();
@@ -610,7 +723,13 @@ impl EngineLoop {
         }
     }
 
-    fn on_reply(&mut self, src: Option<IpAddr>, echo: EchoRepr, rx_stamp_ns: Option<i64>, at: Instant) {
+    fn on_reply(
+        &mut self,
+        src: Option<IpAddr>,
+        echo: EchoRepr,
+        rx_stamp_ns: Option<i64>,
+        at: Instant,
+    ) {
         let key = Key(echo.key);
         let c = &self.shared.counters;
         if echo.ident != self.config.identifier {
@@ -623,8 +742,14 @@ impl EngineLoop {
             Lookup::Ended(Ended::Other) => return EngineCounters::add(&c.replies_late, 1),
             Lookup::Unknown => return EngineCounters::add(&c.replies_foreign, 1),
         }
-        let Some(probe) = self.inflight.get_mut(key) else { return };
-        let expected = self.targets.get(probe.target_index as usize).and_then(|t| t.as_ref()).map(|t| t.addr);
+        let Some(probe) = self.inflight.get_mut(key) else {
+            return;
+        };
+        let expected = self
+            .targets
+            .get(probe.target_index as usize)
+            .and_then(|t| t.as_ref())
+            .map(|t| t.addr);
         if probe.seq != echo.seq || src.is_none() || src != expected {
             EngineCounters::add(&c.replies_foreign, 1);
             return;
@@ -642,26 +767,43 @@ impl EngineLoop {
 
     fn on_icmp_error(&mut self, err: icmp::QuotedError) {
         let c = &self.shared.counters;
-        let Some((key, token)) = err.key_token.filter(|_| err.ident == self.config.identifier) else {
+        let Some((key, token)) = err
+            .key_token
+            .filter(|_| err.ident == self.config.identifier)
+        else {
             return EngineCounters::add(&c.icmp_errors_unmatched, 1);
         };
         let key = Key(key);
         if self.inflight.lookup(key, token) != Lookup::Live {
             return EngineCounters::add(&c.icmp_errors_unmatched, 1);
         }
-        let Some(probe) = self.inflight.get_mut(key).copied() else { return };
-        let expected = self.targets.get(probe.target_index as usize).and_then(|t| t.as_ref()).map(|t| t.addr);
+        let Some(probe) = self.inflight.get_mut(key).copied() else {
+            return;
+        };
+        let expected = self
+            .targets
+            .get(probe.target_index as usize)
+            .and_then(|t| t.as_ref())
+            .map(|t| t.addr);
         if probe.reply.is_some() || Some(err.original_dst) != expected || probe.seq != err.seq {
             return EngineCounters::add(&c.icmp_errors_unmatched, 1);
         }
         EngineCounters::add(&c.icmp_errors, 1);
         self.inflight.remove(key, Ended::Other);
-        self.finish_target(probe.target_index as usize, probe.target_id, Outcome::IcmpError);
+        self.finish_target(
+            probe.target_index as usize,
+            probe.target_id,
+            Outcome::IcmpError,
+        );
     }
 
     fn receive_tx_stamps(&mut self, family: Family) {
         for _ in 0..BATCH {
-            let fam = if family == Family::V4 { &self.v4 } else { &self.v6 };
+            let fam = if family == Family::V4 {
+                &self.v4
+            } else {
+                &self.v6
+            };
             let Some(fam) = fam else { return };
             let r = match fam.sockets.recv_tx_stamp(&mut self.buf, &mut self.ctrl) {
                 Ok(r) => r,
@@ -672,7 +814,9 @@ impl EngineLoop {
                 }
             };
             let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
-            let (Some(err), Some(stamp)) = (info.extended_err, info.software) else { continue };
+            let (Some(err), Some(stamp)) = (info.extended_err, info.software) else {
+                continue;
+            };
             if !err.is_tx_timestamp() {
                 continue;
             }

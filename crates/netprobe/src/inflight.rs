@@ -86,7 +86,11 @@ impl InFlight {
         let index = match self.free.pop() {
             Some(i) => i as usize,
             None if self.slots.len() < MAX_SLOTS => {
-                self.slots.push(Slot { gen: 0, probe: None, last: None });
+                self.slots.push(Slot {
+                    gen: 0,
+                    probe: None,
+                    last: None,
+                });
                 self.slots.len() - 1
             }
             None => return None,
@@ -107,7 +111,9 @@ impl InFlight {
 
     /// Classifies a packet that names `key` and carries `token`.
     pub fn lookup(&self, key: Key, token: u64) -> Lookup {
-        let Some(slot) = self.slots.get(key.index()) else { return Lookup::Unknown };
+        let Some(slot) = self.slots.get(key.index()) else {
+            return Lookup::Unknown;
+        };
         if slot.gen == key.gen() {
             return match &slot.probe {
                 Some(p) if p.token == token => Lookup::Live,
@@ -115,7 +121,9 @@ impl InFlight {
             };
         }
         match slot.last {
-            Some((t, ended)) if t == token && slot.gen == (key.gen() + 1) & GEN_MASK => Lookup::Ended(ended),
+            Some((t, ended)) if t == token && slot.gen == (key.gen() + 1) & GEN_MASK => {
+                Lookup::Ended(ended)
+            }
             _ => Lookup::Unknown,
         }
     }
@@ -140,7 +148,16 @@ mod tests {
 
     fn probe(token: u64) -> Probe {
         let now = Instant::now();
-        Probe { target_index: 0, target_id: 1, seq: 0, token, sent_at: now, deadline: now, tx_stamp_ns: None, reply: None }
+        Probe {
+            target_index: 0,
+            target_id: 1,
+            seq: 0,
+            token,
+            sent_at: now,
+            deadline: now,
+            tx_stamp_ns: None,
+            reply: None,
+        }
     }
 
     #[test]
@@ -150,13 +167,21 @@ mod tests {
         assert_eq!(t.lookup(k1, 11), Lookup::Live);
         assert_eq!(t.lookup(k1, 12), Lookup::Unknown, "wrong token");
         t.remove(k1, Ended::Replied).unwrap();
-        assert_eq!(t.lookup(k1, 11), Lookup::Ended(Ended::Replied), "a duplicate");
+        assert_eq!(
+            t.lookup(k1, 11),
+            Lookup::Ended(Ended::Replied),
+            "a duplicate"
+        );
         let k2 = t.insert(probe(22)).unwrap();
         assert_ne!(k1, k2, "same slot, new generation");
         assert!(t.get_mut(k1).is_none());
         assert_eq!(t.get_mut(k2).unwrap().token, 22);
         t.remove(k2, Ended::Other).unwrap();
-        assert_eq!(t.lookup(k2, 22), Lookup::Ended(Ended::Other), "a late reply");
+        assert_eq!(
+            t.lookup(k2, 22),
+            Lookup::Ended(Ended::Other),
+            "a late reply"
+        );
         assert_eq!(t.lookup(k1, 11), Lookup::Unknown, "two generations back");
         assert!(t.remove(k2, Ended::Other).is_none(), "removing twice");
         assert!(t.is_empty());

@@ -4,7 +4,9 @@
 use crate::filter::{self, Insn};
 use crate::sys;
 use crate::wire::icmp::Family;
-use socket2::{Domain, MaybeUninitSlice, MsgHdr, MsgHdrMut, Protocol, SockAddr, SockFilter, Socket, Type};
+use socket2::{
+    Domain, MaybeUninitSlice, MsgHdr, MsgHdrMut, Protocol, SockAddr, SockFilter, Socket, Type,
+};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
@@ -47,7 +49,10 @@ fn setsockopt<T>(sock: &Socket, level: c_int, name: c_int, value: &T) -> io::Res
 }
 
 fn attach(sock: &Socket, prog: &[Insn]) -> io::Result<()> {
-    let filters: Vec<SockFilter> = prog.iter().map(|i| SockFilter::new(i.code, i.jt, i.jf, i.k)).collect();
+    let filters: Vec<SockFilter> = prog
+        .iter()
+        .map(|i| SockFilter::new(i.code, i.jt, i.jf, i.k))
+        .collect();
     sock.attach_filter(&filters)
 }
 
@@ -80,12 +85,23 @@ fn block_all_but_replies(sock: &Socket, family: Family) -> io::Result<()> {
     match family {
         Family::V4 => {
             // A set bit drops that type.
-            let pass = [V4_ECHO_REPLY, V4_DEST_UNREACHABLE, V4_TIME_EXCEEDED, V4_PARAMETER_PROBLEM];
+            let pass = [
+                V4_ECHO_REPLY,
+                V4_DEST_UNREACHABLE,
+                V4_TIME_EXCEEDED,
+                V4_PARAMETER_PROBLEM,
+            ];
             let mask: u32 = !pass.iter().fold(0u32, |m, t| m | (1 << t));
             setsockopt(sock, libc::SOL_RAW, sys::ICMP_FILTER, &mask)
         }
         Family::V6 => {
-            let pass = [V6_ECHO_REPLY, V6_DEST_UNREACHABLE, V6_PACKET_TOO_BIG, V6_TIME_EXCEEDED, V6_PARAMETER_PROBLEM];
+            let pass = [
+                V6_ECHO_REPLY,
+                V6_DEST_UNREACHABLE,
+                V6_PACKET_TOO_BIG,
+                V6_TIME_EXCEEDED,
+                V6_PARAMETER_PROBLEM,
+            ];
             let mut mask = [u32::MAX; 8];
             for t in pass {
                 mask[usize::from(t >> 5)] &= !(1u32 << (t & 31));
@@ -156,21 +172,35 @@ fn as_uninit(b: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     unsafe { &mut *(b as *mut [u8] as *mut [MaybeUninit<u8>]) }
 }
 
-fn recv(sock: &Socket, buf: &mut [u8], ctrl: &mut [u8], flags: c_int, want_addr: bool) -> io::Result<Received> {
+fn recv(
+    sock: &Socket,
+    buf: &mut [u8],
+    ctrl: &mut [u8],
+    flags: c_int,
+    want_addr: bool,
+) -> io::Result<Received> {
     // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) address to receive into;
     // its full size tells the kernel how much it may write (socket2 does not read back the
     // length, so an address the kernel did not fill stays AF_UNSPEC and yields None).
     let mut addr = unsafe {
-        SockAddr::new(std::mem::zeroed(), std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t)
+        SockAddr::new(
+            std::mem::zeroed(),
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        )
     };
     let mut bufs = [MaybeUninitSlice::new(as_uninit(buf))];
-    let mut msg = MsgHdrMut::new().with_buffers(&mut bufs).with_control(as_uninit(ctrl));
+    let mut msg = MsgHdrMut::new()
+        .with_buffers(&mut bufs)
+        .with_control(as_uninit(ctrl));
     if want_addr {
         msg = msg.with_addr(&mut addr);
     }
     let len = sock.recvmsg(&mut msg, flags | libc::MSG_DONTWAIT)?;
     let ctrl_len = msg.control_len();
-    drop(msg);
-    let src = if want_addr { addr.as_socket().map(|s| s.ip()) } else { None };
+    let src = if want_addr {
+        addr.as_socket().map(|s| s.ip())
+    } else {
+        None
+    };
     Ok(Received { len, ctrl_len, src })
 }

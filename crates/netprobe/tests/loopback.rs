@@ -32,8 +32,15 @@ fn loopback_v4_and_v6_with_kernel_timestamps() {
     let snaps = engine.snapshot(ids.clone()).unwrap();
     for (id, snap) in ids.iter().zip(&snaps) {
         let s = snap.expect("tracked target has a snapshot");
-        assert!(s.counters.sent >= 10, "target {id}: {s:?} {:?}", engine.counters());
-        assert_eq!(s.counters.sent, s.counters.received, "loopback loses nothing: {s:?}");
+        assert!(
+            s.counters.sent >= 10,
+            "target {id}: {s:?} {:?}",
+            engine.counters()
+        );
+        assert_eq!(
+            s.counters.sent, s.counters.received,
+            "loopback loses nothing: {s:?}"
+        );
         let mean = s.counters.rtt_sum_ns as f64 / s.counters.received as f64;
         assert!(mean > 0.0 && mean < 1e6, "mean RTT {mean} ns");
         assert_eq!(s.window.loss_ratio, Some(0.0));
@@ -45,13 +52,22 @@ fn loopback_v4_and_v6_with_kernel_timestamps() {
     engine.untrack(v4).unwrap();
     assert_eq!(engine.snapshot(vec![v4]).unwrap(), vec![None]);
     engine.stop();
-    assert!(matches!(engine.snapshot(vec![v4]), Err(EngineError::Stopped(_))));
+    assert!(matches!(
+        engine.snapshot(vec![v4]),
+        Err(EngineError::Stopped(_))
+    ));
 }
 
 #[test]
 fn unusable_addresses_are_refused() {
     let Some(engine) = engine() else { return };
     for a in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "ff02::1"] {
-        assert!(matches!(engine.track(a.parse().unwrap()), Err(EngineError::Unusable(_))), "{a}");
+        assert!(
+            matches!(
+                engine.track(a.parse().unwrap()),
+                Err(EngineError::Unusable(_))
+            ),
+            "{a}"
+        );
     }
 }

@@ -106,8 +106,10 @@ fn be16(b: &[u8], r: std::ops::Range<usize>) -> u16 {
     u16::from_be_bytes([b[r.start], b[r.start + 1]])
 }
 
-/// Reads ident, seq and (if present) key and token of an echo message at `icmp`.
-fn echo_fields(icmp: &[u8]) -> Result<(u16, u16, Option<(u32, u64)>), ParseError> {
+/// Ident, seq and (when the message is long enough) key and token of an echo message.
+type EchoFields = (u16, u16, Option<(u32, u64)>);
+
+fn echo_fields(icmp: &[u8]) -> Result<EchoFields, ParseError> {
     if icmp.len() < HEADER_LEN {
         return Err(ParseError::Truncated);
     }
@@ -125,7 +127,12 @@ fn echo_fields(icmp: &[u8]) -> Result<(u16, u16, Option<(u32, u64)>), ParseError
 
 fn echo_reply(icmp: &[u8]) -> Result<Message, ParseError> {
     match echo_fields(icmp)? {
-        (ident, seq, Some((key, token))) => Ok(Message::EchoReply(EchoRepr { ident, seq, key, token })),
+        (ident, seq, Some((key, token))) => Ok(Message::EchoReply(EchoRepr {
+            ident,
+            seq,
+            key,
+            token,
+        })),
         // A reply too short to carry our payload is not an answer to our probe.
         (_, _, None) => Ok(Message::Other),
     }
@@ -150,7 +157,8 @@ pub fn parse_v4(packet: &[u8]) -> Result<(Ipv4Addr, Message), ParseError> {
     }
     let message = match icmp[field::TYPE] {
         types::V4_ECHO_REPLY => echo_reply(icmp)?,
-        t @ (types::V4_DEST_UNREACHABLE | types::V4_TIME_EXCEEDED | types::V4_PARAMETER_PROBLEM) => {
+        t
+        @ (types::V4_DEST_UNREACHABLE | types::V4_TIME_EXCEEDED | types::V4_PARAMETER_PROBLEM) => {
             quoted_v4(t, icmp[field::CODE], &icmp[HEADER_LEN..])?
         }
         _ => Message::Other,
@@ -168,7 +176,14 @@ fn quoted_v4(icmp_type: u8, code: u8, quote: &[u8]) -> Result<Message, ParseErro
         return Ok(Message::Other);
     }
     let (ident, seq, key_token) = echo_fields(echo)?;
-    Ok(Message::Error(QuotedError { icmp_type, code, original_dst: IpAddr::V4(inner.dst()), ident, seq, key_token }))
+    Ok(Message::Error(QuotedError {
+        icmp_type,
+        code,
+        original_dst: IpAddr::V4(inner.dst()),
+        ident,
+        seq,
+        key_token,
+    }))
 }
 
 /// Parses what a raw ICMPv6 socket delivers: the ICMPv6 message alone (the kernel has
@@ -216,7 +231,12 @@ fn quoted_v6(icmp_type: u8, code: u8, quote: &[u8]) -> Result<Message, ParseErro
 mod tests {
     use super::*;
 
-    const REPR: EchoRepr = EchoRepr { ident: 0x1234, seq: 7, key: 0x0010_0003, token: 0x0102_0304_0506_0708 };
+    const REPR: EchoRepr = EchoRepr {
+        ident: 0x1234,
+        seq: 7,
+        key: 0x0010_0003,
+        token: 0x0102_0304_0506_0708,
+    };
 
     fn request(family: Family) -> [u8; PROBE_LEN] {
         let mut buf = [0u8; PROBE_LEN];
@@ -227,9 +247,13 @@ mod tests {
     #[test]
     fn v4_request_bytes() {
         let buf = request(Family::V4);
-        assert_eq!(&buf[..20], &[
-            8, 0, 0xf4, 0x54, 0x12, 0x34, 0x00, 0x07, 0x00, 0x10, 0x00, 0x03, 1, 2, 3, 4, 5, 6, 7, 8
-        ]);
+        assert_eq!(
+            &buf[..20],
+            &[
+                8, 0, 0xf4, 0x54, 0x12, 0x34, 0x00, 0x07, 0x00, 0x10, 0x00, 0x03, 1, 2, 3, 4, 5, 6,
+                7, 8
+            ]
+        );
         assert_eq!(&buf[20..34], b"icmp-exporter ");
         assert!(checksum::verify(&buf));
     }
@@ -249,7 +273,9 @@ mod tests {
         icmp[3] = 0;
         let sum = checksum::internet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        let mut packet = vec![0x45, 0, 0, 84, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1];
+        let mut packet = vec![
+            0x45, 0, 0, 84, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1,
+        ];
         packet.extend_from_slice(&icmp);
         packet
     }
@@ -283,7 +309,9 @@ mod tests {
         let mut icmp = vec![0u8, 0, 0, 0, 0x12, 0x34, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8];
         let sum = checksum::internet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        let mut packet = vec![0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1];
+        let mut packet = vec![
+            0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1,
+        ];
         packet.extend_from_slice(&icmp);
         assert_eq!(parse_v4(&packet).unwrap().1, Message::Other);
     }
@@ -292,13 +320,17 @@ mod tests {
     fn v4_destination_unreachable_quotes_the_probe() {
         // Host unreachable from a router 198.18.0.254 quoting our request to 198.18.200.1.
         let probe = request(Family::V4);
-        let mut quote = vec![0x45, 0, 0, 84, 0, 0, 0x40, 0, 63, 1, 0, 0, 198, 18, 0, 1, 198, 18, 200, 1];
+        let mut quote = vec![
+            0x45, 0, 0, 84, 0, 0, 0x40, 0, 63, 1, 0, 0, 198, 18, 0, 1, 198, 18, 200, 1,
+        ];
         quote.extend_from_slice(&probe);
         let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&quote);
         let sum = checksum::internet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 254, 198, 18, 0, 1];
+        let mut packet = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 254, 198, 18, 0, 1,
+        ];
         packet.extend_from_slice(&icmp);
         let (src, msg) = parse_v4(&packet).unwrap();
         assert_eq!(src, Ipv4Addr::new(198, 18, 0, 254));
@@ -319,11 +351,15 @@ mod tests {
     fn v4_error_with_minimal_quote_has_no_key() {
         let probe = request(Family::V4);
         let mut icmp = vec![11, 0, 0, 0, 0, 0, 0, 0];
-        icmp.extend_from_slice(&[0x45, 0, 0, 84, 0, 0, 0x40, 0, 1, 1, 0, 0, 198, 18, 0, 1, 198, 18, 200, 1]);
+        icmp.extend_from_slice(&[
+            0x45, 0, 0, 84, 0, 0, 0x40, 0, 1, 1, 0, 0, 198, 18, 0, 1, 198, 18, 200, 1,
+        ]);
         icmp.extend_from_slice(&probe[..8]);
         let sum = checksum::internet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 254, 198, 18, 0, 1];
+        let mut packet = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 254, 198, 18, 0, 1,
+        ];
         packet.extend_from_slice(&icmp);
         match parse_v4(&packet).unwrap().1 {
             Message::Error(e) => {
@@ -363,6 +399,9 @@ mod tests {
 
     #[test]
     fn v6_other_types_are_other() {
-        assert_eq!(parse_v6(&[135, 0, 0, 0, 0, 0, 0, 0]).unwrap(), Message::Other);
+        assert_eq!(
+            parse_v6(&[135, 0, 0, 0, 0, 0, 0, 0]).unwrap(),
+            Message::Other
+        );
     }
 }

@@ -1,0 +1,197 @@
+/**
+ * The test lab: a prober namespace (where the exporter runs) and a peer namespace joined
+ * by a veth pair, using only 198.18.0.0/15 and 2001:2::/48. The peer answers for whole
+ * ranges through `local` routes. A second veth joins the host to the prober for HTTP only.
+ * Everything is removed in the test's teardown, also when the test fails.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
+
+export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+
+/** Addresses the peer answers for (AnyIP ranges on its loopback). */
+export const ANSWERED_V4 = '198.18.128.0/17';
+export const ANSWERED_V6 = '2001:2:0:8000::/49';
+/** Addresses routed to the peer that nobody answers (the peer does not forward). */
+export const SILENT_V4 = '198.18.64.1';
+export const SILENT_V6 = '2001:2:0:4000::1';
+export const PEER_V4 = '198.18.0.2';
+export const PEER_V6 = '2001:2::2';
+
+export function sh(cmd: string, args: readonly string[], input?: string): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+export class Lab {
+  readonly prober: string;
+  readonly peer: string;
+  /** Host side of the HTTP link; the exporter listens on `httpAddress`. */
+  readonly httpAddress: string;
+  private readonly hostAddress: string;
+  private readonly suffix: string;
+  private readonly processes: ChildProcess[] = [];
+  private readonly netnsDirs: string[] = [];
+
+  private constructor() {
+    this.suffix = randomBytes(3).toString('hex');
+    this.prober = `ixp-${this.suffix}`;
+    this.peer = `ixq-${this.suffix}`;
+    // A random /30 in 198.19.0.0/16 for the HTTP link, so parallel labs do not collide.
+    const n = randomInt(0, 16384) * 4;
+    this.hostAddress = `198.19.${n >> 8}.${(n & 0xff) + 1}`;
+    this.httpAddress = `198.19.${n >> 8}.${(n & 0xff) + 2}`;
+  }
+
+  static create(t: ExecutionContext): Lab {
+    const lab = new Lab();
+    t.teardown(() => lab.destroy());
+    lab.build();
+    return lab;
+  }
+
+  /** Runs a command inside a namespace of the lab. */
+  exec(ns: string, cmd: string, args: readonly string[], input?: string): string {
+    return sh('ip', ['netns', 'exec', ns, cmd, ...args], input);
+  }
+
+  private ip(ns: string, ...args: string[]): void {
+    sh('ip', ['-n', ns, ...args]);
+  }
+
+  private build(): void {
+    const s = this.suffix;
+    sh('ip', ['netns', 'add', this.prober]);
+    sh('ip', ['netns', 'add', this.peer]);
+    for (const ns of [this.prober, this.peer]) {
+      // No duplicate address detection: addresses (link-local ones too) are usable at once.
+      this.exec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0']);
+      this.ip(ns, 'link', 'set', 'lo', 'up');
+    }
+    sh('ip', ['link', 'add', `ixa${s}`, 'netns', this.prober, 'type', 'veth', 'peer', 'name', `ixb${s}`, 'netns', this.peer]);
+    this.ip(this.prober, 'addr', 'add', '198.18.0.1/24', 'dev', `ixa${s}`);
+    this.ip(this.prober, 'addr', 'add', '2001:2::1/64', 'dev', `ixa${s}`, 'nodad');
+    this.ip(this.peer, 'addr', 'add', `${PEER_V4}/24`, 'dev', `ixb${s}`);
+    this.ip(this.peer, 'addr', 'add', `${PEER_V6}/64`, 'dev', `ixb${s}`, 'nodad');
+    this.ip(this.prober, 'link', 'set', `ixa${s}`, 'up');
+    this.ip(this.peer, 'link', 'set', `ixb${s}`, 'up');
+    // Static neighbours: no ARP or neighbour discovery delay, so the first probe already counts.
+    const mac = (ns: string, dev: string) =>
+      (JSON.parse(sh('ip', ['-n', ns, '-j', 'link', 'show', 'dev', dev])) as Array<{ address: string }>)[0]?.address ?? '';
+    const proberMac = mac(this.prober, `ixa${s}`);
+    const peerMac = mac(this.peer, `ixb${s}`);
+    for (const [ns, dev, addr, lladdr] of [
+      [this.prober, `ixa${s}`, PEER_V4, peerMac],
+      [this.prober, `ixa${s}`, PEER_V6, peerMac],
+      [this.peer, `ixb${s}`, '198.18.0.1', proberMac],
+      [this.peer, `ixb${s}`, '2001:2::1', proberMac],
+    ] as const) {
+      this.ip(ns, 'neigh', 'replace', addr, 'lladdr', lladdr, 'dev', dev, 'nud', 'permanent');
+    }
+    this.ip(this.prober, 'route', 'add', 'default', 'via', PEER_V4);
+    this.ip(this.prober, '-6', 'route', 'add', 'default', 'via', PEER_V6);
+    this.ip(this.peer, 'route', 'add', 'local', ANSWERED_V4, 'dev', 'lo');
+    this.ip(this.peer, '-6', 'route', 'add', 'local', ANSWERED_V6, 'dev', 'lo');
+    // The HTTP link between the host and the prober (no probe ever takes it).
+    sh('ip', ['link', 'add', `ixh${s}`, 'type', 'veth', 'peer', 'name', `ixg${s}`, 'netns', this.prober]);
+    sh('ip', ['addr', 'add', `${this.hostAddress}/30`, 'dev', `ixh${s}`]);
+    this.ip(this.prober, 'addr', 'add', `${this.httpAddress}/30`, 'dev', `ixg${s}`);
+    sh('ip', ['link', 'set', `ixh${s}`, 'up']);
+    this.ip(this.prober, 'link', 'set', `ixg${s}`, 'up');
+  }
+
+  /** Loads an nftables ruleset into a namespace. */
+  nft(ns: string, ruleset: string): void {
+    this.exec(ns, 'nft', ['-f', '-'], ruleset);
+  }
+
+  /** Counter values (packets) of the named counters of table `inet lab` in a namespace. */
+  nftCounters(ns: string): Record<string, number> {
+    const json = JSON.parse(this.exec(ns, 'nft', ['-j', 'list', 'counters', 'table', 'inet', 'lab'])) as {
+      nftables: Array<{ counter?: { name: string; packets: number } }>;
+    };
+    const out: Record<string, number> = {};
+    for (const item of json.nftables) if (item.counter) out[item.counter.name] = item.counter.packets;
+    return out;
+  }
+
+  /** Starts a DNS server in the peer serving `records` (name -> addresses) and points the prober at it. */
+  startDns(records: Record<string, string[]>): void {
+    const args = ['--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${PEER_V4}`, '--user=root'];
+    for (const [name, addrs] of Object.entries(records)) args.push(`--host-record=${[name, ...addrs].join(',')}`);
+    this.spawn(this.peer, 'dnsmasq', args);
+    const dir = `/etc/netns/${this.prober}`;
+    mkdirSync(dir, { recursive: true });
+    this.netnsDirs.push(dir);
+    writeFileSync(`${dir}/resolv.conf`, `nameserver ${PEER_V4}\noptions timeout:1 attempts:1\n`);
+  }
+
+  spawn(ns: string, cmd: string, args: readonly string[]): ChildProcess {
+    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.processes.push(child);
+    return child;
+  }
+
+  /** Starts the exporter in the prober namespace; resolves with its base URL once it listens. */
+  async startExporter(args: readonly string[] = []): Promise<ExporterProcess> {
+    const child = this.spawn(this.prober, process.execPath, [CLI, '-listen', `${this.httpAddress}:0`, ...args]);
+    return ExporterProcess.started(child);
+  }
+
+  destroy(): void {
+    for (const p of this.processes) {
+      if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    }
+    for (const ns of [this.prober, this.peer]) {
+      try {
+        sh('ip', ['netns', 'del', ns]);
+      } catch {
+        // already gone
+      }
+    }
+    try {
+      sh('ip', ['link', 'del', `ixh${this.suffix}`]);
+    } catch {
+      // removed with the prober namespace
+    }
+    for (const dir of this.netnsDirs) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export class ExporterProcess {
+  stderr = '';
+  private constructor(
+    readonly child: ChildProcess,
+    readonly url: string,
+  ) {}
+
+  static started(child: ChildProcess): Promise<ExporterProcess> {
+    return new Promise((resolve, reject) => {
+      let out = '';
+      let err = '';
+      const timer = setTimeout(() => reject(new Error(`exporter did not start: ${err}`)), 20_000);
+      child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+      child.stdout?.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /listening on (http:\/\/\S+)/.exec(out);
+        if (m?.[1]) {
+          clearTimeout(timer);
+          const p = new ExporterProcess(child, m[1]);
+          child.stderr?.on('data', (d: Buffer) => (p.stderr += d.toString()));
+          resolve(p);
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`exporter exited with ${code}: ${err}`));
+      });
+    });
+  }
+
+  async get(path: string): Promise<{ status: number; body: string; headers: Headers }> {
+    const res = await fetch(`${this.url}${path}`);
+    return { status: res.status, body: await res.text(), headers: res.headers };
+  }
+}

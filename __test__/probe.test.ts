@@ -1,0 +1,72 @@
+/** /probe end to end, on the wire: the exporter in a lab namespace, a kernel peer answering. */
+import test from 'ava';
+import { Lab, SILENT_V4, SILENT_V6 } from './helpers/lab.js';
+import { parseSamples, promtoolProblems, sleep, value } from './helpers/prom.js';
+
+const FAST = ['-i-wont-be-evil', '-interval', '20', '-timeout', '500'];
+
+const PROBE_METRICS = [
+  'icmp_probe_packets_sent_total',
+  'icmp_probe_packets_recv_total',
+  'icmp_probe_latency_seconds_total',
+  'icmp_probe_latency_squared_seconds_total',
+  'icmp_probe_latency_seconds',
+  'icmp_probe_standard_deviation_seconds',
+  'icmp_probe_loss_ratio',
+  'icmp_probe_samples_count',
+];
+
+test('a live peer over IPv4 and IPv6: no loss, sub-millisecond RTT, valid exposition', async (t) => {
+  const lab = Lab.create(t);
+  const exporter = await lab.startExporter(FAST);
+  const path = '/probe?target=198.18.128.1&target=2001:2:0:8000::1';
+  const first = await exporter.get(path);
+  t.is(first.status, 200, first.body);
+  t.is(first.headers.get('x-target-count'), '2');
+  await sleep(2000);
+  const { body } = await exporter.get(path);
+  t.is(promtoolProblems(body), '');
+  for (const name of PROBE_METRICS) {
+    t.regex(body, new RegExp(`^# HELP ${name} \\S`, 'm'), `${name} has a HELP text`);
+  }
+  t.regex(body, /^# TYPE icmp_probe_packets_sent_total counter$/m);
+  t.regex(body, /^# TYPE icmp_probe_loss_ratio gauge$/m);
+  const samples = parseSamples(body);
+  t.notRegex(body, /NaN/);
+  for (const ip of ['198.18.128.1', '2001:2:0:8000::1']) {
+    const sent = value(samples, 'icmp_probe_packets_sent_total', { ip }) ?? 0;
+    const recv = value(samples, 'icmp_probe_packets_recv_total', { ip }) ?? 0;
+    t.true(sent >= 20, `${ip}: ${sent} probes in 2 s at 20 ms`);
+    t.is(recv, sent, `${ip}: no loss`);
+    t.is(value(samples, 'icmp_probe_loss_ratio', { ip }), 0);
+    const mean = value(samples, 'icmp_probe_latency_seconds', { ip }) ?? -1;
+    t.true(mean > 0 && mean < 0.001, `${ip}: mean RTT ${mean} s`);
+    const total = value(samples, 'icmp_probe_latency_seconds_total', { ip }) ?? -1;
+    t.true(Math.abs(total / recv - mean) < 0.001);
+    t.true((value(samples, 'icmp_probe_standard_deviation_seconds', { ip }) ?? -1) >= 0);
+    t.is(value(samples, 'icmp_probe_samples_count', { ip }), Math.min(250, sent));
+  }
+  const metrics = parseSamples((await exporter.get('/metrics')).body);
+  t.is(value(metrics, 'icmp_timestamp_fallback_total', { reason: 'tx_missing' }), 0, 'every RTT from kernel stamps');
+  t.is(value(metrics, 'icmp_timestamp_fallback_total', { reason: 'rx_missing' }), 0);
+});
+
+test('an address nobody answers: loss 1 and no latency gauges', async (t) => {
+  const lab = Lab.create(t);
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '200']);
+  const path = `/probe?target=${SILENT_V4}&target=${SILENT_V6}`;
+  await exporter.get(path);
+  await sleep(1500);
+  const { body } = await exporter.get(path);
+  t.is(promtoolProblems(body), '');
+  const samples = parseSamples(body);
+  for (const ip of [SILENT_V4, SILENT_V6]) {
+    const sent = value(samples, 'icmp_probe_packets_sent_total', { ip }) ?? 0;
+    t.true(sent >= 10, `${ip}: ${sent}`);
+    t.is(value(samples, 'icmp_probe_packets_recv_total', { ip }), 0);
+    t.is(value(samples, 'icmp_probe_loss_ratio', { ip }), 1);
+    t.is(value(samples, 'icmp_probe_latency_seconds', { ip }), undefined, 'omitted, not NaN');
+    t.is(value(samples, 'icmp_probe_standard_deviation_seconds', { ip }), undefined);
+  }
+  t.notRegex(body, /NaN/);
+});
