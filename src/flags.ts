@@ -66,12 +66,12 @@ export const FLAGS = {
 const NOT_YET = ['hard', 'interface4', 'interface6', 'drop'];
 const LOCKED = ['interval', 'maxpps', 'identifier'];
 
-/** Rewrites Go-style `-name` / `-name=value` into `--name` for the flags above. */
+/**
+ * Rewrites Go-style `-name` / `-name=value` into `--name`: like Go's flag package, a single
+ * dash may start a long name (only one-letter options stay short).
+ */
 export function normalizeArgv(argv: readonly string[]): string[] {
-  return argv.map((arg) => {
-    const m = /^-([a-z][a-z0-9-]*)(=.*)?$/.exec(arg);
-    return m && m[1] !== undefined && (m[1] in FLAGS || m[1] === 'help') ? `-${arg}` : arg;
-  });
+  return argv.map((arg) => (/^-[a-z][a-z0-9-]+(=.*)?$/i.test(arg) ? `-${arg}` : arg));
 }
 
 function integer(flag: string, raw: string, min: number, max: number): number {

@@ -24,6 +24,15 @@ export async function renderProbe(results: readonly ProbeResult[]): Promise<{ bo
     'icmp_probe_latency_squared_seconds_total',
     'Sum of the squared round-trip times of the answered probes, for the standard deviation over time',
   );
+  // Beyond the reference: why probes were lost when the wire was not the reason.
+  const sendErrors = counter(
+    'icmp_probe_send_errors_total',
+    'Probes to this ip the kernel refused to send (no route, address gone, buffer full); included in sent, never in recv',
+  );
+  const icmpErrors = counter(
+    'icmp_probe_icmp_errors_total',
+    'Probes to this ip answered by an ICMP error (unreachable, time exceeded) instead of a reply; included in sent, never in recv',
+  );
   const mean = gauge('icmp_probe_latency_seconds', `Mean round-trip time of the answered probes ${WINDOW}`);
   const stddev = gauge('icmp_probe_standard_deviation_seconds', `Standard deviation of the round-trip time of the answered probes ${WINDOW}`);
   const loss = gauge('icmp_probe_loss_ratio', `Share of unanswered probes ${WINDOW}`);
@@ -35,6 +44,8 @@ export async function renderProbe(results: readonly ProbeResult[]): Promise<{ bo
     recv.inc(labels, stats.received);
     latency.inc(labels, stats.latencySecondsTotal);
     latencySq.inc(labels, stats.latencySquaredSecondsTotal);
+    sendErrors.inc(labels, stats.sendErrors);
+    icmpErrors.inc(labels, stats.icmpErrors);
     samples.set(labels, stats.windowSamples);
     // Undefined values (no samples yet, no reply in the window) are left out, never NaN.
     if (stats.windowLossRatio !== undefined) loss.set(labels, stats.windowLossRatio);

@@ -21,8 +21,14 @@ export const SILENT_V6 = '2001:2:0:4000::1';
 export const PEER_V4 = '198.18.0.2';
 export const PEER_V6 = '2001:2::2';
 
+/**
+ * System tools only: under npm, node_modules/.bin comes first on PATH and shadows some of
+ * them (@vercel/nft installs an `nft`).
+ */
+export const SYSTEM_ENV = { ...process.env, PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' };
+
 export function sh(cmd: string, args: readonly string[], input?: string): string {
-  return execFileSync(cmd, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
+  return execFileSync(cmd, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'], env: SYSTEM_ENV });
 }
 
 export class Lab {
@@ -129,7 +135,7 @@ export class Lab {
   }
 
   spawn(ns: string, cmd: string, args: readonly string[]): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: SYSTEM_ENV });
     this.processes.push(child);
     return child;
   }

@@ -1,5 +1,6 @@
 /** Reading exposition text in tests: promtool checks it, a small reader extracts samples. */
 import { spawnSync } from 'node:child_process';
+import { SYSTEM_ENV } from './lab.js';
 
 export interface Sample {
   name: string;
@@ -15,7 +16,7 @@ const ACCEPTED_LINT = /^icmp_probe_samples_count non-histogram and non-summary m
 
 /** Runs `promtool check metrics` (the Prometheus parser and linter); returns its complaints. */
 export function promtoolProblems(text: string): string {
-  const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8', env: SYSTEM_ENV });
   if (r.error) throw r.error;
   const lines = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l !== '' && !ACCEPTED_LINT.test(l));
   if (r.status === 1 || (r.status !== 0 && lines.length > 0)) return lines.join('\n') || `promtool exited ${r.status}`;

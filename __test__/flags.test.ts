@@ -1,0 +1,95 @@
+/** Command-line parsing and validation (pure), and the CLI's exit codes (no sockets needed). */
+import { spawnSync } from 'node:child_process';
+import test from 'ava';
+import { FlagError } from '../src/errors.js';
+import { DEFAULTS, normalizeArgv, parseFlags, parseListen } from '../src/flags.js';
+import { CLI } from './helpers/lab.js';
+
+test('Go-style long flags are rewritten, one-letter options and values left alone', (t) => {
+  t.deepEqual(normalizeArgv(['-listen', ':1', '-i-wont-be-evil', '-interval=50', '--timeout', '9', '-h', '-bogus', '-5']), [
+    '--listen',
+    ':1',
+    '--i-wont-be-evil',
+    '--interval=50',
+    '--timeout',
+    '9',
+    '-h',
+    '--bogus',
+    '-5',
+  ]);
+});
+
+test('defaults', (t) => {
+  t.deepEqual(parseFlags([]), DEFAULTS);
+  t.is(DEFAULTS.port, 9116);
+  t.is(DEFAULTS.intervalMs, 2000);
+  t.is(DEFAULTS.timeoutMs, 3000);
+  t.is(DEFAULTS.maxPps, 10000);
+  t.is(DEFAULTS.expiryMs, 600_000);
+});
+
+test('both spellings set the same options', (t) => {
+  const go = parseFlags(['-listen', '127.0.0.1:9200', '-i-wont-be-evil', '-interval', '50', '-maxpps', '20', '-identifier', '1']);
+  const gnu = parseFlags(['--listen=127.0.0.1:9200', '--i-wont-be-evil', '--interval=50', '--maxpps', '20', '--identifier=1']);
+  t.deepEqual(go, gnu);
+  t.like(go, { host: '127.0.0.1', port: 9200, intervalMs: 50, maxPps: 20, identifierMode: 1 });
+  t.like(parseFlags(['-timeout', '10']), { timeoutMs: 10 });
+});
+
+test('listen addresses', (t) => {
+  t.deepEqual(parseListen(':9116'), { host: undefined, port: 9116 });
+  t.deepEqual(parseListen('[::1]:80'), { host: '::1', port: 80 });
+  t.deepEqual(parseListen('0.0.0.0:0'), { host: '0.0.0.0', port: 0 });
+  for (const bad of ['9116', ':', ':70000', 'host:port', '::1:80', '']) {
+    t.throws(() => parseListen(bad), { instanceOf: FlagError }, bad);
+  }
+});
+
+const refusals: Array<[string[], RegExp]> = [
+  [['-interval', '50'], /-interval must be unlocked with -i-wont-be-evil/],
+  [['-maxpps', '5', '-identifier', '1'], /-maxpps, -identifier must be unlocked/],
+  [['-i-wont-be-evil', '-interval', '9'], /-interval must be between 10 and/],
+  [['-i-wont-be-evil', '-maxpps', '0'], /-maxpps must be between 1 and/],
+  [['-i-wont-be-evil', '-identifier', '2'], /-identifier must be between 0 and 1/],
+  [['-timeout', 'abc'], /-timeout must be an integer/],
+  [['-timeout', '5'], /-timeout must be between 10 and 40000/],
+  [['-timeout'], /-timeout needs a value/],
+  [['-hard'], /-hard is not supported yet/],
+  [['-interface4', 'eth0'], /-interface4 is not supported yet/],
+  [['-interface6', 'auto'], /-interface6 is not supported yet/],
+  [['-drop'], /-drop is not supported yet/],
+  [['-bogus'], /unknown flag -bogus/],
+  [['stray'], /unexpected argument "stray"/],
+  [['-listen', 'nowhere'], /-listen must look like/],
+  [['-expiry', '-5'], /-expiry must be between/],
+];
+
+for (const [argv, message] of refusals) {
+  test(`refuses ${argv.join(' ')}`, (t) => {
+    t.throws(() => parseFlags(argv), { instanceOf: FlagError, message });
+  });
+}
+
+test('the command exits 2 with the message on a bad flag, before opening any socket', (t) => {
+  for (const [argv, message] of refusals.slice(0, 4)) {
+    const r = spawnSync(process.execPath, [CLI, ...argv], { encoding: 'utf8', timeout: 20_000 });
+    t.is(r.status, 2, argv.join(' '));
+    t.regex(r.stderr, message);
+  }
+});
+
+test('--help lists the flags and exits 0', (t) => {
+  const r = spawnSync(process.execPath, [CLI, '-help'], { encoding: 'utf8', timeout: 20_000 });
+  t.is(r.status, 0);
+  t.regex(r.stdout, /--listen/);
+  t.regex(r.stdout, /--i-wont-be-evil/);
+});
+
+test('without CAP_NET_RAW the start fails with a clear message and exit code 1', (t) => {
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', process.execPath, CLI, '-listen', '127.0.0.1:0'], {
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+  t.is(r.status, 1, r.stderr);
+  t.regex(r.stderr, /CAP_NET_RAW/);
+});

@@ -1,0 +1,117 @@
+/** Bad requests get a 400 and change nothing; targets in one or several requests stay independent. */
+import test from 'ava';
+import { Lab, SILENT_V4 } from './helpers/lab.js';
+import { parseSamples, sleep, value, type Sample } from './helpers/prom.js';
+
+const FAST = ['-i-wont-be-evil', '-interval', '20', '-timeout', '300'];
+const LIVE = '198.18.128.10';
+
+async function probeSamples(exporter: { get(p: string): Promise<{ status: number; body: string }> }, query: string): Promise<Sample[]> {
+  const r = await exporter.get(`/probe?${query}`);
+  if (r.status !== 200) throw new Error(`${query}: ${r.status} ${r.body}`);
+  return parseSamples(r.body);
+}
+
+test('every bad request gets a 400 with a message, and changes no other target', async (t) => {
+  const lab = Lab.create(t);
+  lab.startDns({ 'known.lab.test': ['198.18.129.1'] });
+  const exporter = await lab.startExporter(FAST);
+  await exporter.get(`/probe?target=${LIVE}`);
+  await sleep(500);
+  const before = await probeSamples(exporter, `target=${LIVE}`);
+
+  const tooMany = Array.from({ length: 257 }, (_, i) => `target=198.18.${128 + (i >> 8)}.${i & 0xff}`).join('&');
+  const cases: Array<[string, RegExp]> = [
+    ['', /missing parameter target/],
+    ['target=', /empty target/],
+    [`target=${LIVE}&ip_version=5`, /invalid ip_version/],
+    [`target=${LIVE}&ip_version=4&ip_version=6`, /ip_version may be given once/],
+    [`target=${LIVE}&module=icmp`, /unknown parameter "module"/],
+    [`target=${LIVE}&tcp_port=443`, /tcp_port is not supported yet/],
+    ['target=bad..name', /neither an IP address nor a valid hostname/],
+    ['target=missing.lab.test', /unable to resolve target="missing.lab.test"/],
+    [`target=2001:2::5&ip_version=4`, /IPv6 address but ip_version=4/],
+    [tooMany, /too many targets: 257 addresses, at most 256/],
+    // All or nothing: the valid target in the same request must not start probing.
+    ['target=198.18.128.77&target=224.0.0.1', /cannot probe 224.0.0.1/],
+    ['target=0.0.0.0', /cannot probe 0.0.0.0/],
+    ['target=ff02::1', /cannot probe ff02::1/],
+  ];
+  for (const [query, message] of cases) {
+    const r = await exporter.get(`/probe?${query}`);
+    t.is(r.status, 400, `?${query.slice(0, 60)} -> ${r.body}`);
+    t.regex(r.body, message);
+    t.notRegex(r.body, /^# TYPE/m, 'no metrics in an error');
+  }
+  t.is((await exporter.get('/nowhere')).status, 404);
+
+  const metrics = parseSamples((await exporter.get('/metrics')).body);
+  t.is(value(metrics, 'icmp_active_probes'), 1, 'no refused request started a probe');
+  t.is(value(metrics, 'icmp_packets_error_total'), 0);
+  const after = await probeSamples(exporter, `target=${LIVE}`);
+  const sent = (s: Sample[]) => value(s, 'icmp_probe_packets_sent_total', { ip: LIVE }) ?? 0;
+  const recv = (s: Sample[]) => value(s, 'icmp_probe_packets_recv_total', { ip: LIVE }) ?? 0;
+  t.true(sent(after) > sent(before), 'the live target kept being probed');
+  t.is(recv(after), sent(after), 'and lost nothing');
+  t.is(value(after, 'icmp_probe_loss_ratio', { ip: LIVE }), 0);
+});
+
+test('targets asked together or apart do not disturb each other; counters never decrease', async (t) => {
+  const lab = Lab.create(t);
+  const exporter = await lab.startExporter(FAST);
+  const other = '198.18.128.11';
+  const history: Sample[][] = [];
+  const scrape = async (query: string) => {
+    const s = await probeSamples(exporter, query);
+    history.push(s);
+    return s;
+  };
+  const both = await scrape(`target=${LIVE}&target=${SILENT_V4}&target=${LIVE}`);
+  t.deepEqual([...new Set(both.map((s) => s.labels.ip))].sort(), [SILENT_V4, LIVE].sort(), 'duplicates merged');
+  await sleep(700);
+  const alone = await scrape(`target=${LIVE}`);
+  t.deepEqual([...new Set(alone.map((s) => s.labels.ip))], [LIVE], 'only the asked target');
+  await scrape(`target=${other}`);
+  await sleep(700);
+  await scrape(`target=${SILENT_V4}`);
+  const last = await scrape(`target=${LIVE}&target=${SILENT_V4}&target=${other}`);
+
+  for (const ip of [LIVE, other]) {
+    const sent = value(last, 'icmp_probe_packets_sent_total', { ip }) ?? 0;
+    t.true(sent > 10, `${ip} probed (${sent})`);
+    t.is(value(last, 'icmp_probe_packets_recv_total', { ip }), sent, `${ip} lost nothing next to a silent target`);
+  }
+  t.is(value(last, 'icmp_probe_packets_recv_total', { ip: SILENT_V4 }), 0);
+  t.is(value(last, 'icmp_probe_loss_ratio', { ip: SILENT_V4 }), 1);
+
+  // Every counter of every target only ever grows from one scrape to the next.
+  const counters = ['icmp_probe_packets_sent_total', 'icmp_probe_packets_recv_total', 'icmp_probe_latency_seconds_total', 'icmp_probe_latency_squared_seconds_total'];
+  const seen = new Map<string, number>();
+  for (const samples of history) {
+    for (const s of samples.filter((x) => counters.includes(x.name))) {
+      const key = `${s.name}/${s.labels.ip}`;
+      t.true(s.value >= (seen.get(key) ?? 0), `${key} went from ${seen.get(key)} to ${s.value}`);
+      seen.set(key, s.value);
+    }
+  }
+  const literal = await scrape('target=2001:2:0:8000:0:0:0:1&target=2001:2:0:8000::1');
+  t.deepEqual([...new Set(literal.map((s) => s.labels.ip))], ['2001:2:0:8000::1'], 'one canonical series per address');
+});
+
+test('a target nobody asks for expires; one that is asked for stays', async (t) => {
+  const lab = Lab.create(t);
+  const exporter = await lab.startExporter([...FAST, '-expiry', '1200']);
+  const kept = '198.18.128.20';
+  const dropped = '198.18.128.21';
+  await exporter.get(`/probe?target=${kept}&target=${dropped}`);
+  let lastKept: Sample[] = [];
+  for (let i = 0; i < 8; i++) {
+    await sleep(400);
+    lastKept = await probeSamples(exporter, `target=${kept}`);
+  }
+  const metrics = parseSamples((await exporter.get('/metrics')).body);
+  t.is(value(metrics, 'icmp_active_probes'), 1, 'the unrequested target expired');
+  t.true((value(lastKept, 'icmp_probe_packets_sent_total', { ip: kept }) ?? 0) > 50, 'the requested one kept its history');
+  const again = await probeSamples(exporter, `target=${dropped}`);
+  t.true((value(again, 'icmp_probe_packets_sent_total', { ip: dropped }) ?? 99) < 5, 'an expired target starts afresh');
+});
