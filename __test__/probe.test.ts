@@ -70,3 +70,29 @@ test('an address nobody answers: loss 1 and no latency gauges', async (t) => {
   }
   t.notRegex(body, /NaN/);
 });
+
+test('/metrics: engine counters typed as counters, process and HTTP metrics; / says what this is', async (t) => {
+  const lab = Lab.create(t);
+  const exporter = await lab.startExporter(FAST);
+  await exporter.get('/probe?target=198.18.128.1');
+  await sleep(300);
+  const index = await exporter.get('/');
+  t.is(index.status, 200);
+  t.regex(index.headers.get('content-type') ?? '', /text\/html/);
+  t.regex(index.body, /href="\/metrics"/);
+  t.regex(index.body, /href="\/probe\?target=/);
+  const { status, body } = await exporter.get('/metrics');
+  t.is(status, 200);
+  t.is(promtoolProblems(body), '');
+  for (const name of ['icmp_packets_sent_total', 'icmp_packets_recv_total', 'icmp_packets_error_total']) {
+    t.regex(body, new RegExp(`^# TYPE ${name} counter$`, 'm'));
+  }
+  t.regex(body, /^# TYPE icmp_active_probes gauge$/m);
+  const m = parseSamples(body);
+  t.is(value(m, 'icmp_active_probes'), 1);
+  t.true((value(m, 'icmp_packets_sent_total') ?? 0) > 0);
+  t.true((value(m, 'process_resident_memory_bytes') ?? 0) > 0);
+  t.not(value(m, 'nodejs_eventloop_lag_seconds'), undefined);
+  t.true((value(m, 'http_request_duration_seconds_count', { path: '/probe', method: 'GET', status: '200' }) ?? 0) >= 1);
+  t.not(value(m, 'http_requests_inflight'), undefined);
+});

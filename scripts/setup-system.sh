@@ -3,12 +3,16 @@
 # Does nothing when they are all present. Rust (cargo) and Node.js (npm) are expected on PATH.
 set -euo pipefail
 need=()
-command -v ip >/dev/null || need+=(iproute2)
-command -v nft >/dev/null || need+=(nftables)
-command -v promtool >/dev/null || need+=(prometheus)
-command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
-command -v sysctl >/dev/null || need+=(procps)
-command -v cc >/dev/null || need+=(gcc)
+# Look where the tests look: the system directories, not node_modules/.bin or version shims.
+has() { PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -v "$1" >/dev/null; }
+has ip || need+=(iproute2)
+has nft || need+=(nftables)
+has promtool || need+=(prometheus)
+has dnsmasq || need+=(dnsmasq-base)
+has sysctl || need+=(procps)
+has python3 || need+=(python3-minimal)
+has setpriv || need+=(util-linux)
+has cc || need+=(gcc)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup-system: missing ${need[*]}; run this script as root to install them" >&2

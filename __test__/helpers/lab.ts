@@ -34,6 +34,9 @@ export function sh(cmd: string, args: readonly string[], input?: string): string
 export class Lab {
   readonly prober: string;
   readonly peer: string;
+  /** The veth ends of the prober-peer link. */
+  readonly proberLink: string;
+  readonly peerLink: string;
   /** Host side of the HTTP link; the exporter listens on `httpAddress`. */
   readonly httpAddress: string;
   private readonly hostAddress: string;
@@ -45,6 +48,8 @@ export class Lab {
     this.suffix = randomBytes(3).toString('hex');
     this.prober = `ixp-${this.suffix}`;
     this.peer = `ixq-${this.suffix}`;
+    this.proberLink = `ixa${this.suffix}`;
+    this.peerLink = `ixb${this.suffix}`;
     // A random /30 in 198.19.0.0/16 for the HTTP link, so parallel labs do not collide.
     const n = randomInt(0, 16384) * 4;
     this.hostAddress = `198.19.${n >> 8}.${(n & 0xff) + 1}`;
@@ -171,6 +176,8 @@ export class ExporterProcess {
   private constructor(
     readonly child: ChildProcess,
     readonly url: string,
+    /** The ICMP identifier it announced at start. */
+    readonly identifier: number,
   ) {}
 
   static started(child: ChildProcess): Promise<ExporterProcess> {
@@ -181,10 +188,10 @@ export class ExporterProcess {
       child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
       child.stdout?.on('data', (d: Buffer) => {
         out += d.toString();
-        const m = /listening on (http:\/\/\S+)/.exec(out);
-        if (m?.[1]) {
+        const m = /listening on (http:\/\/\S+) .*identifier (\d+)/.exec(out);
+        if (m?.[1] && m[2]) {
           clearTimeout(timer);
-          const p = new ExporterProcess(child, m[1]);
+          const p = new ExporterProcess(child, m[1], Number(m[2]));
           child.stderr?.on('data', (d: Buffer) => (p.stderr += d.toString()));
           resolve(p);
         }

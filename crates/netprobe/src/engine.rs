@@ -5,6 +5,7 @@ use crate::cmsg::{self, OptIdCmsg};
 use crate::config::EngineConfig;
 use crate::counters::{CountersSnapshot, EngineCounters};
 use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply};
+use crate::rtt;
 use crate::sockets::FamilySockets;
 use crate::stats::{Counters, Outcome, TargetStats};
 use crate::window::Window;
@@ -640,30 +641,23 @@ impl EngineLoop {
         };
         let outcome = match probe.reply {
             Some(reply) => {
+                let (rtt_ns, why) = rtt::reply_rtt(
+                    probe.tx_stamp_ns,
+                    reply.rx_stamp_ns,
+                    probe.sent_at,
+                    reply.at,
+                    self.config.timeout,
+                );
                 let c = &self.shared.counters;
-                let kernel = match (probe.tx_stamp_ns, reply.rx_stamp_ns) {
-                    (Some(tx), Some(rx)) => {
-                        let rtt = rx - tx;
-                        if rtt < 0 || rtt as u128 > self.config.timeout.as_nanos() {
-                            EngineCounters::add(&c.timestamp_inconsistent, 1);
-                            None
-                        } else {
-                            Some(rtt as u64)
-                        }
+                for (happened, counter) in [
+                    (why.tx_missing, &c.tx_timestamp_missing),
+                    (why.rx_missing, &c.rx_timestamp_missing),
+                    (why.inconsistent, &c.timestamp_inconsistent),
+                ] {
+                    if happened {
+                        EngineCounters::add(counter, 1);
                     }
-                    (tx, rx) => {
-                        if tx.is_none() {
-                            EngineCounters::add(&c.tx_timestamp_missing, 1);
-                        }
-                        if rx.is_none() {
-                            EngineCounters::add(&c.rx_timestamp_missing, 1);
-                        }
-                        None
-                    }
-                };
-                let rtt_ns = kernel.unwrap_or_else(|| {
-                    reply.at.saturating_duration_since(probe.sent_at).as_nanos() as u64
-                });
+                }
                 Outcome::Reply { rtt_ns }
             }
             None => Outcome::Timeout,

@@ -7,6 +7,7 @@ pub mod counters;
 pub mod engine;
 pub mod filter;
 pub mod inflight;
+pub mod rtt;
 pub mod sockets;
 pub mod stats;
 pub mod sys;
