@@ -2,7 +2,7 @@
 //! No sockets and no logic a test would want to reach without Node.
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use netprobe::{EngineConfig, EngineError, TargetSnapshot};
+use netprobe::{EngineConfig, EngineError, StampKeyMode, TargetSnapshot};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,6 +135,7 @@ impl Engine {
             timeout: Duration::from_millis(options.timeout_ms.into()),
             max_pps: options.max_pps,
             identifier,
+            stamp_keys: StampKeyMode::Auto,
         };
         config
             .validate()

@@ -18,6 +18,18 @@ pub struct EngineConfig {
     pub max_pps: u32,
     /// ICMP identifier of every probe.
     pub identifier: u16,
+    /// How transmit timestamps are tied to probes.
+    pub stamp_keys: StampKeyMode,
+}
+
+/// `Auto` uses `SCM_TS_OPT_ID` (Linux >= 6.13) and falls back to mirroring the socket's
+/// OPT_ID counter when the kernel refuses it; `Counter` forces the fallback (for tests of
+/// the path older kernels take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StampKeyMode {
+    #[default]
+    Auto,
+    Counter,
 }
 
 impl Default for EngineConfig {
@@ -27,6 +39,7 @@ impl Default for EngineConfig {
             timeout: Duration::from_millis(3000),
             max_pps: 10_000,
             identifier: std::process::id() as u16,
+            stamp_keys: StampKeyMode::Auto,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! runs a single poll loop (paced sends, replies, transmit timestamps, timeouts). The caller
 //! talks to it through a channel plus an eventfd; it never shares a lock with the hot path.
 use crate::cmsg::{self, OptIdCmsg};
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, StampKeyMode};
 use crate::counters::{CountersSnapshot, EngineCounters};
 use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply};
 use crate::rtt;
@@ -264,6 +264,15 @@ enum StampKeys {
 
 const COUNTER_RING: usize = 1 << 16;
 
+impl StampKeys {
+    fn counter() -> Self {
+        StampKeys::Counter {
+            next: 0,
+            ring: vec![u32::MAX; COUNTER_RING],
+        }
+    }
+}
+
 struct FamilyState {
     sockets: FamilySockets,
     keys: StampKeys,
@@ -322,9 +331,13 @@ impl EngineLoop {
         wake: Arc<EventFd>,
         shared: Arc<Shared>,
     ) -> Self {
+        let keys = || match config.stamp_keys {
+            StampKeyMode::Auto => StampKeys::PerSend,
+            StampKeyMode::Counter => StampKeys::counter(),
+        };
         let state = |sockets| FamilyState {
             sockets,
-            keys: StampKeys::PerSend,
+            keys: keys(),
         };
         EngineLoop {
             gap: Duration::from_secs(1) / config.max_pps,

@@ -14,7 +14,7 @@ pub mod sys;
 pub mod window;
 pub mod wire;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, StampKeyMode};
 pub use counters::CountersSnapshot;
 pub use engine::{Engine, EngineError, TargetId, TargetSnapshot};
 pub use stats::Counters;

@@ -1,13 +1,14 @@
 //! The engine on real sockets, over loopback only (the lab tests in __test__ cover veth).
 //! Needs CAP_NET_RAW; skipped with a message otherwise.
-use netprobe::{Engine, EngineConfig, EngineError};
+use netprobe::{Engine, EngineConfig, EngineError, StampKeyMode};
 use std::net::IpAddr;
 use std::time::Duration;
 
-fn engine() -> Option<Engine> {
+fn engine_with(stamp_keys: StampKeyMode) -> Option<Engine> {
     let config = EngineConfig {
         interval: Duration::from_millis(10),
         timeout: Duration::from_millis(500),
+        stamp_keys,
         ..EngineConfig::default()
     };
     match Engine::start(config) {
@@ -19,9 +20,23 @@ fn engine() -> Option<Engine> {
     }
 }
 
+fn engine() -> Option<Engine> {
+    engine_with(StampKeyMode::Auto)
+}
+
 #[test]
 fn loopback_v4_and_v6_with_kernel_timestamps() {
-    let Some(engine) = engine() else { return };
+    probe_loopback(engine());
+}
+
+/// The path kernels before 6.13 take: transmit stamps matched by the socket's own counter.
+#[test]
+fn loopback_with_counter_matched_tx_stamps() {
+    probe_loopback(engine_with(StampKeyMode::Counter));
+}
+
+fn probe_loopback(engine: Option<Engine>) {
+    let Some(engine) = engine else { return };
     let v4 = engine.track("127.0.0.1".parse().unwrap()).unwrap();
     let v6 = engine.track("::1".parse::<IpAddr>().unwrap());
     std::thread::sleep(Duration::from_millis(400));
@@ -49,6 +64,8 @@ fn loopback_v4_and_v6_with_kernel_timestamps() {
     assert_eq!(c.tx_timestamp_missing, 0, "{c:?}");
     assert_eq!(c.rx_timestamp_missing, 0, "{c:?}");
     assert_eq!(c.send_errors, 0, "{c:?}");
+    assert_eq!(c.tx_timestamps_unmatched, 0, "{c:?}");
+    assert_eq!(c.timestamp_inconsistent, 0, "{c:?}");
     engine.untrack(v4).unwrap();
     assert_eq!(engine.snapshot(vec![v4]).unwrap(), vec![None]);
     engine.stop();
