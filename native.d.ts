@@ -18,6 +18,8 @@ export declare class Engine {
   /** Statistics of each id, in order; null for an id that is not tracked. */
   snapshot(ids: Array<number>): Promise<Array<TargetStats | null>>
   counters(): EngineCounters
+  /** What did not work at start without preventing it (e.g. no IPv6 socket). */
+  warnings(): Array<string>
   /** Why the engine thread ended, when it ended abnormally. */
   failure(): string | null
   /** Stops the engine thread and closes its sockets (off the event loop). */

@@ -29,6 +29,7 @@ const command = defineCommand({
       process.stderr.write(`icmp-exporter: ${(e as Error).message}\n`);
       process.exit(1);
     }
+    for (const warning of exporter.warnings) process.stderr.write(`icmp-exporter: warning: ${warning}\n`);
     process.stdout.write(
       `icmp-exporter listening on ${exporter.url} (interval ${options.intervalMs} ms, timeout ${options.timeoutMs} ms, ` +
         `maxpps ${options.maxPps}, identifier ${exporter.identifier})\n`,

@@ -13,6 +13,8 @@ export interface Exporter {
   /** Where the server listens, e.g. `http://127.0.0.1:9116`. */
   url: string;
   identifier: number;
+  /** What did not work at start without preventing it (e.g. IPv6 unavailable). */
+  warnings: string[];
   close(): Promise<void>;
 }
 
@@ -55,6 +57,7 @@ export async function startExporter(partial: Partial<ExporterOptions> = {}): Pro
   return {
     url: urlOf(server),
     identifier,
+    warnings: engine.warnings(),
     async close() {
       targets.stopSweeping();
       await new Promise<void>((resolve) => {

@@ -17,7 +17,7 @@ export async function renderProbe(results: readonly ProbeResult[]): Promise<{ bo
   const counter = (name: string, help: string) => new Counter({ name, help, labelNames, registers });
   const gauge = (name: string, help: string) => new Gauge({ name, help, labelNames, registers });
 
-  const sent = counter('icmp_probe_packets_sent_total', 'ICMP echo requests to this ip whose outcome is final (answered or timed out)');
+  const sent = counter('icmp_probe_packets_sent_total', 'ICMP echo requests to this ip whose outcome is final: answered, timed out, refused by the kernel or answered by an ICMP error');
   const recv = counter('icmp_probe_packets_recv_total', 'ICMP echo requests to this ip answered by an echo reply in time');
   const latency = counter('icmp_probe_latency_seconds_total', 'Sum of the round-trip times of the answered probes, from kernel timestamps');
   const latencySq = counter(

@@ -200,6 +200,12 @@ impl Engine {
         }
     }
 
+    /// What did not work at start without preventing it (e.g. no IPv6 socket).
+    #[napi(catch_unwind)]
+    pub fn warnings(&self) -> Vec<String> {
+        self.inner.warnings().to_vec()
+    }
+
     /// Why the engine thread ended, when it ended abnormally.
     #[napi(catch_unwind)]
     pub fn failure(&self) -> Option<String> {

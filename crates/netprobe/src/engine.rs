@@ -95,6 +95,7 @@ pub struct Engine {
     next_id: AtomicU32,
     has_v4: bool,
     has_v6: bool,
+    warnings: Vec<String>,
 }
 
 fn usable(addr: IpAddr) -> bool {
@@ -122,8 +123,16 @@ impl Engine {
                 };
                 return Err(EngineError::Start(format!("IPv4: {e4}; IPv6: {e6}{hint}")));
             }
-            (v4, v6) => (v4.ok(), v6.ok()),
+            (v4, v6) => (v4, v6),
         };
+        let mut warnings = Vec::new();
+        if let Err(e) = &v4 {
+            warnings.push(format!("IPv4 probing is disabled: {e}"));
+        }
+        if let Err(e) = &v6 {
+            warnings.push(format!("IPv6 probing is disabled: {e}"));
+        }
+        let (v4, v6) = (v4.ok(), v6.ok());
         let wake = Arc::new(
             EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
                 .map_err(|e| EngineError::Start(format!("eventfd: {e}")))?,
@@ -168,7 +177,13 @@ impl Engine {
             next_id: AtomicU32::new(1),
             has_v4,
             has_v6,
+            warnings,
         })
+    }
+
+    /// What did not work at start without preventing it (a family without sockets).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     fn stopped_error(&self) -> EngineError {
