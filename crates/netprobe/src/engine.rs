@@ -6,7 +6,7 @@ use crate::config::{EngineConfig, StampKeyMode};
 use crate::counters::{CountersSnapshot, EngineCounters};
 use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply};
 use crate::rtt;
-use crate::sockets::FamilySockets;
+use crate::sockets::{FamilySockets, Received};
 use crate::stats::{Counters, Outcome, TargetStats};
 use crate::window::Window;
 use crate::wire::icmp::{self, EchoRepr, Family, Message, PROBE_LEN};
@@ -709,23 +709,34 @@ impl EngineLoop {
         }
     }
 
+    /// Reads one message from a socket of `family` into the shared buffers (the send
+    /// socket's error queue when `tx_stamps`). None when there is nothing more to read; a
+    /// failure is counted.
+    fn read_one(&mut self, family: Family, tx_stamps: bool) -> Option<(Received, Instant)> {
+        let fam = match family {
+            Family::V4 => self.v4.as_ref(),
+            Family::V6 => self.v6.as_ref(),
+        }?;
+        let result = if tx_stamps {
+            fam.sockets.recv_tx_stamp(&mut self.buf, &mut self.ctrl)
+        } else {
+            fam.sockets.recv_reply(&mut self.buf, &mut self.ctrl)
+        };
+        let at = Instant::now();
+        match result {
+            Ok(r) => Some((r, at)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(_) => {
+                EngineCounters::add(&self.counters().receive_errors, 1);
+                None
+            }
+        }
+    }
+
     fn receive_replies(&mut self, family: Family) {
         for _ in 0..BATCH {
-            let fam = if family == Family::V4 {
-                &self.v4
-            } else {
-                &self.v6
-            };
-            let Some(fam) = fam else { return };
-            let received = fam.sockets.recv_reply(&mut self.buf, &mut self.ctrl);
-            let at = Instant::now();
-            let r = match received {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    EngineCounters::add(&self.counters().receive_errors, 1);
-                    return;
-                }
+            let Some((r, at)) = self.read_one(family, false) else {
+                return;
             };
             let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
             let data = &self.buf[..r.len.min(self.buf.len())];
@@ -821,19 +832,8 @@ impl EngineLoop {
 
     fn receive_tx_stamps(&mut self, family: Family) {
         for _ in 0..BATCH {
-            let fam = if family == Family::V4 {
-                &self.v4
-            } else {
-                &self.v6
-            };
-            let Some(fam) = fam else { return };
-            let r = match fam.sockets.recv_tx_stamp(&mut self.buf, &mut self.ctrl) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    EngineCounters::add(&self.counters().receive_errors, 1);
-                    return;
-                }
+            let Some((r, _)) = self.read_one(family, true) else {
+                return;
             };
             let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
             let (Some(err), Some(stamp)) = (info.extended_err, info.software) else {
@@ -842,6 +842,13 @@ impl EngineLoop {
             if !err.is_tx_timestamp() {
                 continue;
             }
+            let Some(fam) = (if family == Family::V4 {
+                &self.v4
+            } else {
+                &self.v6
+            }) else {
+                return;
+            };
             let key = match &fam.keys {
                 StampKeys::PerSend => Key(err.data),
                 StampKeys::Counter { ring, .. } => Key(ring[err.data as usize % COUNTER_RING]),
