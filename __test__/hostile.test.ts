@@ -5,6 +5,7 @@ import { Lab } from './helpers/lab.js';
 import { parseSamples, sleep, value } from './helpers/prom.js';
 
 const FORGE = fileURLToPath(new URL('helpers/forge.py', import.meta.url));
+const RESPONDER = fileURLToPath(new URL('helpers/responder.py', import.meta.url));
 const TARGET = '198.18.128.50';
 
 test('forged, truncated and corrupted replies and errors are counted and ignored', async (t) => {
@@ -65,4 +66,25 @@ test('duplicated replies count once', async (t) => {
   const m = parseSamples((await exporter.get('/metrics')).body);
   const duplicates = value(m, 'icmp_replies_ignored_total', { reason: 'duplicate' }) ?? 0;
   t.true(duplicates >= received, `${duplicates} duplicates for ${received} replies`);
+});
+
+test('replies after the timeout are late: counted as such, never as replies', async (t) => {
+  const lab = Lab.create(t);
+  lab.exec(lab.peer, 'sysctl', ['-qw', 'net.ipv4.icmp_echo_ignore_all=1']);
+  // Each reply 250 ms late, with probes every 100 ms and a 30 ms timeout: by the time a reply
+  // comes its probe has ended and its in-flight slot serves a newer probe.
+  lab.spawn(lab.peer, 'python3', [RESPONDER, '250', '10']);
+  await sleep(200);
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '100', '-timeout', '30']);
+  await exporter.get(`/probe?target=${TARGET}`);
+  await sleep(2000);
+  const samples = parseSamples((await exporter.get(`/probe?target=${TARGET}`)).body);
+  const sent = value(samples, 'icmp_probe_packets_sent_total', { ip: TARGET }) ?? 0;
+  t.true(sent >= 10, `${sent}`);
+  t.is(value(samples, 'icmp_probe_packets_recv_total', { ip: TARGET }), 0);
+  t.is(value(samples, 'icmp_probe_loss_ratio', { ip: TARGET }), 1);
+  const m = parseSamples((await exporter.get('/metrics')).body);
+  const late = value(m, 'icmp_replies_ignored_total', { reason: 'late' }) ?? 0;
+  t.true(late >= sent - 3, `${late} late replies for ${sent} probes`);
+  t.is(value(m, 'icmp_replies_ignored_total', { reason: 'foreign' }), 0);
 });

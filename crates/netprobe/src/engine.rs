@@ -8,6 +8,7 @@ use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply};
 use crate::rtt;
 use crate::sockets::{FamilySockets, Received};
 use crate::stats::{Counters, Outcome, TargetStats};
+use crate::token::TokenKey;
 use crate::window::Window;
 use crate::wire::icmp::{self, EchoRepr, Family, Message, PROBE_LEN};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -314,6 +315,7 @@ struct EngineLoop {
     pacer_next: Instant,
     gap: Duration,
     rng: u64,
+    tokens: TokenKey,
     packet: [u8; PROBE_LEN],
     opt_id: OptIdCmsg,
     buf: Vec<u8>,
@@ -370,6 +372,7 @@ impl EngineLoop {
             deadlines: VecDeque::new(),
             pacer_next: Instant::now(),
             rng: seed(),
+            tokens: TokenKey::new(),
             packet: [0; PROBE_LEN],
             opt_id: OptIdCmsg::new(),
             buf: vec![0; 65536],
@@ -562,13 +565,12 @@ impl EngineLoop {
     }
 
     fn send_probe(&mut self, index: usize, id: TargetId, now: Instant) {
-        let token = self.random();
         let Some(target) = self.target_mut(index, id) else {
             return;
         };
-        let seq = target.seq;
+        let (seq, addr) = (target.seq, target.addr);
         target.seq = target.seq.wrapping_add(1);
-        let family = if target.addr.is_ipv4() {
+        let family = if addr.is_ipv4() {
             Family::V4
         } else {
             Family::V6
@@ -577,7 +579,7 @@ impl EngineLoop {
             target_index: index as u32,
             target_id: id,
             seq,
-            token,
+            token: 0,
             sent_at: now,
             deadline: now + self.config.timeout,
             tx_stamp_ns: None,
@@ -588,6 +590,10 @@ impl EngineLoop {
             self.finish_target(index, id, Outcome::SendError);
             return;
         };
+        let token = self.tokens.token(key.0, seq, addr);
+        if let Some(p) = self.inflight.get_mut(key) {
+            p.token = token;
+        }
         let repr = EchoRepr {
             ident: self.config.identifier,
             seq,
@@ -595,13 +601,14 @@ impl EngineLoop {
             token,
         };
         icmp::emit_echo_request(family, &repr, &mut self.packet);
-        let result = self.transmit(family, index, id, key);
-        match result {
+        // The fallback clock reading, as close to sendmsg as it gets.
+        let sent_at = Instant::now();
+        match self.transmit(family, index, id, key) {
             Ok(()) => {
                 EngineCounters::add(&self.counters().packets_sent, 1);
                 if let Some(p) = self.inflight.get_mut(key) {
-                    p.sent_at = Instant::now();
-                    p.deadline = p.sent_at + self.config.timeout;
+                    p.sent_at = sent_at;
+                    p.deadline = sent_at + self.config.timeout;
                     self.deadlines.push_back((p.deadline, key));
                 }
             }
@@ -773,7 +780,20 @@ impl EngineLoop {
             Lookup::Live => {}
             Lookup::Ended(Ended::Replied) => return EngineCounters::add(&c.replies_duplicate, 1),
             Lookup::Ended(Ended::Other) => return EngineCounters::add(&c.replies_late, 1),
-            Lookup::Unknown => return EngineCounters::add(&c.replies_foreign, 1),
+            // Its record is gone (the slot has been reused since): only a reply to one of
+            // our own probes can carry the token the engine would compute for it.
+            Lookup::Unknown => {
+                let ours =
+                    src.is_some_and(|a| self.tokens.token(echo.key, echo.seq, a) == echo.token);
+                return EngineCounters::add(
+                    if ours {
+                        &c.replies_late
+                    } else {
+                        &c.replies_foreign
+                    },
+                    1,
+                );
+            }
         }
         let Some(probe) = self.inflight.get_mut(key) else {
             return;

@@ -11,6 +11,7 @@ pub mod rtt;
 pub mod sockets;
 pub mod stats;
 pub mod sys;
+pub mod token;
 pub mod window;
 pub mod wire;
 
