@@ -1,24 +1,71 @@
-//! RFC 1071 internet checksum, used by ICMPv4 (ICMPv6 checksums are computed by the kernel on raw sockets).
+//! RFC 1071 internet checksum: ICMPv4 messages, and TCP segments under their pseudo-header
+//! (on raw IPv6 sockets the kernel computes ICMPv6 and, with IPV6_CHECKSUM, TCP checksums).
+use std::net::IpAddr;
 
 /// Ones-complement sum of 16-bit big-endian words, folded, not yet inverted.
 fn ones_complement_sum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
+    let mut sum: u64 = 0;
     let mut chunks = data.chunks_exact(2);
     for pair in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+        sum += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
     }
     if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
+        sum += u64::from(*last) << 8;
     }
+    fold(sum)
+}
+
+/// The value to write into a checksum field that holds zero while this is computed.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    !ones_complement_sum(data)
+}
+
+fn fold(mut sum: u64) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     sum as u16
 }
 
-/// The value to write into a checksum field that holds zero while this is computed.
-pub fn internet_checksum(data: &[u8]) -> u16 {
-    !ones_complement_sum(data)
+/// Ones-complement sum of the TCP/UDP pseudo-header (RFC 793 for IPv4, RFC 8200 for IPv6).
+fn pseudo_header_sum(src: IpAddr, dst: IpAddr, protocol: u8, length: usize) -> u16 {
+    let mut sum: u64 = u64::from(protocol);
+    let mut add = |bytes: &[u8]| {
+        for pair in bytes.chunks_exact(2) {
+            sum += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
+        }
+    };
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            add(&s.octets());
+            add(&d.octets());
+        }
+        (s, d) => {
+            add(&to_v6(s).octets());
+            add(&to_v6(d).octets());
+        }
+    }
+    let len = length as u64;
+    fold(sum + (len >> 16) + (len & 0xffff))
+}
+
+fn to_v6(a: IpAddr) -> std::net::Ipv6Addr {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+/// Checksum of a transport segment (its checksum field zero) under the pseudo-header.
+pub fn transport_checksum(src: IpAddr, dst: IpAddr, protocol: u8, segment: &[u8]) -> u16 {
+    let pseudo = pseudo_header_sum(src, dst, protocol, segment.len());
+    !fold(u64::from(pseudo) + u64::from(ones_complement_sum(segment)))
+}
+
+/// True when a received segment's checksum is right under the pseudo-header.
+pub fn verify_transport(src: IpAddr, dst: IpAddr, protocol: u8, segment: &[u8]) -> bool {
+    let pseudo = pseudo_header_sum(src, dst, protocol, segment.len());
+    fold(u64::from(pseudo) + u64::from(ones_complement_sum(segment))) == 0xffff
 }
 
 /// True when `data`, checksum field included, sums to all ones.
