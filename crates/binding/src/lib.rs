@@ -2,7 +2,7 @@
 //! No sockets and no logic a test would want to reach without Node.
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use netprobe::{EngineConfig, EngineError, StampKeyMode, TargetSnapshot};
+use netprobe::{EngineConfig, EngineError, ProbeKind, Proto, StampKeyMode, TargetSnapshot};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,8 @@ pub struct EngineOptions {
 pub struct TargetStats {
     pub sent: f64,
     pub received: f64,
+    /// Of `received`, TCP probes answered by a RST (port closed, host up).
+    pub closed: f64,
     pub latency_seconds_total: f64,
     pub latency_squared_seconds_total: f64,
     pub icmp_errors: f64,
@@ -57,7 +59,10 @@ pub struct EngineCounters {
 
 fn to_js_error(e: EngineError) -> Error {
     let status = match e {
-        EngineError::Unusable(_) | EngineError::FamilyUnavailable(_) => Status::InvalidArg,
+        EngineError::Unusable(_)
+        | EngineError::FamilyUnavailable(_)
+        | EngineError::InvalidPort
+        | EngineError::TcpUnavailable(_) => Status::InvalidArg,
         _ => Status::GenericFailure,
     };
     Error::new(status, e.to_string())
@@ -68,6 +73,7 @@ fn to_stats(s: TargetSnapshot) -> TargetStats {
     TargetStats {
         sent: c.sent as f64,
         received: c.received as f64,
+        closed: c.closed as f64,
         latency_seconds_total: c.rtt_sum_ns as f64 / 1e9,
         latency_squared_seconds_total: c.rtt_sq_sum_ns2 as f64 / 1e18,
         icmp_errors: c.icmp_errors as f64,
@@ -146,22 +152,32 @@ impl Engine {
         })
     }
 
-    /// Starts probing an IP address; returns the target's id.
-    #[napi(catch_unwind, ts_args_type = "address: string, protocol: 'icmp'")]
-    pub fn track(&self, address: String, protocol: String) -> Result<u32> {
-        if protocol != "icmp" {
-            return Err(Error::new(
-                Status::InvalidArg,
-                format!("unknown protocol {protocol:?}"),
-            ));
-        }
+    /// Starts probing an IP address, with ICMP echo or with TCP SYN to `port`; returns the
+    /// target's id.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "address: string, protocol: 'icmp' | 'tcp', port?: number"
+    )]
+    pub fn track(&self, address: String, protocol: String, port: Option<u32>) -> Result<u32> {
+        let kind = match (protocol.as_str(), port) {
+            ("icmp", None) => ProbeKind::Icmp,
+            ("tcp", Some(p)) => ProbeKind::Tcp {
+                port: u16::try_from(p).map_err(|_| to_js_error(EngineError::InvalidPort))?,
+            },
+            _ => {
+                return Err(Error::new(
+                    Status::InvalidArg,
+                    format!("expected ('icmp') or ('tcp', port), got ({protocol:?}, {port:?})"),
+                ))
+            }
+        };
         let addr: IpAddr = address.parse().map_err(|_| {
             Error::new(
                 Status::InvalidArg,
                 format!("{address:?} is not an IP address"),
             )
         })?;
-        self.inner.track(addr).map_err(to_js_error)
+        self.inner.track(addr, kind).map_err(to_js_error)
     }
 
     #[napi(catch_unwind)]
@@ -178,10 +194,21 @@ impl Engine {
         })
     }
 
-    #[napi(catch_unwind)]
-    pub fn counters(&self) -> EngineCounters {
-        let c = self.inner.counters();
-        EngineCounters {
+    /// Engine-wide counters of one protocol.
+    #[napi(catch_unwind, ts_args_type = "protocol: 'icmp' | 'tcp'")]
+    pub fn counters(&self, protocol: String) -> Result<EngineCounters> {
+        let proto = match protocol.as_str() {
+            "icmp" => Proto::Icmp,
+            "tcp" => Proto::Tcp,
+            _ => {
+                return Err(Error::new(
+                    Status::InvalidArg,
+                    format!("unknown protocol {protocol:?}"),
+                ))
+            }
+        };
+        let c = self.inner.counters(proto);
+        Ok(EngineCounters {
             packets_sent: c.packets_sent as f64,
             packets_received: c.packets_received as f64,
             send_errors: c.send_errors as f64,
@@ -197,7 +224,7 @@ impl Engine {
             timestamp_inconsistent: c.timestamp_inconsistent as f64,
             tx_timestamps_unmatched: c.tx_timestamps_unmatched as f64,
             inflight_full: c.inflight_full as f64,
-        }
+        })
     }
 
     /// What did not work at start without preventing it (e.g. no IPv6 socket).

@@ -1,7 +1,9 @@
 //! Classic BPF socket filters, so that the kernel hands the engine only packets that can
-//! be answers to its probes: echo replies carrying our identifier, and ICMP errors that
-//! quote one of our echo requests. Everything else a busy host receives stays in the kernel.
+//! be answers to its probes: echo replies carrying our identifier, TCP segments to our probe
+//! ports, and ICMP errors that quote one of our echo requests or SYNs. Everything else a busy
+//! host receives stays in the kernel.
 use crate::wire::icmp::types;
+use std::ops::RangeInclusive;
 
 /// One classic BPF instruction (`struct sock_filter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +25,8 @@ mod op {
     pub const ALU_AND_K: u16 = 0x54;
     pub const ALU_LSH_K: u16 = 0x64;
     pub const JEQ_K: u16 = 0x15;
+    pub const JGT_K: u16 = 0x25;
+    pub const JGE_K: u16 = 0x35;
     pub const JSET_K: u16 = 0x45;
     pub const RET_K: u16 = 0x06;
     pub const TAX: u16 = 0x07;
@@ -38,6 +42,8 @@ enum To {
     Drop,
     Echo,
     Error,
+    QuotedEcho,
+    QuotedTcp,
 }
 
 enum Step {
@@ -106,11 +112,33 @@ fn assemble(steps: &[Step]) -> Vec<Insn> {
     out
 }
 
-/// For a raw IPv4 ICMP socket, which sees the IPv4 header at offset 0.
-pub fn icmp_v4_replies(ident: u16) -> Vec<Insn> {
+/// Accepts when A (a port) lies in `ports`.
+fn port_in(ports: &RangeInclusive<u16>) -> [Step; 2] {
+    [
+        Step::Jump(op::JGE_K, u32::from(*ports.start()), To::Next, To::Drop),
+        Step::Jump(op::JGT_K, u32::from(*ports.end()), To::Drop, To::Accept),
+    ]
+}
+
+/// X += length of the quoted IPv4 header + 8, i.e. X = offset of the quoted transport header
+/// (X holding the outer header length on entry).
+fn skip_quoted_ipv4() -> [Step; 6] {
+    [
+        Step::Stmt(op::LD_B_IND, 8), // quoted header's version and length
+        Step::Stmt(op::ALU_AND_K, 0x0f),
+        Step::Stmt(op::ALU_LSH_K, 2),
+        Step::Stmt(op::ALU_ADD_X, 0),
+        Step::Stmt(op::ALU_ADD_K, 8),
+        Step::Stmt(op::TAX, 0),
+    ]
+}
+
+/// For a raw IPv4 ICMP socket, which sees the IPv4 header at offset 0: our echo replies, and
+/// errors quoting our echo requests or SYNs from `tcp_ports`.
+pub fn icmp_v4_replies(ident: u16, tcp_ports: &RangeInclusive<u16>) -> Vec<Insn> {
     use Step::*;
     let id = u32::from(ident);
-    assemble(&[
+    let mut steps = vec![
         Stmt(op::LD_H_ABS, 6),
         Jump(op::JSET_K, 0x1fff, To::Drop, To::Next), // later fragments carry no ICMP header
         Stmt(op::LDX_B_MSH, 0),                       // X = IPv4 header length
@@ -139,25 +167,29 @@ pub fn icmp_v4_replies(ident: u16) -> Vec<Insn> {
         Jump(op::JEQ_K, id, To::Accept, To::Drop),
         Label(To::Error),
         Stmt(op::LD_B_IND, 8 + 9), // quoted header's protocol
-        Jump(op::JEQ_K, 1, To::Next, To::Drop),
-        Stmt(op::LD_B_IND, 8), // quoted header's version and length
-        Stmt(op::ALU_AND_K, 0x0f),
-        Stmt(op::ALU_LSH_K, 2),
-        Stmt(op::ALU_ADD_X, 0),
-        Stmt(op::ALU_ADD_K, 8),
-        Stmt(op::TAX, 0), // X = offset of the quoted ICMP header
+        Jump(op::JEQ_K, 1, To::QuotedEcho, To::Next),
+        Jump(op::JEQ_K, 6, To::QuotedTcp, To::Drop),
+        Label(To::QuotedEcho),
+    ];
+    steps.extend(skip_quoted_ipv4());
+    steps.extend([
         Stmt(op::LD_B_IND, 0),
         Jump(op::JEQ_K, types::V4_ECHO_REQUEST.into(), To::Next, To::Drop),
         Stmt(op::LD_H_IND, 4),
         Jump(op::JEQ_K, id, To::Accept, To::Drop),
-    ])
+        Label(To::QuotedTcp),
+    ]);
+    steps.extend(skip_quoted_ipv4());
+    steps.push(Stmt(op::LD_H_IND, 0)); // quoted source port
+    steps.extend(port_in(tcp_ports));
+    assemble(&steps)
 }
 
 /// For a raw ICMPv6 socket, which sees the ICMPv6 header at offset 0.
-pub fn icmp_v6_replies(ident: u16) -> Vec<Insn> {
+pub fn icmp_v6_replies(ident: u16, tcp_ports: &RangeInclusive<u16>) -> Vec<Insn> {
     use Step::*;
     let id = u32::from(ident);
-    assemble(&[
+    let mut steps = vec![
         Stmt(op::LD_B_ABS, 0),
         Jump(op::JEQ_K, types::V6_ECHO_REPLY.into(), To::Echo, To::Next),
         Jump(
@@ -188,13 +220,39 @@ pub fn icmp_v6_replies(ident: u16) -> Vec<Insn> {
         Stmt(op::LD_H_ABS, 4),
         Jump(op::JEQ_K, id, To::Accept, To::Drop),
         Label(To::Error),
-        Stmt(op::LD_B_ABS, 8 + 6), // quoted IPv6 next header
-        Jump(op::JEQ_K, 58, To::Next, To::Drop),
+        Stmt(op::LD_B_ABS, 8 + 6), // quoted IPv6 next header (probes carry no extension headers)
+        Jump(op::JEQ_K, 58, To::QuotedEcho, To::Next),
+        Jump(op::JEQ_K, 6, To::QuotedTcp, To::Drop),
+        Label(To::QuotedEcho),
         Stmt(op::LD_B_ABS, 8 + 40),
         Jump(op::JEQ_K, types::V6_ECHO_REQUEST.into(), To::Next, To::Drop),
         Stmt(op::LD_H_ABS, 8 + 40 + 4),
         Jump(op::JEQ_K, id, To::Accept, To::Drop),
-    ])
+        Label(To::QuotedTcp),
+        Stmt(op::LD_H_ABS, 8 + 40), // quoted source port
+    ];
+    steps.extend(port_in(tcp_ports));
+    assemble(&steps)
+}
+
+/// For a raw IPv4 TCP socket (IPv4 header at offset 0): segments to our probe ports only.
+pub fn tcp_v4_to_ports(ports: &RangeInclusive<u16>) -> Vec<Insn> {
+    use Step::*;
+    let mut steps = vec![
+        Stmt(op::LD_H_ABS, 6),
+        Jump(op::JSET_K, 0x1fff, To::Drop, To::Next),
+        Stmt(op::LDX_B_MSH, 0),
+        Stmt(op::LD_H_IND, 2), // destination port
+    ];
+    steps.extend(port_in(ports));
+    assemble(&steps)
+}
+
+/// For a raw IPv6 TCP socket (TCP header at offset 0).
+pub fn tcp_v6_to_ports(ports: &RangeInclusive<u16>) -> Vec<Insn> {
+    let mut steps = vec![Step::Stmt(op::LD_H_ABS, 2)];
+    steps.extend(port_in(ports));
+    assemble(&steps)
 }
 
 /// For send-only sockets: nothing enters their receive queue, so their buffer holds only
@@ -245,6 +303,8 @@ pub(crate) mod interp {
                 op::ALU_LSH_K => a <<= i.k,
                 op::TAX => x = a,
                 op::JEQ_K => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
+                op::JGT_K => pc += usize::from(if a > i.k { i.jt } else { i.jf }),
+                op::JGE_K => pc += usize::from(if a >= i.k { i.jt } else { i.jf }),
                 op::JSET_K => pc += usize::from(if a & i.k != 0 { i.jt } else { i.jf }),
                 op::RET_K => return i.k,
                 other => panic!("opcode {other:#x} not modelled"),
@@ -262,6 +322,7 @@ mod tests {
     use crate::wire::icmp::{emit_echo_request, EchoRepr, Family, PROBE_LEN};
 
     const IDENT: u16 = 0x4242;
+    const PORTS: RangeInclusive<u16> = 61000..=61127;
 
     fn echo(family: Family, ident: u16, reply: bool) -> Vec<u8> {
         let mut buf = [0u8; PROBE_LEN];
@@ -300,7 +361,7 @@ mod tests {
 
     #[test]
     fn v4_accepts_our_replies_only() {
-        let prog = icmp_v4_replies(IDENT);
+        let prog = icmp_v4_replies(IDENT, &PORTS);
         assert_eq!(
             run(&prog, &ipv4(5, 0, &echo(Family::V4, IDENT, true))),
             ACCEPT_LEN
@@ -329,7 +390,7 @@ mod tests {
 
     #[test]
     fn v4_accepts_errors_quoting_our_probes() {
-        let prog = icmp_v4_replies(IDENT);
+        let prog = icmp_v4_replies(IDENT, &PORTS);
         let ours = echo(Family::V4, IDENT, false);
         for t in [3, 11, 12] {
             assert_eq!(run(&prog, &v4_error(t, 5, &ours)), ACCEPT_LEN, "type {t}");
@@ -354,7 +415,7 @@ mod tests {
 
     #[test]
     fn v6_accepts_our_replies_and_quoting_errors() {
-        let prog = icmp_v6_replies(IDENT);
+        let prog = icmp_v6_replies(IDENT, &PORTS);
         assert_eq!(run(&prog, &echo(Family::V6, IDENT, true)), ACCEPT_LEN);
         assert_eq!(run(&prog, &echo(Family::V6, IDENT ^ 1, true)), 0);
         assert_eq!(run(&prog, &echo(Family::V6, IDENT, false)), 0);
@@ -365,6 +426,74 @@ mod tests {
         err[8 + 6] = 17;
         assert_eq!(run(&prog, &err), 0, "quoted UDP");
         assert_eq!(run(&prog, &[135, 0, 0, 0]), 0, "neighbour solicitation");
+    }
+
+    fn syn(src_port: u16, dst_port: u16) -> Vec<u8> {
+        let mut seg = vec![0u8; 20];
+        seg[0..2].copy_from_slice(&src_port.to_be_bytes());
+        seg[2..4].copy_from_slice(&dst_port.to_be_bytes());
+        seg[12] = 0x50;
+        seg[13] = 0x12;
+        seg
+    }
+
+    fn ipv4_tcp(payload: &[u8]) -> Vec<u8> {
+        let mut p = ipv4(5, 0, payload);
+        p[9] = 6;
+        p
+    }
+
+    #[test]
+    fn tcp_sockets_see_only_segments_to_probe_ports() {
+        let v4 = tcp_v4_to_ports(&PORTS);
+        let v6 = tcp_v6_to_ports(&PORTS);
+        for (port, expected) in [
+            (60999, 0),
+            (61000, ACCEPT_LEN),
+            (61127, ACCEPT_LEN),
+            (61128, 0),
+            (22, 0),
+        ] {
+            assert_eq!(
+                run(&v4, &ipv4_tcp(&syn(443, port))),
+                expected,
+                "v4 port {port}"
+            );
+            assert_eq!(run(&v6, &syn(443, port)), expected, "v6 port {port}");
+        }
+        assert_eq!(
+            run(&v4, &ipv4(5, 0x0020, &syn(443, 61000))[..]),
+            0,
+            "later fragment"
+        );
+    }
+
+    #[test]
+    fn icmp_sockets_accept_errors_quoting_our_syns() {
+        let v4 = icmp_v4_replies(IDENT, &PORTS);
+        let quote = |sport| {
+            let mut q = ipv4(5, 0x4000, &syn(sport, 443));
+            q[9] = 6;
+            q
+        };
+        let error = |quoted: Vec<u8>| {
+            let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+            icmp.extend(quoted);
+            ipv4(5, 0, &icmp)
+        };
+        assert_eq!(run(&v4, &error(quote(61005))), ACCEPT_LEN);
+        assert_eq!(
+            run(&v4, &error(quote(50000))),
+            0,
+            "someone else's connection"
+        );
+        let v6 = icmp_v6_replies(IDENT, &PORTS);
+        let mut err6 = vec![1, 4, 0, 0, 0, 0, 0, 0, 0x60, 0, 0, 0, 0, 20, 6, 64];
+        err6.resize(8 + 40, 0);
+        err6.extend(syn(61005, 443));
+        assert_eq!(run(&v6, &err6), ACCEPT_LEN);
+        err6[48..50].copy_from_slice(&50000u16.to_be_bytes());
+        assert_eq!(run(&v6, &err6), 0);
     }
 
     #[test]

@@ -29,7 +29,11 @@ impl Key {
 pub struct Probe {
     pub target_index: u32,
     pub target_id: u32,
+    /// A TCP SYN rather than an ICMP echo request.
+    pub tcp: bool,
+    /// ICMP sequence number; for TCP the source port.
     pub seq: u16,
+    /// What only our own answer can carry: the ICMP payload token, or the TCP initial sequence number.
     pub token: u64,
     pub sent_at: Instant,
     pub deadline: Instant,
@@ -41,6 +45,8 @@ pub struct Probe {
 pub struct Reply {
     pub rx_stamp_ns: Option<i64>,
     pub at: Instant,
+    /// A TCP RST rather than a SYN-ACK or an echo reply.
+    pub closed: bool,
 }
 
 /// How a probe left the table, remembered so a later packet for it can be classified.
@@ -101,6 +107,14 @@ impl InFlight {
         Some(Key::new(index, slot.gen))
     }
 
+    pub fn get(&self, key: Key) -> Option<&Probe> {
+        let slot = self.slots.get(key.index())?;
+        if slot.gen != key.gen() {
+            return None;
+        }
+        slot.probe.as_ref()
+    }
+
     pub fn get_mut(&mut self, key: Key) -> Option<&mut Probe> {
         let slot = self.slots.get_mut(key.index())?;
         if slot.gen != key.gen() {
@@ -151,6 +165,7 @@ mod tests {
         Probe {
             target_index: 0,
             target_id: 1,
+            tcp: false,
             seq: 0,
             token,
             sent_at: now,

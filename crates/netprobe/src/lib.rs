@@ -7,6 +7,7 @@ pub mod counters;
 pub mod engine;
 pub mod filter;
 pub mod inflight;
+pub mod ports;
 pub mod rtt;
 pub mod sockets;
 pub mod stats;
@@ -17,7 +18,7 @@ pub mod wire;
 
 pub use config::{EngineConfig, StampKeyMode};
 pub use counters::CountersSnapshot;
-pub use engine::{Engine, EngineError, TargetId, TargetSnapshot};
+pub use engine::{Engine, EngineError, ProbeKind, Proto, TargetId, TargetSnapshot};
 pub use stats::Counters;
 pub use window::Window;
 pub use wire::icmp::Family;

@@ -1,15 +1,18 @@
-//! The raw sockets of one address family: a send socket whose only traffic is its error
-//! queue of transmit timestamps, and a receive socket that, thanks to the kernel filters,
-//! sees only echo replies and ICMP errors that concern our probes.
+//! The raw sockets of one protocol and address family: a send socket whose only traffic is
+//! its error queue of transmit timestamps, and a receive socket that, thanks to the kernel
+//! filters, sees only what can answer our probes (echo replies and ICMP errors that quote
+//! our probes; TCP segments to our probe ports).
 use crate::filter::{self, Insn};
 use crate::sys;
 use crate::wire::icmp::Family;
+use crate::wire::tcp;
 use socket2::{
     Domain, MaybeUninitSlice, MsgHdr, MsgHdrMut, Protocol, SockAddr, SockFilter, Socket, Type,
 };
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::raw::{c_int, c_void};
 
@@ -56,10 +59,22 @@ fn attach(sock: &Socket, prog: &[Insn]) -> io::Result<()> {
     sock.attach_filter(&filters)
 }
 
-fn raw_socket(family: Family) -> io::Result<Socket> {
-    let (domain, proto) = match family {
-        Family::V4 => (Domain::IPV4, Protocol::ICMPV4),
-        Family::V6 => (Domain::IPV6, Protocol::ICMPV6),
+/// Which protocol a pair of sockets carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeProto {
+    Icmp,
+    Tcp,
+}
+
+fn raw_socket(family: Family, probe: ProbeProto) -> io::Result<Socket> {
+    let domain = match family {
+        Family::V4 => Domain::IPV4,
+        Family::V6 => Domain::IPV6,
+    };
+    let proto = match (family, probe) {
+        (Family::V4, ProbeProto::Icmp) => Protocol::ICMPV4,
+        (Family::V6, ProbeProto::Icmp) => Protocol::ICMPV6,
+        (_, ProbeProto::Tcp) => Protocol::TCP,
     };
     let sock = Socket::new(domain, Type::RAW.cloexec(), Some(proto))?;
     sock.set_nonblocking(true)?;
@@ -111,10 +126,56 @@ fn block_all_but_replies(sock: &Socket, family: Family) -> io::Result<()> {
     }
 }
 
+/// IPv6 raw sockets compute (send) and verify (receive) the TCP checksum at this offset.
+fn kernel_tcp_checksum(sock: &Socket) -> io::Result<()> {
+    setsockopt(
+        sock,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_CHECKSUM,
+        &(tcp::CHECKSUM_OFFSET as c_int),
+    )
+}
+
 impl FamilySockets {
-    /// Opens and configures both sockets. Needs CAP_NET_RAW.
-    pub fn open(family: Family, ident: u16) -> io::Result<Self> {
-        let tx = raw_socket(family)?;
+    /// The ICMP pair. Its receive socket also takes ICMP errors quoting SYNs from `tcp_ports`.
+    /// Needs CAP_NET_RAW.
+    pub fn open_icmp(
+        family: Family,
+        ident: u16,
+        tcp_ports: &RangeInclusive<u16>,
+    ) -> io::Result<Self> {
+        let prog = match family {
+            Family::V4 => filter::icmp_v4_replies(ident, tcp_ports),
+            Family::V6 => filter::icmp_v6_replies(ident, tcp_ports),
+        };
+        Self::open(family, ProbeProto::Icmp, &prog, |rx| {
+            block_all_but_replies(rx, family)
+        })
+    }
+
+    /// The TCP pair for SYN probes from `ports`. Needs CAP_NET_RAW.
+    pub fn open_tcp(family: Family, ports: &RangeInclusive<u16>) -> io::Result<Self> {
+        let prog = match family {
+            Family::V4 => filter::tcp_v4_to_ports(ports),
+            Family::V6 => filter::tcp_v6_to_ports(ports),
+        };
+        let sockets = Self::open(family, ProbeProto::Tcp, &prog, |rx| match family {
+            Family::V4 => Ok(()),
+            Family::V6 => kernel_tcp_checksum(rx),
+        })?;
+        if family == Family::V6 {
+            kernel_tcp_checksum(&sockets.tx)?;
+        }
+        Ok(sockets)
+    }
+
+    fn open(
+        family: Family,
+        probe: ProbeProto,
+        rx_filter: &[Insn],
+        rx_setup: impl Fn(&Socket) -> io::Result<()>,
+    ) -> io::Result<Self> {
+        let tx = raw_socket(family, probe)?;
         attach(&tx, &filter::drop_all())?;
         let tx_flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE
             | libc::SOF_TIMESTAMPING_SOFTWARE
@@ -124,13 +185,9 @@ impl FamilySockets {
         grow_receive_buffer(&tx)?;
         drain(&tx);
 
-        let rx = raw_socket(family)?;
-        block_all_but_replies(&rx, family)?;
-        let prog = match family {
-            Family::V4 => filter::icmp_v4_replies(ident),
-            Family::V6 => filter::icmp_v6_replies(ident),
-        };
-        attach(&rx, &prog)?;
+        let rx = raw_socket(family, probe)?;
+        rx_setup(&rx)?;
+        attach(&rx, rx_filter)?;
         let rx_flags = libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
         setsockopt(&rx, libc::SOL_SOCKET, sys::SO_TIMESTAMPING, &rx_flags)?;
         grow_receive_buffer(&rx)?;

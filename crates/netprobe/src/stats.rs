@@ -14,8 +14,10 @@ const LOST: u32 = u32::MAX;
 pub struct Counters {
     /// Probes whose outcome is final (answered, timed out, unsendable or answered by an ICMP error).
     pub sent: u64,
-    /// Probes answered by an echo reply.
+    /// Probes answered: an echo reply, a SYN-ACK, or a RST.
     pub received: u64,
+    /// Of `received`, TCP probes answered by a RST: the host is up, the port closed.
+    pub closed: u64,
     pub rtt_sum_ns: u128,
     pub rtt_sq_sum_ns2: u128,
     /// Probes answered by an ICMP error (unreachable, time exceeded, ...) instead of a reply.
@@ -27,7 +29,11 @@ pub struct Counters {
 /// How a probe ended. Every variant is final and counts in `sent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Reply { rtt_ns: u64 },
+    /// Answered; `closed` for a TCP RST.
+    Reply {
+        rtt_ns: u64,
+        closed: bool,
+    },
     Timeout,
     IcmpError,
     SendError,
@@ -62,8 +68,9 @@ impl TargetStats {
         let c = &mut self.counters;
         c.sent += 1;
         let slot = match outcome {
-            Outcome::Reply { rtt_ns } => {
+            Outcome::Reply { rtt_ns, closed } => {
                 c.received += 1;
+                c.closed += u64::from(closed);
                 let ns = u128::from(rtt_ns);
                 c.rtt_sum_ns = c.rtt_sum_ns.saturating_add(ns);
                 c.rtt_sq_sum_ns2 = c.rtt_sq_sum_ns2.saturating_add(ns * ns);
@@ -120,8 +127,14 @@ mod tests {
     #[test]
     fn counters_follow_outcomes() {
         let mut s = TargetStats::default();
-        s.record(Outcome::Reply { rtt_ns: 1_000 });
-        s.record(Outcome::Reply { rtt_ns: 3_000 });
+        s.record(Outcome::Reply {
+            rtt_ns: 1_000,
+            closed: false,
+        });
+        s.record(Outcome::Reply {
+            rtt_ns: 3_000,
+            closed: true,
+        });
         s.record(Outcome::Timeout);
         s.record(Outcome::IcmpError);
         s.record(Outcome::SendError);
@@ -141,6 +154,7 @@ mod tests {
         for _ in 0..3 {
             s.record(Outcome::Reply {
                 rtt_ns: 30_000_000_000,
+                closed: false,
             });
         }
         assert_eq!(s.counters().rtt_sq_sum_ns2, 3 * 900_000_000_000_000_000_000);
@@ -153,6 +167,7 @@ mod tests {
         for i in 0..300u64 {
             s.record(Outcome::Reply {
                 rtt_ns: (i + 1) * 1_000,
+                closed: false,
             });
         }
         let newest: Vec<_> = s.newest_first().collect();

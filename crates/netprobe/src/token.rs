@@ -16,6 +16,12 @@ impl TokenKey {
     pub fn token(&self, key: u32, seq: u16, dst: IpAddr) -> u64 {
         self.0.hash_one((key, seq, dst))
     }
+
+    /// What a SYN's initial sequence number is XORed with: the in-flight key can be recovered
+    /// from the answer's acknowledgement number, yet the ISN looks random to everyone else.
+    pub fn tcp_mask(&self, dst: IpAddr, dst_port: u16, src_port: u16) -> u32 {
+        self.0.hash_one((dst, dst_port, src_port, "tcp")) as u32
+    }
 }
 
 impl Default for TokenKey {

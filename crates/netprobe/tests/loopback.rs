@@ -1,6 +1,6 @@
 //! The engine on real sockets, over loopback only (the lab tests in __test__ cover veth).
 //! Needs CAP_NET_RAW; skipped with a message otherwise.
-use netprobe::{Engine, EngineConfig, EngineError, StampKeyMode};
+use netprobe::{Engine, EngineConfig, EngineError, ProbeKind, Proto, StampKeyMode};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -37,8 +37,10 @@ fn loopback_with_counter_matched_tx_stamps() {
 
 fn probe_loopback(engine: Option<Engine>) {
     let Some(engine) = engine else { return };
-    let v4 = engine.track("127.0.0.1".parse().unwrap()).unwrap();
-    let v6 = engine.track("::1".parse::<IpAddr>().unwrap());
+    let v4 = engine
+        .track("127.0.0.1".parse().unwrap(), ProbeKind::Icmp)
+        .unwrap();
+    let v6 = engine.track("::1".parse::<IpAddr>().unwrap(), ProbeKind::Icmp);
     std::thread::sleep(Duration::from_millis(400));
     let mut ids = vec![v4];
     if let Ok(v6) = v6 {
@@ -50,7 +52,7 @@ fn probe_loopback(engine: Option<Engine>) {
         assert!(
             s.counters.sent >= 10,
             "target {id}: {s:?} {:?}",
-            engine.counters()
+            engine.counters(Proto::Icmp)
         );
         assert_eq!(
             s.counters.sent, s.counters.received,
@@ -60,7 +62,7 @@ fn probe_loopback(engine: Option<Engine>) {
         assert!(mean > 0.0 && mean < 1e6, "mean RTT {mean} ns");
         assert_eq!(s.window.loss_ratio, Some(0.0));
     }
-    let c = engine.counters();
+    let c = engine.counters(Proto::Icmp);
     assert_eq!(c.tx_timestamp_missing, 0, "{c:?}");
     assert_eq!(c.rx_timestamp_missing, 0, "{c:?}");
     assert_eq!(c.send_errors, 0, "{c:?}");
@@ -81,10 +83,59 @@ fn unusable_addresses_are_refused() {
     for a in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "ff02::1"] {
         assert!(
             matches!(
-                engine.track(a.parse().unwrap()),
+                engine.track(a.parse().unwrap(), ProbeKind::Icmp),
                 Err(EngineError::Unusable(_))
             ),
             "{a}"
         );
     }
+}
+
+/// SYN probes over loopback: an open port answers SYN-ACK, a closed one RST.
+#[test]
+fn loopback_tcp_open_and_closed_ports() {
+    let Some(engine) = engine() else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = listener.local_addr().unwrap().port();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port() // dropped: nobody listens there any more
+    };
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let ids = match (
+        engine.track(lo, ProbeKind::Tcp { port: open }),
+        engine.track(lo, ProbeKind::Tcp { port: closed }),
+    ) {
+        (Ok(a), Ok(b)) => vec![a, b],
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+    };
+    assert!(matches!(
+        engine.track(lo, ProbeKind::Tcp { port: 0 }),
+        Err(EngineError::InvalidPort)
+    ));
+    std::thread::sleep(Duration::from_millis(400));
+    let snaps = engine.snapshot(ids).unwrap();
+    let (o, c) = (snaps[0].unwrap().counters, snaps[1].unwrap().counters);
+    let t = engine.counters(Proto::Tcp);
+    assert!(
+        o.sent >= 10 && o.received == o.sent && o.closed == 0,
+        "open: {o:?} {t:?}"
+    );
+    assert!(
+        c.sent >= 10 && c.received == c.sent && c.closed == c.sent,
+        "closed: {c:?}"
+    );
+    assert_eq!(
+        (
+            t.tx_timestamp_missing,
+            t.rx_timestamp_missing,
+            t.send_errors
+        ),
+        (0, 0, 0),
+        "{t:?}"
+    );
+    drop(listener);
 }

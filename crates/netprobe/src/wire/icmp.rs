@@ -4,7 +4,7 @@
 //! the engine's in-flight key (u32) and a random token (u64), then a fixed fill. A reply
 //! matches a probe only when identifier, sequence, key and token all agree.
 use super::ipv4::{self, Ipv4Header};
-use super::ParseError;
+use super::{tcp, ParseError};
 use crate::checksum;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -59,17 +59,30 @@ pub struct EchoRepr {
     pub token: u64,
 }
 
-/// An ICMP error that quotes one of our echo requests.
+/// The probe an ICMP error quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quoted {
+    Echo {
+        ident: u16,
+        seq: u16,
+        /// Key and token, when the quote is long enough to hold them (routers may quote only 8 bytes).
+        key_token: Option<(u32, u64)>,
+    },
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        seq: u32,
+    },
+}
+
+/// An ICMP error that quotes an echo request or a TCP segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotedError {
     pub icmp_type: u8,
     pub code: u8,
     /// The destination of the quoted probe.
     pub original_dst: IpAddr,
-    pub ident: u16,
-    pub seq: u16,
-    /// Key and token, when the quote is long enough to hold them (routers may quote only 8 bytes).
-    pub key_token: Option<(u32, u64)>,
+    pub quoted: Quoted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,23 +179,44 @@ pub fn parse_v4(packet: &[u8]) -> Result<(Ipv4Addr, Message), ParseError> {
     Ok((ip.src(), message))
 }
 
+/// The quoted probe: an echo request of `echo_type`, or a TCP segment.
+fn quoted_probe(
+    protocol: u8,
+    echo_type: u8,
+    transport: &[u8],
+) -> Result<Option<Quoted>, ParseError> {
+    match protocol {
+        ipv4::PROTO_ICMP | NEXT_HEADER_ICMPV6 if transport.first() == Some(&echo_type) => {
+            let (ident, seq, key_token) = echo_fields(transport)?;
+            Ok(Some(Quoted::Echo {
+                ident,
+                seq,
+                key_token,
+            }))
+        }
+        tcp::PROTO_TCP => {
+            let (src_port, dst_port, seq) = tcp::parse_quoted(transport)?;
+            Ok(Some(Quoted::Tcp {
+                src_port,
+                dst_port,
+                seq,
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn quoted_v4(icmp_type: u8, code: u8, quote: &[u8]) -> Result<Message, ParseError> {
     let inner = Ipv4Header::new_checked(quote)?;
-    if inner.protocol() != ipv4::PROTO_ICMP {
+    let Some(quoted) = quoted_probe(inner.protocol(), types::V4_ECHO_REQUEST, inner.payload())?
+    else {
         return Ok(Message::Other);
-    }
-    let echo = inner.payload();
-    if echo.first() != Some(&types::V4_ECHO_REQUEST) {
-        return Ok(Message::Other);
-    }
-    let (ident, seq, key_token) = echo_fields(echo)?;
+    };
     Ok(Message::Error(QuotedError {
         icmp_type,
         code,
         original_dst: IpAddr::V4(inner.dst()),
-        ident,
-        seq,
-        key_token,
+        quoted,
     }))
 }
 
@@ -206,24 +240,22 @@ fn quoted_v6(icmp_type: u8, code: u8, quote: &[u8]) -> Result<Message, ParseErro
     if quote.len() < IPV6_HEADER_LEN {
         return Err(ParseError::Truncated);
     }
-    // Probes carry no extension headers, so the quoted echo follows the fixed header.
-    if quote[IPV6_NEXT_HEADER] != NEXT_HEADER_ICMPV6 {
+    // Probes carry no extension headers, so the quoted probe follows the fixed header.
+    let Some(quoted) = quoted_probe(
+        quote[IPV6_NEXT_HEADER],
+        types::V6_ECHO_REQUEST,
+        &quote[IPV6_HEADER_LEN..],
+    )?
+    else {
         return Ok(Message::Other);
-    }
+    };
     let mut dst = [0u8; 16];
     dst.copy_from_slice(&quote[IPV6_DST]);
-    let echo = &quote[IPV6_HEADER_LEN..];
-    if echo.first() != Some(&types::V6_ECHO_REQUEST) {
-        return Ok(Message::Other);
-    }
-    let (ident, seq, key_token) = echo_fields(echo)?;
     Ok(Message::Error(QuotedError {
         icmp_type,
         code,
         original_dst: IpAddr::V6(Ipv6Addr::from(dst)),
-        ident,
-        seq,
-        key_token,
+        quoted,
     }))
 }
 
@@ -340,9 +372,11 @@ mod tests {
                 icmp_type: 3,
                 code: 1,
                 original_dst: IpAddr::V4(Ipv4Addr::new(198, 18, 200, 1)),
-                ident: REPR.ident,
-                seq: REPR.seq,
-                key_token: Some((REPR.key, REPR.token)),
+                quoted: Quoted::Echo {
+                    ident: REPR.ident,
+                    seq: REPR.seq,
+                    key_token: Some((REPR.key, REPR.token))
+                },
             })
         );
     }
@@ -364,8 +398,14 @@ mod tests {
         match parse_v4(&packet).unwrap().1 {
             Message::Error(e) => {
                 assert_eq!(e.icmp_type, 11);
-                assert_eq!(e.key_token, None);
-                assert_eq!(e.seq, 7);
+                assert_eq!(
+                    e.quoted,
+                    Quoted::Echo {
+                        ident: REPR.ident,
+                        seq: 7,
+                        key_token: None
+                    }
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -388,12 +428,65 @@ mod tests {
                 assert_eq!(e.icmp_type, 1);
                 assert_eq!(e.code, 3);
                 assert_eq!(e.original_dst, "2001:2::99".parse::<IpAddr>().unwrap());
-                assert_eq!(e.key_token, Some((REPR.key, REPR.token)));
+                assert_eq!(
+                    e.quoted,
+                    Quoted::Echo {
+                        ident: REPR.ident,
+                        seq: REPR.seq,
+                        key_token: Some((REPR.key, REPR.token))
+                    }
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
         for len in 0..icmp.len() {
             let _ = parse_v6(&icmp[..len]);
+        }
+    }
+
+    #[test]
+    fn errors_quoting_syns() {
+        let mut syn = [0u8; tcp::SYN_LEN];
+        let repr = tcp::SynRepr {
+            src_port: 61001,
+            dst_port: 22,
+            seq: 77,
+            window: 64240,
+            mss: 1460,
+            window_scale: 7,
+            ts_val: 1,
+        };
+        tcp::emit_syn(&repr, None, &mut syn);
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&[
+            0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 128, 9,
+        ]);
+        icmp.extend_from_slice(&syn[..8]);
+        let sum = checksum::internet_checksum(&icmp);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        let mut packet = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 128, 9, 198, 18, 0, 1,
+        ];
+        packet.extend_from_slice(&icmp);
+        let quoted = Quoted::Tcp {
+            src_port: 61001,
+            dst_port: 22,
+            seq: 77,
+        };
+        match parse_v4(&packet).unwrap().1 {
+            Message::Error(e) => {
+                assert_eq!((e.icmp_type, e.code, e.quoted), (3, 3, quoted));
+                assert_eq!(e.original_dst, "198.18.128.9".parse::<IpAddr>().unwrap());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut v6 = vec![1, 4, 0, 0, 0, 0, 0, 0, 0x60, 0, 0, 0, 0, 40, 6, 64];
+        v6.extend_from_slice(&[0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v6.extend_from_slice(&[0x20, 0x01, 0, 2, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+        v6.extend_from_slice(&syn);
+        match parse_v6(&v6).unwrap() {
+            Message::Error(e) => assert_eq!(e.quoted, quoted),
+            other => panic!("unexpected {other:?}"),
         }
     }
 

@@ -1,0 +1,688 @@
+//! The engine thread: targets, the schedule and pacer, probes in flight, transmit stamps,
+//! deadlines and outcomes, shared by both kinds of probe.
+use super::{Command, ProbeKind, Proto, Shared, TargetId, TargetSnapshot, TcpTransports};
+use crate::cmsg::{self, OptIdCmsg};
+use crate::config::{EngineConfig, StampKeyMode};
+use crate::counters::EngineCounters;
+use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply};
+use crate::ports::PortPool;
+use crate::rtt;
+use crate::sockets::{FamilySockets, Received};
+use crate::stats::{Outcome, TargetStats};
+use crate::token::TokenKey;
+use crate::wire::icmp::Family;
+use nix::sys::eventfd::EventFd;
+use socket2::SockAddr;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(super) struct Target {
+    pub id: TargetId,
+    pub addr: IpAddr,
+    pub kind: ProbeKind,
+    pub dst: SockAddr,
+    /// Next ICMP sequence number.
+    pub seq: u16,
+    pub stats: TargetStats,
+    /// The source address the kernel routes from, and when it was looked up (IPv4 TCP
+    /// checksums cover it).
+    pub source: Option<(IpAddr, Instant)>,
+}
+
+/// How transmit timestamps are tied to probes on one socket.
+enum StampKeys {
+    /// `SCM_TS_OPT_ID` on each send (Linux >= 6.13): the stamp carries the probe's own key.
+    PerSend,
+    /// Older kernels: the socket counts timestamped sends from 0; `ring[n % len]` holds the
+    /// key of the n-th. A send error is taken not to consume a number.
+    Counter { next: u32, ring: Vec<u32> },
+}
+
+const COUNTER_RING: usize = 1 << 16;
+
+impl StampKeys {
+    fn counter() -> Self {
+        StampKeys::Counter {
+            next: 0,
+            ring: vec![u32::MAX; COUNTER_RING],
+        }
+    }
+}
+
+struct Transport {
+    sockets: FamilySockets,
+    keys: StampKeys,
+}
+
+/// Transports by slot: ICMP v4, ICMP v6, TCP v4, TCP v6.
+const SLOTS: usize = 4;
+
+fn slot(proto: Proto, family: Family) -> usize {
+    let p = match proto {
+        Proto::Icmp => 0,
+        Proto::Tcp => 2,
+    };
+    p + usize::from(family == Family::V6)
+}
+
+fn slot_info(i: usize) -> (Proto, Family) {
+    let proto = if i < 2 { Proto::Icmp } else { Proto::Tcp };
+    (
+        proto,
+        if i.is_multiple_of(2) {
+            Family::V4
+        } else {
+            Family::V6
+        },
+    )
+}
+
+pub(super) fn family_of(addr: IpAddr) -> Family {
+    super::family_of(addr)
+}
+
+pub(super) fn proto_of(kind: ProbeKind) -> Proto {
+    match kind {
+        ProbeKind::Icmp => Proto::Icmp,
+        ProbeKind::Tcp { .. } => Proto::Tcp,
+    }
+}
+
+/// Packets handled per socket per loop turn, so one busy socket cannot starve the rest.
+pub(super) const BATCH: usize = 256;
+/// How far the pacer may catch up after the thread was late.
+const PACER_CATCH_UP: Duration = Duration::from_millis(1);
+/// The longest probe written (an ICMP echo request of 64 bytes; a SYN is 40).
+pub(super) const MAX_PROBE_LEN: usize = 64;
+
+/// An answer to a probe, as the protocol code recognised it.
+pub(super) struct Answer {
+    pub key: Key,
+    /// Must equal the probe's token.
+    pub token: u64,
+    pub from: Option<IpAddr>,
+    /// What the probe must have been sent as (protocol and port).
+    pub kind: ProbeKind,
+    /// Must equal the probe's `seq` (ICMP sequence, or TCP source port).
+    pub seq: u16,
+    pub reply: Reply,
+}
+
+pub(super) struct EngineLoop {
+    pub config: EngineConfig,
+    transports: [Option<Transport>; SLOTS],
+    pub ports: Option<PortPool>,
+    commands: Receiver<Command>,
+    wake: Arc<EventFd>,
+    pub shared: Arc<Shared>,
+    pub targets: Vec<Option<Target>>,
+    free_targets: Vec<usize>,
+    index_of: HashMap<TargetId, usize>,
+    schedule: BinaryHeap<Reverse<(Instant, usize, TargetId)>>,
+    pub inflight: InFlight,
+    deadlines: VecDeque<(Instant, Key)>,
+    pacer_next: Instant,
+    gap: Duration,
+    rng: u64,
+    pub tokens: TokenKey,
+    pub packet: [u8; MAX_PROBE_LEN],
+    opt_id: OptIdCmsg,
+    pub buf: Vec<u8>,
+    pub ctrl: Vec<u8>,
+    stopping: bool,
+    pub started: Instant,
+}
+
+fn seed() -> u64 {
+    let mut s = [0u8; 8];
+    // SAFETY: writes at most 8 bytes into `s`.
+    let n = unsafe { libc::getrandom(s.as_mut_ptr().cast(), s.len(), 0) };
+    let from_kernel = u64::from_ne_bytes(s);
+    if n == 8 && from_kernel != 0 {
+        from_kernel
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1
+    }
+}
+
+impl EngineLoop {
+    pub fn new(
+        config: EngineConfig,
+        v4: Option<FamilySockets>,
+        v6: Option<FamilySockets>,
+        commands: Receiver<Command>,
+        wake: Arc<EventFd>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let mut engine = EngineLoop {
+            gap: Duration::from_secs(1) / config.max_pps,
+            config,
+            transports: [None, None, None, None],
+            ports: None,
+            commands,
+            wake,
+            shared,
+            targets: Vec::new(),
+            free_targets: Vec::new(),
+            index_of: HashMap::new(),
+            schedule: BinaryHeap::new(),
+            inflight: InFlight::default(),
+            deadlines: VecDeque::new(),
+            pacer_next: Instant::now(),
+            rng: seed(),
+            tokens: TokenKey::new(),
+            packet: [0; MAX_PROBE_LEN],
+            opt_id: OptIdCmsg::new(),
+            buf: vec![0; 65536],
+            ctrl: vec![0; 512],
+            stopping: false,
+            started: Instant::now(),
+        };
+        engine.add_transport(Proto::Icmp, Family::V4, v4);
+        engine.add_transport(Proto::Icmp, Family::V6, v6);
+        engine
+    }
+
+    fn add_transport(&mut self, proto: Proto, family: Family, sockets: Option<FamilySockets>) {
+        let keys = match self.config.stamp_keys {
+            StampKeyMode::Auto => StampKeys::PerSend,
+            StampKeyMode::Counter => StampKeys::counter(),
+        };
+        self.transports[slot(proto, family)] = sockets.map(|sockets| Transport { sockets, keys });
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: cheap; used for schedule phases only.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn counters(&self, proto: Proto) -> &EngineCounters {
+        self.shared.counters(proto)
+    }
+
+    pub fn run(&mut self) -> io::Result<()> {
+        // Precise wake-ups for pacing: the default 50 us timer slack would blur the schedule.
+        // SAFETY: prctl with integer arguments only affects this thread.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        while !self.stopping {
+            self.handle_commands();
+            if self.stopping {
+                break;
+            }
+            self.send_due(Instant::now());
+            self.expire(Instant::now());
+            self.wait()?;
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self) -> io::Result<()> {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        if let Some(Reverse((due, _, _))) = self.schedule.peek() {
+            next = Some((*due).max(self.pacer_next));
+        }
+        if let Some((deadline, _)) = self.deadlines.front() {
+            next = Some(next.map_or(*deadline, |n| n.min(*deadline)));
+        }
+        let timeout = next.map(|n| {
+            let d = n.saturating_duration_since(now);
+            libc::timespec {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            }
+        });
+        let pollfd = |fd: i32, events: i16| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // The wake-up, then per transport its receive and send socket (-1 = absent, ignored).
+        let mut fds = [pollfd(-1, 0); 1 + 2 * SLOTS];
+        fds[0] = pollfd(self.wake.as_fd().as_raw_fd(), libc::POLLIN);
+        for (i, t) in self.transports.iter().enumerate() {
+            if let Some(t) = t {
+                fds[1 + 2 * i] = pollfd(t.sockets.rx_fd().as_raw_fd(), libc::POLLIN);
+                // Transmit timestamps raise POLLERR, which poll reports unasked.
+                fds[2 + 2 * i] = pollfd(t.sockets.tx_fd().as_raw_fd(), 0);
+            }
+        }
+        let ts_ptr = timeout
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `fds` and `ts_ptr` are valid for the call; no signal mask is passed.
+        let rc = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                ts_ptr,
+                std::ptr::null(),
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        if fds[0].revents != 0 {
+            let _ = self.wake.read();
+        }
+        for i in 0..SLOTS {
+            let (proto, family) = slot_info(i);
+            if fds[1 + 2 * i].revents != 0 {
+                match proto {
+                    Proto::Icmp => self.receive_icmp(family),
+                    Proto::Tcp => self.receive_tcp(family),
+                }
+            }
+            if fds[2 + 2 * i].revents != 0 {
+                self.receive_tx_stamps(i);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_commands(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Track { id, addr, kind } => self.track(id, addr, kind),
+                Command::Untrack { id } => self.untrack(id),
+                Command::Snapshot { ids, reply } => {
+                    let out = ids.iter().map(|id| self.snapshot(*id)).collect();
+                    let _ = reply.send(out);
+                }
+                Command::OpenTcp(TcpTransports { v4, v6, ports }) => {
+                    self.add_transport(Proto::Tcp, Family::V4, v4);
+                    self.add_transport(Proto::Tcp, Family::V6, v6);
+                    self.ports = Some(ports);
+                }
+                Command::Stop => self.stopping = true,
+            }
+        }
+    }
+
+    fn track(&mut self, id: TargetId, addr: IpAddr, kind: ProbeKind) {
+        let target = Target {
+            id,
+            addr,
+            kind,
+            dst: SockAddr::from(SocketAddr::new(addr, 0)),
+            seq: 0,
+            stats: TargetStats::default(),
+            source: None,
+        };
+        let index = match self.free_targets.pop() {
+            Some(i) => {
+                self.targets[i] = Some(target);
+                i
+            }
+            None => {
+                self.targets.push(Some(target));
+                self.targets.len() - 1
+            }
+        };
+        self.index_of.insert(id, index);
+        // A random phase within one interval spreads targets tracked together over the round.
+        let frac = (self.random() >> 11) as f64 / (1u64 << 53) as f64;
+        let due = Instant::now() + self.config.interval.mul_f64(frac);
+        self.schedule.push(Reverse((due, index, id)));
+    }
+
+    fn untrack(&mut self, id: TargetId) {
+        if let Some(index) = self.index_of.remove(&id) {
+            self.targets[index] = None;
+            self.free_targets.push(index);
+        }
+    }
+
+    fn snapshot(&mut self, id: TargetId) -> Option<TargetSnapshot> {
+        let index = *self.index_of.get(&id)?;
+        let target = self.targets.get_mut(index)?.as_mut()?;
+        Some(TargetSnapshot {
+            counters: target.stats.counters(),
+            window: target.stats.window(),
+        })
+    }
+
+    pub fn target(&self, index: usize) -> Option<&Target> {
+        self.targets.get(index)?.as_ref()
+    }
+
+    pub fn target_mut(&mut self, index: usize, id: TargetId) -> Option<&mut Target> {
+        self.targets.get_mut(index)?.as_mut().filter(|t| t.id == id)
+    }
+
+    fn send_due(&mut self, now: Instant) {
+        for _ in 0..BATCH {
+            let Some(Reverse((due, index, id))) = self.schedule.peek().copied() else {
+                return;
+            };
+            if due > now || self.pacer_next > now {
+                return;
+            }
+            self.schedule.pop();
+            if self.target_mut(index, id).is_none() {
+                continue; // untracked since it was scheduled
+            }
+            self.pacer_next = self
+                .pacer_next
+                .max(now.checked_sub(PACER_CATCH_UP).unwrap_or(now))
+                + self.gap;
+            self.send_probe(index, id, now);
+            let mut next = due + self.config.interval;
+            if next < now {
+                next = now; // the pps cap cannot keep up: send as soon as the pacer allows
+            }
+            self.schedule.push(Reverse((next, index, id)));
+        }
+    }
+
+    fn send_probe(&mut self, index: usize, id: TargetId, now: Instant) {
+        let Some(target) = self.target_mut(index, id) else {
+            return;
+        };
+        let (kind, addr) = (target.kind, target.addr);
+        let proto = proto_of(kind);
+        let seq = match kind {
+            ProbeKind::Icmp => {
+                target.seq = target.seq.wrapping_add(1);
+                target.seq.wrapping_sub(1)
+            }
+            ProbeKind::Tcp { .. } => match self.ports.as_mut() {
+                Some(p) => p.next_port(),
+                None => return self.fail_send(proto, index, id, None),
+            },
+        };
+        let probe = Probe {
+            target_index: index as u32,
+            target_id: id,
+            tcp: proto == Proto::Tcp,
+            seq,
+            token: 0,
+            sent_at: now,
+            deadline: now + self.config.timeout,
+            tx_stamp_ns: None,
+            reply: None,
+        };
+        let Some(key) = self.inflight.insert(probe) else {
+            EngineCounters::add(&self.counters(proto).inflight_full, 1);
+            return self.finish_target(index, id, Outcome::SendError);
+        };
+        let written = match kind {
+            ProbeKind::Icmp => Ok(self.write_echo(key, seq, addr)),
+            ProbeKind::Tcp { port } => self.write_syn(index, id, key, seq, addr, port, now),
+        };
+        let (len, token) = match written {
+            Ok(w) => w,
+            Err(_) => return self.fail_send(proto, index, id, Some(key)),
+        };
+        if let Some(p) = self.inflight.get_mut(key) {
+            p.token = token;
+        }
+        // The fallback clock reading, as close to sendmsg as it gets.
+        let sent_at = Instant::now();
+        match self.transmit(proto, index, id, key, len) {
+            Ok(()) => {
+                EngineCounters::add(&self.counters(proto).packets_sent, 1);
+                if let Some(p) = self.inflight.get_mut(key) {
+                    p.sent_at = sent_at;
+                    p.deadline = sent_at + self.config.timeout;
+                    self.deadlines.push_back((p.deadline, key));
+                }
+            }
+            Err(_) => self.fail_send(proto, index, id, Some(key)),
+        }
+    }
+
+    /// A probe that could not be sent: a final outcome, counted.
+    fn fail_send(&mut self, proto: Proto, index: usize, id: TargetId, key: Option<Key>) {
+        EngineCounters::add(&self.counters(proto).send_errors, 1);
+        if let Some(key) = key {
+            self.inflight.remove(key, Ended::Other);
+        }
+        self.finish_target(index, id, Outcome::SendError);
+    }
+
+    fn transmit(
+        &mut self,
+        proto: Proto,
+        index: usize,
+        id: TargetId,
+        key: Key,
+        len: usize,
+    ) -> io::Result<()> {
+        let Some(target) = self
+            .targets
+            .get(index)
+            .and_then(|t| t.as_ref())
+            .filter(|t| t.id == id)
+        else {
+            return Ok(());
+        };
+        let Some(t) = self.transports[slot(proto, family_of(target.addr))].as_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no socket for this family",
+            ));
+        };
+        let (dst, packet) = (&target.dst, &self.packet[..len]);
+        if let StampKeys::PerSend = t.keys {
+            match t.sockets.send(dst, packet, Some(self.opt_id.set(key.0))) {
+                // This kernel has no SCM_TS_OPT_ID: mirror the socket's own counter from now on.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => t.keys = StampKeys::counter(),
+                other => return other,
+            }
+        }
+        if let StampKeys::Counter { next, ring } = &mut t.keys {
+            t.sockets.send(dst, packet, None)?;
+            ring[*next as usize % COUNTER_RING] = key.0;
+            *next = next.wrapping_add(1);
+        }
+        Ok(())
+    }
+
+    pub fn finish_target(&mut self, index: usize, id: TargetId, outcome: Outcome) {
+        if let Some(t) = self.target_mut(index, id) {
+            t.stats.record(outcome);
+        }
+    }
+
+    /// Ends a probe whose reply and transmit stamp are both in, or whose deadline passed.
+    fn finish(&mut self, key: Key) {
+        let Some(probe) = self.inflight.get_mut(key).copied() else {
+            return;
+        };
+        let proto = if probe.tcp { Proto::Tcp } else { Proto::Icmp };
+        let outcome = match probe.reply {
+            Some(reply) => {
+                let (rtt_ns, why) = rtt::reply_rtt(
+                    probe.tx_stamp_ns,
+                    reply.rx_stamp_ns,
+                    probe.sent_at,
+                    reply.at,
+                    self.config.timeout,
+                );
+                let c = self.counters(proto);
+                for (happened, counter) in [
+                    (why.tx_missing, &c.tx_timestamp_missing),
+                    (why.rx_missing, &c.rx_timestamp_missing),
+                    (why.inconsistent, &c.timestamp_inconsistent),
+                ] {
+                    if happened {
+                        EngineCounters::add(counter, 1);
+                    }
+                }
+                Outcome::Reply {
+                    rtt_ns,
+                    closed: reply.closed,
+                }
+            }
+            None => Outcome::Timeout,
+        };
+        let ended = if probe.reply.is_some() {
+            Ended::Replied
+        } else {
+            Ended::Other
+        };
+        self.inflight.remove(key, ended);
+        self.finish_target(probe.target_index as usize, probe.target_id, outcome);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, key)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            self.finish(key); // a no-op for probes that already ended
+        }
+    }
+
+    /// Records an answer to a probe, or counts why it changes nothing. `authentic` tells
+    /// whether a packet whose probe record is gone was still ours (then it is late).
+    pub fn on_answer(&mut self, proto: Proto, a: Answer, authentic: impl FnOnce(&Self) -> bool) {
+        let c = self.shared.counters(proto);
+        match self.inflight.lookup(a.key, a.token) {
+            Lookup::Live => {}
+            Lookup::Ended(Ended::Replied) => return EngineCounters::add(&c.replies_duplicate, 1),
+            Lookup::Ended(Ended::Other) => return EngineCounters::add(&c.replies_late, 1),
+            Lookup::Unknown => {
+                let counter = if authentic(self) {
+                    &c.replies_late
+                } else {
+                    &c.replies_foreign
+                };
+                return EngineCounters::add(counter, 1);
+            }
+        }
+        let Some(probe) = self.inflight.get(a.key) else {
+            return;
+        };
+        let target = self
+            .target(probe.target_index as usize)
+            .filter(|t| t.id == probe.target_id);
+        let matches = target.is_some_and(|t| Some(t.addr) == a.from && t.kind == a.kind)
+            && probe.seq == a.seq;
+        if !matches {
+            return EngineCounters::add(&c.replies_foreign, 1);
+        }
+        let Some(probe) = self.inflight.get_mut(a.key) else {
+            return;
+        };
+        if probe.reply.is_some() {
+            return EngineCounters::add(&c.replies_duplicate, 1);
+        }
+        probe.reply = Some(a.reply);
+        if probe.tx_stamp_ns.is_some() {
+            self.finish(a.key);
+        }
+        // Otherwise the transmit stamp is still on its way: it ends the probe, or the deadline does.
+    }
+
+    /// An ICMP error quoting a probe: when it matches one in flight, that probe ends lost.
+    pub fn on_quoted_error(
+        &mut self,
+        proto: Proto,
+        key: Key,
+        token: u64,
+        dst: IpAddr,
+        kind: ProbeKind,
+        seq: u16,
+    ) {
+        let c = self.shared.counters(proto);
+        if self.inflight.lookup(key, token) != Lookup::Live {
+            return EngineCounters::add(&c.icmp_errors_unmatched, 1);
+        }
+        let Some(probe) = self.inflight.get(key).copied() else {
+            return;
+        };
+        let target = self
+            .target(probe.target_index as usize)
+            .filter(|t| t.id == probe.target_id);
+        let matches = target.is_some_and(|t| t.addr == dst && t.kind == kind) && probe.seq == seq;
+        if probe.reply.is_some() || !matches {
+            return EngineCounters::add(&c.icmp_errors_unmatched, 1);
+        }
+        EngineCounters::add(&c.icmp_errors, 1);
+        self.inflight.remove(key, Ended::Other);
+        self.finish_target(
+            probe.target_index as usize,
+            probe.target_id,
+            Outcome::IcmpError,
+        );
+    }
+
+    /// Reads one message from a transport into the shared buffers (its send socket's error
+    /// queue when `tx_stamps`). None when there is nothing more to read; a failure is counted.
+    pub fn read_one(
+        &mut self,
+        proto: Proto,
+        family: Family,
+        tx_stamps: bool,
+    ) -> Option<(Received, Instant)> {
+        let t = self.transports[slot(proto, family)].as_ref()?;
+        let result = if tx_stamps {
+            t.sockets.recv_tx_stamp(&mut self.buf, &mut self.ctrl)
+        } else {
+            t.sockets.recv_reply(&mut self.buf, &mut self.ctrl)
+        };
+        let at = Instant::now();
+        match result {
+            Ok(r) => Some((r, at)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(_) => {
+                EngineCounters::add(&self.counters(proto).receive_errors, 1);
+                None
+            }
+        }
+    }
+
+    /// Drains one transport's error queue of transmit timestamps.
+    fn receive_tx_stamps(&mut self, slot_index: usize) {
+        let (proto, family) = slot_info(slot_index);
+        for _ in 0..BATCH {
+            let Some((r, _)) = self.read_one(proto, family, true) else {
+                return;
+            };
+            let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
+            let (Some(err), Some(stamp)) = (info.extended_err, info.software) else {
+                continue;
+            };
+            if !err.is_tx_timestamp() {
+                continue;
+            }
+            let Some(t) = self.transports[slot_index].as_ref() else {
+                return;
+            };
+            let key = match &t.keys {
+                StampKeys::PerSend => Key(err.data),
+                StampKeys::Counter { ring, .. } => Key(ring[err.data as usize % COUNTER_RING]),
+            };
+            match self.inflight.get_mut(key) {
+                Some(p) if p.tx_stamp_ns.is_none() => {
+                    p.tx_stamp_ns = Some(stamp.0);
+                    if p.reply.is_some() {
+                        self.finish(key);
+                    }
+                }
+                _ => EngineCounters::add(&self.counters(proto).tx_timestamps_unmatched, 1),
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! ICMP echo probes: writing them, and reading the ICMP sockets (echo replies, and errors
+//! that quote either kind of probe).
+use super::event_loop::{family_of, Answer, EngineLoop, BATCH};
+use super::{ProbeKind, Proto};
+use crate::cmsg;
+use crate::counters::EngineCounters;
+use crate::inflight::{Key, Reply};
+use crate::wire::icmp::{self, EchoRepr, Family, Message, Quoted, QuotedError, PROBE_LEN};
+use std::net::IpAddr;
+
+impl EngineLoop {
+    /// Writes the echo request of in-flight `key` into the packet buffer; returns its length
+    /// and token.
+    pub(super) fn write_echo(&mut self, key: Key, seq: u16, dst: IpAddr) -> (usize, u64) {
+        let token = self.tokens.token(key.0, seq, dst);
+        let repr = EchoRepr {
+            ident: self.config.identifier,
+            seq,
+            key: key.0,
+            token,
+        };
+        let mut buf = [0u8; PROBE_LEN];
+        icmp::emit_echo_request(family_of(dst), &repr, &mut buf);
+        self.packet[..PROBE_LEN].copy_from_slice(&buf);
+        (PROBE_LEN, token)
+    }
+
+    pub(super) fn receive_icmp(&mut self, family: Family) {
+        for _ in 0..BATCH {
+            let Some((r, at)) = self.read_one(Proto::Icmp, family, false) else {
+                return;
+            };
+            let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
+            let data = &self.buf[..r.len.min(self.buf.len())];
+            let parsed = match family {
+                Family::V4 => icmp::parse_v4(data).map(|(src, m)| (Some(IpAddr::V4(src)), m)),
+                Family::V6 => icmp::parse_v6(data).map(|m| (r.src, m)),
+            };
+            let c = self.counters(Proto::Icmp);
+            match parsed {
+                Ok((src, Message::EchoReply(echo))) => {
+                    EngineCounters::add(&c.packets_received, 1);
+                    let reply = Reply {
+                        rx_stamp_ns: info.software.map(|t| t.0),
+                        at,
+                        closed: false,
+                    };
+                    self.on_echo_reply(src, echo, reply);
+                }
+                Ok((_, Message::Error(err))) => self.on_icmp_error(err),
+                Ok((_, Message::Other)) => {}
+                Err(_) => EngineCounters::add(&c.packets_malformed, 1),
+            }
+        }
+    }
+
+    fn on_echo_reply(&mut self, src: Option<IpAddr>, echo: EchoRepr, reply: Reply) {
+        if echo.ident != self.config.identifier {
+            return EngineCounters::add(&self.counters(Proto::Icmp).replies_foreign, 1);
+        }
+        let answer = Answer {
+            key: Key(echo.key),
+            token: echo.token,
+            from: src,
+            kind: ProbeKind::Icmp,
+            seq: echo.seq,
+            reply,
+        };
+        // A reply whose record is gone is still ours when it carries the token the engine
+        // computes for it: only our own probes carry such tokens.
+        self.on_answer(Proto::Icmp, answer, |engine| {
+            src.is_some_and(|a| engine.tokens.token(echo.key, echo.seq, a) == echo.token)
+        });
+    }
+
+    fn on_icmp_error(&mut self, err: QuotedError) {
+        match err.quoted {
+            Quoted::Echo {
+                ident,
+                seq,
+                key_token: Some((key, token)),
+            } if ident == self.config.identifier => self.on_quoted_error(
+                Proto::Icmp,
+                Key(key),
+                token,
+                err.original_dst,
+                ProbeKind::Icmp,
+                seq,
+            ),
+            Quoted::Echo { .. } => {
+                EngineCounters::add(&self.counters(Proto::Icmp).icmp_errors_unmatched, 1)
+            }
+            Quoted::Tcp {
+                src_port,
+                dst_port,
+                seq,
+            } => {
+                let key = self.syn_key(err.original_dst, dst_port, src_port, seq);
+                let kind = ProbeKind::Tcp { port: dst_port };
+                self.on_quoted_error(
+                    Proto::Tcp,
+                    key,
+                    u64::from(seq),
+                    err.original_dst,
+                    kind,
+                    src_port,
+                )
+            }
+        }
+    }
+}

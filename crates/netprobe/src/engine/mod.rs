@@ -1,0 +1,371 @@
+//! The engine: a handle for the caller, and one dedicated thread that owns the sockets and
+//! runs a single poll loop (paced sends, replies, transmit timestamps, timeouts). The caller
+//! talks to it through a channel plus an eventfd; it never shares a lock with the hot path.
+//!
+//! ICMP echo and TCP SYN are two kinds of probe over the same scheduler, in-flight table,
+//! timestamps and statistics (`event_loop`); `icmp` and `tcp` hold what differs: how a probe
+//! is written and how an answer is recognised.
+mod event_loop;
+mod icmp;
+mod tcp;
+
+use crate::config::EngineConfig;
+use crate::counters::{CountersSnapshot, EngineCounters};
+use crate::ports::{self, PortPool};
+use crate::sockets::FamilySockets;
+use crate::stats::Counters;
+use crate::window::Window;
+use crate::wire::icmp::Family;
+use event_loop::EngineLoop;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub type TargetId = u32;
+
+/// What is sent to a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    Icmp,
+    Tcp { port: u16 },
+}
+
+/// Which protocol's engine counters to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Icmp,
+    Tcp,
+}
+
+/// What a scrape reads for one target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TargetSnapshot {
+    pub counters: Counters,
+    pub window: Window,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    /// Sockets could not be opened or configured (missing CAP_NET_RAW, ...).
+    Start(String),
+    /// No socket of this family could be opened (IPv6 disabled, ...).
+    FamilyUnavailable(Family),
+    /// The address can never answer a probe (unspecified, multicast, broadcast).
+    Unusable(IpAddr),
+    /// TCP port 0.
+    InvalidPort,
+    /// TCP SYN probing cannot work here (why).
+    TcpUnavailable(String),
+    /// The engine was stopped or its thread failed.
+    Stopped(String),
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::Start(m) => write!(f, "cannot start the probing engine: {m}"),
+            EngineError::FamilyUnavailable(Family::V4) => {
+                f.write_str("IPv4 probing is not available on this host")
+            }
+            EngineError::FamilyUnavailable(Family::V6) => {
+                f.write_str("IPv6 probing is not available on this host")
+            }
+            EngineError::Unusable(a) => write!(
+                f,
+                "{a} cannot be probed (unspecified, multicast or broadcast address)"
+            ),
+            EngineError::InvalidPort => f.write_str("TCP port must be between 1 and 65535"),
+            EngineError::TcpUnavailable(m) => write!(f, "TCP SYN probing is not available: {m}"),
+            EngineError::Stopped(m) => write!(f, "the probing engine is not running: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// The TCP sockets, opened on the caller's thread when the first TCP target comes.
+pub(crate) struct TcpTransports {
+    v4: Option<FamilySockets>,
+    v6: Option<FamilySockets>,
+    ports: PortPool,
+}
+
+enum Command {
+    Track {
+        id: TargetId,
+        addr: IpAddr,
+        kind: ProbeKind,
+    },
+    Untrack {
+        id: TargetId,
+    },
+    Snapshot {
+        ids: Vec<TargetId>,
+        reply: SyncSender<Vec<Option<TargetSnapshot>>>,
+    },
+    OpenTcp(TcpTransports),
+    Stop,
+}
+
+struct Shared {
+    icmp: EngineCounters,
+    tcp: EngineCounters,
+    /// Set when the engine thread ended abnormally.
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn counters(&self, proto: Proto) -> &EngineCounters {
+        match proto {
+            Proto::Icmp => &self.icmp,
+            Proto::Tcp => &self.tcp,
+        }
+    }
+}
+
+enum TcpState {
+    NotOpen,
+    Open { v4: bool, v6: bool },
+    Failed(String),
+}
+
+pub struct Engine {
+    commands: Mutex<Sender<Command>>,
+    wake: Arc<EventFd>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    next_id: AtomicU32,
+    has_v4: bool,
+    has_v6: bool,
+    warnings: Vec<String>,
+    /// Source ports for TCP probes (outside ip_local_port_range), if there is room for them.
+    tcp_ports: Result<RangeInclusive<u16>, String>,
+    tcp: Mutex<TcpState>,
+}
+
+fn usable(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+    }
+}
+
+fn family_of(addr: IpAddr) -> Family {
+    if addr.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    }
+}
+
+/// Port 0 is never a probe source, so a filter on it matches nothing.
+const NO_PORTS: RangeInclusive<u16> = 0..=0;
+
+impl Engine {
+    /// Opens the ICMP sockets on the calling thread (so a missing privilege is reported here)
+    /// and starts the engine thread. TCP sockets are opened with the first TCP target.
+    pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        config
+            .validate()
+            .map_err(|e| EngineError::Start(e.to_string()))?;
+        let tcp_ports = ports::probe_port_range().map_err(|e| e.to_string());
+        let filter_ports = tcp_ports.clone().unwrap_or(NO_PORTS);
+        let v4 = FamilySockets::open_icmp(Family::V4, config.identifier, &filter_ports);
+        let v6 = FamilySockets::open_icmp(Family::V6, config.identifier, &filter_ports);
+        if let (Err(e4), Err(e6)) = (&v4, &v6) {
+            let hint = if e4.kind() == io::ErrorKind::PermissionDenied {
+                " (raw ICMP sockets need CAP_NET_RAW)"
+            } else {
+                ""
+            };
+            return Err(EngineError::Start(format!("IPv4: {e4}; IPv6: {e6}{hint}")));
+        }
+        let mut warnings = Vec::new();
+        if let Err(e) = &v4 {
+            warnings.push(format!("IPv4 probing is disabled: {e}"));
+        }
+        if let Err(e) = &v6 {
+            warnings.push(format!("IPv6 probing is disabled: {e}"));
+        }
+        if let Err(e) = &tcp_ports {
+            warnings.push(format!("TCP SYN probing is disabled: {e}"));
+        }
+        let (v4, v6) = (v4.ok(), v6.ok());
+        let wake = Arc::new(
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+                .map_err(|e| EngineError::Start(format!("eventfd: {e}")))?,
+        );
+        let shared = Arc::new(Shared {
+            icmp: EngineCounters::default(),
+            tcp: EngineCounters::default(),
+            failure: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::channel();
+        let (has_v4, has_v6) = (v4.is_some(), v6.is_some());
+        let mut engine_loop = EngineLoop::new(config, v4, v6, rx, wake.clone(), shared.clone());
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("netprobe".into())
+            .spawn(move || {
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine_loop.run()));
+                let failure = match result {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(format!("engine loop failed: {e}")),
+                    Err(panic) => Some(format!(
+                        "engine thread panicked: {}",
+                        panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default()
+                    )),
+                };
+                if let Some(f) = failure {
+                    if let Ok(mut slot) = thread_shared.failure.lock() {
+                        *slot = Some(f);
+                    }
+                }
+            })
+            .map_err(|e| EngineError::Start(format!("spawning the engine thread: {e}")))?;
+        Ok(Engine {
+            commands: Mutex::new(tx),
+            wake,
+            thread: Mutex::new(Some(thread)),
+            shared,
+            next_id: AtomicU32::new(1),
+            has_v4,
+            has_v6,
+            warnings,
+            tcp_ports,
+            tcp: Mutex::new(TcpState::NotOpen),
+        })
+    }
+
+    /// What did not work at start without preventing it (a family without sockets).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    fn stopped_error(&self) -> EngineError {
+        let why = self.shared.failure.lock().ok().and_then(|f| f.clone());
+        EngineError::Stopped(why.unwrap_or_else(|| "stopped".into()))
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), EngineError> {
+        let sent = self
+            .commands
+            .lock()
+            .map_err(|_| self.stopped_error())?
+            .send(cmd);
+        sent.map_err(|_| self.stopped_error())?;
+        // A failed write means the counter is already non-zero: the thread will wake anyway.
+        let _ = self.wake.write(1);
+        Ok(())
+    }
+
+    /// Opens the TCP sockets the first time they are needed; says which families have them.
+    fn ensure_tcp(&self) -> Result<(bool, bool), EngineError> {
+        let mut state = self.tcp.lock().map_err(|_| self.stopped_error())?;
+        if let TcpState::NotOpen = *state {
+            *state = match self.open_tcp() {
+                Ok(transports) => {
+                    let families = (transports.v4.is_some(), transports.v6.is_some());
+                    self.send(Command::OpenTcp(transports))?;
+                    TcpState::Open {
+                        v4: families.0,
+                        v6: families.1,
+                    }
+                }
+                Err(why) => TcpState::Failed(why),
+            };
+        }
+        match &*state {
+            TcpState::Open { v4, v6 } => Ok((*v4, *v6)),
+            TcpState::Failed(why) => Err(EngineError::TcpUnavailable(why.clone())),
+            TcpState::NotOpen => Err(EngineError::TcpUnavailable("not opened".into())),
+        }
+    }
+
+    fn open_tcp(&self) -> Result<TcpTransports, String> {
+        let range = self.tcp_ports.clone()?;
+        let ports = PortPool::open(range.clone())
+            .map_err(|e| format!("holding source ports {range:?}: {e}"))?;
+        let v4 = FamilySockets::open_tcp(Family::V4, &range);
+        let v6 = FamilySockets::open_tcp(Family::V6, &range);
+        match (v4, v6) {
+            (Err(e4), Err(_)) if e4.kind() == io::ErrorKind::PermissionDenied => {
+                Err("SYN probing needs CAP_NET_RAW (raw TCP sockets)".into())
+            }
+            (Err(e4), Err(e6)) => Err(format!("raw TCP sockets: IPv4: {e4}; IPv6: {e6}")),
+            (v4, v6) => Ok(TcpTransports {
+                v4: v4.ok(),
+                v6: v6.ok(),
+                ports,
+            }),
+        }
+    }
+
+    /// Starts probing `addr`; returns the id to read its statistics with.
+    pub fn track(&self, addr: IpAddr, kind: ProbeKind) -> Result<TargetId, EngineError> {
+        if !usable(addr) {
+            return Err(EngineError::Unusable(addr));
+        }
+        let family = family_of(addr);
+        let (v4, v6) = match kind {
+            ProbeKind::Icmp => (self.has_v4, self.has_v6),
+            ProbeKind::Tcp { port: 0 } => return Err(EngineError::InvalidPort),
+            ProbeKind::Tcp { .. } => self.ensure_tcp()?,
+        };
+        if (family == Family::V4 && !v4) || (family == Family::V6 && !v6) {
+            return Err(EngineError::FamilyUnavailable(family));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.send(Command::Track { id, addr, kind })?;
+        Ok(id)
+    }
+
+    pub fn untrack(&self, id: TargetId) -> Result<(), EngineError> {
+        self.send(Command::Untrack { id })
+    }
+
+    /// Statistics of each id, `None` for an id that is not tracked.
+    pub fn snapshot(&self, ids: Vec<TargetId>) -> Result<Vec<Option<TargetSnapshot>>, EngineError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Command::Snapshot { ids, reply })?;
+        answer
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| self.stopped_error())
+    }
+
+    pub fn counters(&self, proto: Proto) -> CountersSnapshot {
+        self.shared.counters(proto).snapshot()
+    }
+
+    /// Why the engine thread ended, if it ended abnormally.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Stops the thread and closes the sockets. Idempotent.
+    pub fn stop(&self) {
+        let _ = self.send(Command::Stop);
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

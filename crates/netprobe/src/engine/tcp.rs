@@ -1,0 +1,151 @@
+//! TCP SYN probes: writing them, and reading the TCP sockets (SYN-ACK: port open; RST: port
+//! closed, host up). The kernel answers every SYN-ACK with a RST, since no connection of its
+//! own uses our held source ports, so the target keeps no half-open connection.
+use super::event_loop::{family_of, Answer, EngineLoop, BATCH};
+use super::{ProbeKind, Proto, TargetId};
+use crate::cmsg;
+use crate::counters::EngineCounters;
+use crate::inflight::{Key, Reply};
+use crate::wire::icmp::Family;
+use crate::wire::ipv4::Ipv4Header;
+use crate::wire::tcp::{self, flags, SynRepr, SYN_LEN};
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How long a looked-up source address is trusted before the route is asked again.
+const SOURCE_TTL: Duration = Duration::from_secs(5);
+/// What Linux advertises in a SYN.
+const WINDOW: u16 = 64240;
+const WINDOW_SCALE: u8 = 7;
+
+/// The source address the kernel would use towards `dst` (a UDP connect sends nothing).
+fn route_source(dst: IpAddr, port: u16) -> io::Result<IpAddr> {
+    let domain = if dst.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM.cloexec(), None)?;
+    s.connect(&SockAddr::from(SocketAddr::new(dst, port)))?;
+    s.local_addr()?
+        .as_socket()
+        .map(|a| a.ip())
+        .ok_or_else(|| io::Error::other("no source address"))
+}
+
+impl EngineLoop {
+    /// The in-flight key a SYN to `dst`:`dst_port` from `src_port` with sequence `isn` carries.
+    pub(super) fn syn_key(&self, dst: IpAddr, dst_port: u16, src_port: u16, isn: u32) -> Key {
+        Key(isn ^ self.tokens.tcp_mask(dst, dst_port, src_port))
+    }
+
+    /// The IPv4 source for a target's SYN checksum, looked up again every few seconds so an
+    /// address change is followed.
+    fn source_for(
+        &mut self,
+        index: usize,
+        id: TargetId,
+        dst: IpAddr,
+        port: u16,
+        now: Instant,
+    ) -> io::Result<IpAddr> {
+        let target = self
+            .target_mut(index, id)
+            .ok_or_else(|| io::Error::other("target gone"))?;
+        match target.source {
+            Some((src, at)) if now.saturating_duration_since(at) < SOURCE_TTL => Ok(src),
+            _ => {
+                let looked_up = route_source(dst, port);
+                target.source = looked_up.as_ref().ok().map(|src| (*src, now));
+                looked_up
+            }
+        }
+    }
+
+    /// Writes the SYN of in-flight `key` into the packet buffer; returns its length and its
+    /// initial sequence number (the token an answer must acknowledge).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn write_syn(
+        &mut self,
+        index: usize,
+        id: TargetId,
+        key: Key,
+        src_port: u16,
+        dst: IpAddr,
+        dst_port: u16,
+        now: Instant,
+    ) -> io::Result<(usize, u64)> {
+        // IPv6 raw sockets checksum TCP themselves (IPV6_CHECKSUM); IPv4 needs the source.
+        let addrs = match family_of(dst) {
+            Family::V4 => Some((self.source_for(index, id, dst, dst_port, now)?, dst)),
+            Family::V6 => None,
+        };
+        let isn = key.0 ^ self.tokens.tcp_mask(dst, dst_port, src_port);
+        let repr = SynRepr {
+            src_port,
+            dst_port,
+            seq: isn,
+            window: WINDOW,
+            mss: if dst.is_ipv4() { 1460 } else { 1440 },
+            window_scale: WINDOW_SCALE,
+            ts_val: now.saturating_duration_since(self.started).as_millis() as u32,
+        };
+        let mut buf = [0u8; SYN_LEN];
+        tcp::emit_syn(&repr, addrs, &mut buf);
+        self.packet[..SYN_LEN].copy_from_slice(&buf);
+        Ok((SYN_LEN, u64::from(isn)))
+    }
+
+    pub(super) fn receive_tcp(&mut self, family: Family) {
+        for _ in 0..BATCH {
+            let Some((r, at)) = self.read_one(Proto::Tcp, family, false) else {
+                return;
+            };
+            let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
+            let data = &self.buf[..r.len.min(self.buf.len())];
+            // No checksum check on IPv4: segments from this host's own stack (over lo or veth)
+            // carry a partial, offloaded checksum that a raw socket sees unfinished. A wrong
+            // answer still has to acknowledge a secret-derived ISN to count. On IPv6 the
+            // kernel verifies it (IPV6_CHECKSUM).
+            let parsed = match family {
+                Family::V4 => Ipv4Header::new_checked(data).and_then(|ip| {
+                    tcp::parse(ip.payload(), None).map(|seg| (Some(IpAddr::V4(ip.src())), seg))
+                }),
+                Family::V6 => tcp::parse(data, None).map(|seg| (r.src, seg)),
+            };
+            let c = self.counters(Proto::Tcp);
+            let (src, seg) = match parsed {
+                Ok(p) => p,
+                Err(_) => {
+                    EngineCounters::add(&c.packets_malformed, 1);
+                    continue;
+                }
+            };
+            // Only a SYN-ACK or a RST acknowledging our SYN can answer a probe.
+            if !(seg.is_syn_ack() || seg.is_rst()) || seg.flags & flags::ACK == 0 {
+                EngineCounters::add(&c.replies_foreign, 1);
+                continue;
+            }
+            EngineCounters::add(&c.packets_received, 1);
+            let Some(from) = src else { continue };
+            let isn = seg.ack.wrapping_sub(1);
+            let answer = Answer {
+                key: self.syn_key(from, seg.src_port, seg.dst_port, isn),
+                token: u64::from(isn),
+                from: src,
+                kind: ProbeKind::Tcp { port: seg.src_port },
+                seq: seg.dst_port,
+                reply: Reply {
+                    rx_stamp_ns: info.software.map(|t| t.0),
+                    at,
+                    closed: seg.is_rst(),
+                },
+            };
+            // A SYN-ACK retransmitted after its probe's record is gone cannot be told from a
+            // stranger's segment: it counts as foreign, and changes nothing either way.
+            self.on_answer(Proto::Tcp, answer, |_| false);
+        }
+    }
+}
