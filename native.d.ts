@@ -12,12 +12,16 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class Engine {
   /** Opens the raw sockets and starts the engine thread. */
   constructor(options: EngineOptions)
-  /** Starts probing an IP address; returns the target's id. */
-  track(address: string, protocol: 'icmp'): number
+  /**
+   * Starts probing an IP address, with ICMP echo or with TCP SYN to `port`; returns the
+   * target's id.
+   */
+  track(address: string, protocol: 'icmp' | 'tcp', port?: number): number
   untrack(id: number): void
   /** Statistics of each id, in order; null for an id that is not tracked. */
   snapshot(ids: Array<number>): Promise<Array<TargetStats | null>>
-  counters(): EngineCounters
+  /** Engine-wide counters of one protocol. */
+  counters(protocol: 'icmp' | 'tcp'): EngineCounters
   /** What did not work at start without preventing it (e.g. no IPv6 socket). */
   warnings(): Array<string>
   /** Why the engine thread ended, when it ended abnormally. */
@@ -63,6 +67,8 @@ export interface EngineOptions {
 export interface TargetStats {
   sent: number
   received: number
+  /** Of `received`, TCP probes answered by a RST (port closed, host up). */
+  closed: number
   latencySecondsTotal: number
   latencySquaredSecondsTotal: number
   icmpErrors: number

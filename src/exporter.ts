@@ -42,8 +42,8 @@ export async function startExporter(partial: Partial<ExporterOptions> = {}): Pro
   const targets = new Targets(engine, options.expiryMs);
   const resolver = new Resolver({ timeoutMs: 5000, cacheTtlMs: 60_000, maxEntries: 10_000 });
   const { registry, http } = createMetricsRegistry({
-    counters: () => engine.counters(),
-    activeProbes: () => targets.size,
+    counters: (protocol) => engine.counters(protocol),
+    activeProbes: (protocol) => targets.count(protocol === 'tcp'),
     engineUp: () => engine.failure() === null,
   });
   let server: Server;

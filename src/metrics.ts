@@ -5,9 +5,11 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineCounters } from './native.js';
 
+export type Protocol = 'icmp' | 'tcp';
+
 export interface MetricsSources {
-  counters(): EngineCounters | undefined;
-  activeProbes(): number;
+  counters(protocol: Protocol): EngineCounters | undefined;
+  activeProbes(protocol: Protocol): number;
   engineUp(): boolean;
 }
 
@@ -21,6 +23,7 @@ type Labels = Record<string, string>;
 /** A counter whose value is read from the engine at scrape time. */
 function engineCounter(
   registry: Registry,
+  protocol: Protocol,
   name: string,
   help: string,
   read: (c: EngineCounters) => Array<[Labels, number]>,
@@ -28,12 +31,12 @@ function engineCounter(
   labelNames: string[] = [],
 ): void {
   new Counter({
-    name,
+    name: `${protocol}_${name}`,
     help,
     labelNames,
     registers: [registry],
     collect() {
-      const c = sources.counters();
+      const c = sources.counters(protocol);
       if (!c) return;
       this.reset();
       for (const [labels, value] of read(c)) this.inc(labels, value);
@@ -47,14 +50,6 @@ export function createMetricsRegistry(sources: MetricsSources): { registry: Regi
   const registers = [registry];
 
   new Gauge({
-    name: 'icmp_active_probes',
-    help: 'The number of active ICMP probes',
-    registers,
-    collect() {
-      this.set(sources.activeProbes());
-    },
-  });
-  new Gauge({
     name: 'icmp_engine_up',
     help: '1 while the probing engine thread runs, 0 after it failed',
     registers,
@@ -62,71 +57,84 @@ export function createMetricsRegistry(sources: MetricsSources): { registry: Regi
       this.set(sources.engineUp() ? 1 : 0);
     },
   });
-  const one = (v: number): Array<[Labels, number]> => [[{}, v]];
-  engineCounter(registry, 'icmp_packets_sent_total', 'The total number of ICMP echo requests sent', (c) => one(c.packetsSent), sources);
-  engineCounter(
-    registry,
-    'icmp_packets_recv_total',
-    'The total number of ICMP echo replies received that carry our identifier',
-    (c) => one(c.packetsReceived),
-    sources,
-  );
-  engineCounter(
-    registry,
-    'icmp_packets_error_total',
-    'The total number of ICMP socket errors (failed sends and receives, probes not sent for lack of room)',
-    (c) => one(c.sendErrors + c.receiveErrors + c.inflightFull),
-    sources,
-  );
-  engineCounter(
-    registry,
-    'icmp_replies_ignored_total',
-    'Echo replies that changed no target: foreign (no probe of ours), duplicate, or late (after the timeout)',
-    (c) => [
-      [{ reason: 'foreign' }, c.repliesForeign],
-      [{ reason: 'duplicate' }, c.repliesDuplicate],
-      [{ reason: 'late' }, c.repliesLate],
-    ],
-    sources,
-    ['reason'],
-  );
-  engineCounter(
-    registry,
-    'icmp_error_messages_total',
-    'ICMP errors (unreachable, time exceeded, ...) quoting our probes; matched ones end their probe as lost',
-    (c) => [
-      [{ matched: 'true' }, c.icmpErrors],
-      [{ matched: 'false' }, c.icmpErrorsUnmatched],
-    ],
-    sources,
-    ['matched'],
-  );
-  engineCounter(
-    registry,
-    'icmp_packets_malformed_total',
-    'Received packets that passed the socket filter but did not parse (truncated, bad checksum)',
-    (c) => one(c.packetsMalformed),
-    sources,
-  );
-  engineCounter(
-    registry,
-    'icmp_timestamp_fallback_total',
-    'Answered probes whose RTT came from the monotonic clock instead of kernel timestamps, by reason',
-    (c) => [
-      [{ reason: 'tx_missing' }, c.txTimestampMissing],
-      [{ reason: 'rx_missing' }, c.rxTimestampMissing],
-      [{ reason: 'inconsistent' }, c.timestampInconsistent],
-    ],
-    sources,
-    ['reason'],
-  );
-  engineCounter(
-    registry,
-    'icmp_tx_timestamps_unmatched_total',
-    'Kernel transmit timestamps that matched no probe in flight',
-    (c) => one(c.txTimestampsUnmatched),
-    sources,
-  );
+  for (const protocol of ['icmp', 'tcp'] as const) {
+    const P = protocol.toUpperCase();
+    const packets = protocol === 'icmp' ? 'ICMP echo requests' : 'TCP SYNs';
+    const answers = protocol === 'icmp' ? 'ICMP echo replies carrying our identifier' : 'SYN-ACKs and RSTs to our probe ports';
+    new Gauge({
+      name: `${protocol}_active_probes`,
+      help: `The number of active ${P} probes`,
+      registers,
+      collect() {
+        this.set(sources.activeProbes(protocol));
+      },
+    });
+    const one = (v: number): Array<[Labels, number]> => [[{}, v]];
+    engineCounter(registry, protocol, 'packets_sent_total', `The total number of ${packets} sent`, (c) => one(c.packetsSent), sources);
+    engineCounter(registry, protocol, 'packets_recv_total', `The total number of ${answers} received (matched or not)`, (c) => one(c.packetsReceived), sources);
+    engineCounter(
+      registry,
+      protocol,
+      'packets_error_total',
+      `The total number of ${P} socket errors (failed sends and receives, probes not sent for lack of room in flight)`,
+      (c) => one(c.sendErrors + c.receiveErrors + c.inflightFull),
+      sources,
+    );
+    engineCounter(
+      registry,
+      protocol,
+      'replies_ignored_total',
+      'Answers that changed no target: foreign (no probe of ours), duplicate, or late (after the timeout)',
+      (c) => [
+        [{ reason: 'foreign' }, c.repliesForeign],
+        [{ reason: 'duplicate' }, c.repliesDuplicate],
+        [{ reason: 'late' }, c.repliesLate],
+      ],
+      sources,
+      ['reason'],
+    );
+    engineCounter(
+      registry,
+      protocol,
+      'error_messages_total',
+      `ICMP errors (unreachable, time exceeded, ...) quoting our ${packets}; matched ones end their probe as lost`,
+      (c) => [
+        [{ matched: 'true' }, c.icmpErrors],
+        [{ matched: 'false' }, c.icmpErrorsUnmatched],
+      ],
+      sources,
+      ['matched'],
+    );
+    engineCounter(
+      registry,
+      protocol,
+      'packets_malformed_total',
+      'Received packets that passed the socket filter but did not parse (truncated, bad checksum)',
+      (c) => one(c.packetsMalformed),
+      sources,
+    );
+    engineCounter(
+      registry,
+      protocol,
+      'timestamp_fallback_total',
+      'Answered probes whose RTT came from the monotonic clock instead of kernel timestamps, by reason',
+      (c) => [
+        [{ reason: 'tx_missing' }, c.txTimestampMissing],
+        [{ reason: 'rx_missing' }, c.rxTimestampMissing],
+        [{ reason: 'inconsistent' }, c.timestampInconsistent],
+      ],
+      sources,
+      ['reason'],
+    );
+    engineCounter(
+      registry,
+      protocol,
+      'tx_timestamps_unmatched_total',
+      'Kernel transmit timestamps that matched no probe in flight',
+      (c) => one(c.txTimestampsUnmatched),
+      sources,
+    );
+  }
 
   const labelNames = ['path', 'method', 'status'];
   const duration = new Histogram({

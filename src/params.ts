@@ -5,17 +5,16 @@ import type { IpVersion } from './resolve.js';
 export interface ProbeQuery {
   targets: string[];
   ipVersion: IpVersion;
+  /** TCP ports to SYN-probe; empty for ICMP. */
+  tcpPorts: number[];
 }
 
-const KNOWN = new Set(['target', 'ip_version']);
+const KNOWN = new Set(['target', 'ip_version', 'tcp_port']);
 
 export function parseProbeQuery(params: URLSearchParams): ProbeQuery {
   for (const key of new Set(params.keys())) {
-    if (key === 'tcp_port') {
-      throw new BadRequestError('tcp_port is not supported yet: TCP SYN probing comes in a later version');
-    }
     if (!KNOWN.has(key)) {
-      throw new BadRequestError(`unknown parameter ${JSON.stringify(key)} (expected target, ip_version)`);
+      throw new BadRequestError(`unknown parameter ${JSON.stringify(key)} (expected target, ip_version, tcp_port)`);
     }
   }
   const versions = params.getAll('ip_version');
@@ -33,5 +32,13 @@ export function parseProbeQuery(params: URLSearchParams): ProbeQuery {
   if (targets.some((t) => t === '')) {
     throw new BadRequestError('empty target parameter');
   }
-  return { targets: [...new Set(targets)], ipVersion };
+  const tcpPorts = new Set<number>();
+  for (const raw of params.getAll('tcp_port')) {
+    const port = Number(raw);
+    if (!/^\d+$/.test(raw) || port < 1 || port > 65535) {
+      throw new BadRequestError(`invalid tcp_port=${JSON.stringify(raw)} (expected an integer between 1 and 65535)`);
+    }
+    tcpPorts.add(port);
+  }
+  return { targets: [...new Set(targets)], ipVersion, tcpPorts: [...tcpPorts] };
 }

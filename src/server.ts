@@ -11,8 +11,8 @@ import { renderProbe } from './render.js';
 import type { ResolvedAddress, Resolver } from './resolve.js';
 import type { Targets } from './targets.js';
 
-/** Addresses (after DNS) one /probe request may name. */
-export const MAX_ADDRESSES = 256;
+/** Probes (addresses after DNS, times TCP ports) one /probe request may name. */
+export const MAX_PROBES = 256;
 
 export interface AppDeps {
   targets: Targets;
@@ -50,10 +50,14 @@ async function probe(deps: AppDeps, params: URLSearchParams): Promise<Response> 
   if (failure) throw new UnavailableError(`the probing engine failed: ${failure}`);
   const resolved: ResolvedAddress[][] = await Promise.all(query.targets.map((t) => deps.resolver.resolve(t, query.ipVersion)));
   const addresses = [...new Set(resolved.flat().map((a) => a.address))];
-  if (addresses.length > MAX_ADDRESSES) {
-    throw new BadRequestError(`too many targets: ${addresses.length} addresses, at most ${MAX_ADDRESSES} per request`);
+  // Without tcp_port, one ICMP probe per address; with it, one SYN probe per address and port.
+  const ports = query.tcpPorts.length > 0 ? query.tcpPorts : [0];
+  const wanted = addresses.flatMap((address) => ports.map((port) => ({ address, port })));
+  if (wanted.length > MAX_PROBES) {
+    const what = query.tcpPorts.length > 0 ? `${addresses.length} addresses × ${ports.length} ports` : `${addresses.length} addresses`;
+    throw new BadRequestError(`too many targets: ${what}, at most ${MAX_PROBES} probes per request`);
   }
-  const targets = deps.targets.acquire(addresses);
+  const targets = deps.targets.acquire(wanted);
   let stats;
   try {
     stats = await deps.engine.snapshot(targets.map((t) => t.id));
@@ -63,9 +67,9 @@ async function probe(deps: AppDeps, params: URLSearchParams): Promise<Response> 
   const results = targets.map((t, i) => {
     const s = stats[i];
     if (!s) throw new UnavailableError(`the probe of ${t.address} vanished`);
-    return { address: t.address, stats: s };
+    return { address: t.address, port: t.port, stats: s };
   });
-  const { body, contentType } = await renderProbe(results);
+  const { body, contentType } = await renderProbe(query.tcpPorts.length > 0 ? 'tcp' : 'icmp', results);
   return new Response(body, {
     headers: { 'content-type': contentType, 'x-target-count': String(addresses.length) },
   });

@@ -6,8 +6,13 @@
 import { BadRequestError, UnavailableError } from './errors.js';
 import type { Engine } from './native.js';
 
-export interface Target {
+/** What is probed: an address with ICMP echo (`port` 0) or with TCP SYN to `port`. */
+export interface Probe {
   address: string;
+  port: number;
+}
+
+export interface Target extends Probe {
   id: number;
   lastAccess: number;
 }
@@ -19,7 +24,7 @@ function isInvalidArg(e: unknown): boolean {
 }
 
 export class Targets {
-  private readonly byAddress = new Map<string, Target>();
+  private readonly byKey = new Map<string, Target>();
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
@@ -28,32 +33,38 @@ export class Targets {
     private readonly now: () => number = Date.now,
   ) {}
 
-  get size(): number {
-    return this.byAddress.size;
+  /** Targets being probed, ICMP (`tcp` false) or TCP. */
+  count(tcp: boolean): number {
+    let n = 0;
+    for (const t of this.byKey.values()) if (t.port !== 0 === tcp) n += 1;
+    return n;
   }
 
   /**
-   * Targets for these addresses, starting probes for new ones. All or nothing: when one
-   * address cannot be probed, the probes this call started are stopped again.
+   * Targets for these probes, starting the new ones. All or nothing: when one cannot be
+   * probed, the probes this call started are stopped again.
    */
-  acquire(addresses: readonly string[]): Target[] {
+  acquire(probes: readonly Probe[]): Target[] {
     const started: Target[] = [];
     const out: Target[] = [];
-    for (const address of addresses) {
-      let target = this.byAddress.get(address);
+    for (const { address, port } of probes) {
+      const key = `${address}|${port}`;
+      let target = this.byKey.get(key);
       if (!target) {
         try {
-          target = { address, id: this.engine.track(address, 'icmp'), lastAccess: 0 };
+          const id = port === 0 ? this.engine.track(address, 'icmp') : this.engine.track(address, 'tcp', port);
+          target = { address, port, id, lastAccess: 0 };
         } catch (e) {
           for (const t of started) {
-            this.byAddress.delete(t.address);
+            this.byKey.delete(`${t.address}|${t.port}`);
             this.engine.untrack(t.id);
           }
-          const message = `cannot probe ${address}: ${(e as Error).message}`;
+          const what = port === 0 ? address : `${address} port ${port}`;
+          const message = `cannot probe ${what}: ${(e as Error).message}`;
           throw isInvalidArg(e) ? new BadRequestError(message) : new UnavailableError(message);
         }
         started.push(target);
-        this.byAddress.set(address, target);
+        this.byKey.set(key, target);
       }
       out.push(target);
     }
@@ -66,9 +77,9 @@ export class Targets {
   sweep(): number {
     const cutoff = this.now() - this.expiryMs;
     let expired = 0;
-    for (const [address, t] of this.byAddress) {
+    for (const [key, t] of this.byKey) {
       if (t.lastAccess <= cutoff) {
-        this.byAddress.delete(address);
+        this.byKey.delete(key);
         this.engine.untrack(t.id);
         expired += 1;
       }

@@ -9,12 +9,12 @@ export interface Sample {
 }
 
 /**
- * Lint complaints about names we do not choose: the reference's public `icmp_probe_samples_count`
+ * Lint complaints about names we do not choose: the reference's public `icmp_probe_samples_count` and `tcp_probe_samples_count`
  * (a gauge ending in `_count`, kept for compatibility) and prom-client's default
  * `nodejs_active_*_total` gauges. Parse errors are never accepted.
  */
 const ACCEPTED_LINT =
-  /^(icmp_probe_samples_count non-histogram and non-summary metrics should not have "_count" suffix|nodejs_active_(handles|requests|resources)_total non-counter metrics should not have "_total" suffix)$/;
+  /^((icmp|tcp)_probe_samples_count non-histogram and non-summary metrics should not have "_count" suffix|nodejs_active_(handles|requests|resources)_total non-counter metrics should not have "_total" suffix)$/;
 
 /** Runs `promtool check metrics` (the Prometheus parser and linter); returns its complaints. */
 export function promtoolProblems(text: string): string {
