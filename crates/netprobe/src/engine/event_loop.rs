@@ -1,6 +1,8 @@
 //! The engine thread: targets, the schedule and pacer, probes in flight, transmit stamps,
 //! deadlines and outcomes, shared by both kinds of probe.
-use super::{Command, ProbeKind, Proto, Shared, TargetId, TargetSnapshot, TcpTransports};
+use super::{
+    family_of, Command, ProbeKind, Proto, Shared, TargetId, TargetSnapshot, TcpTransports,
+};
 use crate::cmsg::{self, OptIdCmsg};
 use crate::config::{EngineConfig, StampKeyMode};
 use crate::counters::EngineCounters;
@@ -83,10 +85,6 @@ fn slot_info(i: usize) -> (Proto, Family) {
     )
 }
 
-pub(super) fn family_of(addr: IpAddr) -> Family {
-    super::family_of(addr)
-}
-
 pub(super) fn proto_of(kind: ProbeKind) -> Proto {
     match kind {
         ProbeKind::Icmp => Proto::Icmp,
@@ -100,6 +98,10 @@ pub(super) const BATCH: usize = 256;
 const PACER_CATCH_UP: Duration = Duration::from_millis(1);
 /// The longest probe written (an ICMP echo request of 64 bytes; a SYN is 40).
 pub(super) const MAX_PROBE_LEN: usize = 64;
+// So that taking a probe-sized chunk of the packet buffer can never fail.
+const _: () = assert!(
+    MAX_PROBE_LEN >= crate::wire::icmp::PROBE_LEN && MAX_PROBE_LEN >= crate::wire::tcp::SYN_LEN
+);
 
 /// An answer to a probe, as the protocol code recognised it.
 pub(super) struct Answer {
@@ -401,8 +403,9 @@ impl EngineLoop {
         let proto = proto_of(kind);
         let seq = match kind {
             ProbeKind::Icmp => {
-                target.seq = target.seq.wrapping_add(1);
-                target.seq.wrapping_sub(1)
+                let seq = target.seq;
+                target.seq = seq.wrapping_add(1);
+                seq
             }
             ProbeKind::Tcp { .. } => match self.ports.as_mut() {
                 Some(p) => p.next_port(),

@@ -1,7 +1,7 @@
 //! ICMP echo probes: writing them, and reading the ICMP sockets (echo replies, and errors
 //! that quote either kind of probe).
-use super::event_loop::{family_of, Answer, EngineLoop, BATCH};
-use super::{ProbeKind, Proto};
+use super::event_loop::{Answer, EngineLoop, BATCH};
+use super::{family_of, ProbeKind, Proto};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
@@ -19,9 +19,10 @@ impl EngineLoop {
             key: key.0,
             token,
         };
-        let mut buf = [0u8; PROBE_LEN];
-        icmp::emit_echo_request(family_of(dst), &repr, &mut buf);
-        self.packet[..PROBE_LEN].copy_from_slice(&buf);
+        let buf: &mut [u8; PROBE_LEN] = (&mut self.packet[..PROBE_LEN])
+            .try_into()
+            .expect("packet buffer holds a probe");
+        icmp::emit_echo_request(family_of(dst), &repr, buf);
         (PROBE_LEN, token)
     }
 

@@ -1,8 +1,8 @@
 //! TCP SYN probes: writing them, and reading the TCP sockets (SYN-ACK: port open; RST: port
 //! closed, host up). The kernel answers every SYN-ACK with a RST, since no connection of its
 //! own uses our held source ports, so the target keeps no half-open connection.
-use super::event_loop::{family_of, Answer, EngineLoop, BATCH};
-use super::{ProbeKind, Proto, TargetId};
+use super::event_loop::{Answer, EngineLoop, BATCH};
+use super::{family_of, ProbeKind, Proto, TargetId};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
@@ -92,9 +92,10 @@ impl EngineLoop {
             window_scale: WINDOW_SCALE,
             ts_val: now.saturating_duration_since(self.started).as_millis() as u32,
         };
-        let mut buf = [0u8; SYN_LEN];
-        tcp::emit_syn(&repr, addrs, &mut buf);
-        self.packet[..SYN_LEN].copy_from_slice(&buf);
+        let buf: &mut [u8; SYN_LEN] = (&mut self.packet[..SYN_LEN])
+            .try_into()
+            .expect("packet buffer holds a SYN");
+        tcp::emit_syn(&repr, addrs, buf);
         Ok((SYN_LEN, u64::from(isn)))
     }
 
