@@ -7,14 +7,8 @@ import socket
 import struct
 import sys
 
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s > 0xFFFF:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+from labpackets import checksum
+from labpackets import ipv4 as ipv4_header
 
 
 def icmp(kind: int, code: int, rest: bytes, body: bytes, good: bool = True) -> bytes:
@@ -24,8 +18,7 @@ def icmp(kind: int, code: int, rest: bytes, body: bytes, good: bool = True) -> b
 
 
 def ipv4(src: str, dst: str, payload: bytes) -> bytes:
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0x4000, 64, 1, 0,
-                       socket.inet_aton(src), socket.inet_aton(dst)) + payload
+    return ipv4_header(socket.inet_aton(src), socket.inet_aton(dst), payload)
 
 
 def main() -> None:

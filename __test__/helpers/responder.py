@@ -9,14 +9,7 @@ import struct
 import sys
 import time
 
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s > 0xFFFF:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+from labpackets import checksum, ipv4
 
 
 def main() -> None:
@@ -36,8 +29,7 @@ def main() -> None:
             if len(icmp) >= 8 and icmp[0] == 8 and dst[:2] == bytes([198, 18]) and src[:2] == bytes([198, 18]):
                 reply = b"\0\0\0\0" + icmp[4:]
                 reply = reply[:2] + struct.pack("!H", checksum(reply)) + reply[4:]
-                ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(reply), 0, 0x4000, 64, 1, 0, dst, src)
-                heapq.heappush(due, (time.monotonic() + delay, id(reply), ip + reply, socket.inet_ntoa(src)))
+                heapq.heappush(due, (time.monotonic() + delay, id(reply), ipv4(dst, src, reply), socket.inet_ntoa(src)))
         while due and due[0][0] <= time.monotonic():
             _, _, packet, to = heapq.heappop(due)
             send.sendto(packet, (to, 0))
