@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'target/', 'node_modules/', 'native.js', 'native.d.ts', 'npm/'] },
+  { ignores: ['dist/', 'target/', 'node_modules/', 'native.cjs', 'native.d.cts', 'npm/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -1,13 +1,10 @@
-/** Wires the engine, the target registry, the resolver, the metrics and the HTTP server. */
-import { randomInt } from 'node:crypto';
+/** The HTTP exporter around a prober: the metrics registry and the server. */
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { DEFAULTS, type ExporterOptions } from './flags.js';
 import { createMetricsRegistry } from './metrics.js';
-import { Engine } from './native.js';
-import { Resolver } from './resolve.js';
+import { Prober } from './prober.js';
 import { createApp, listen } from './server.js';
-import { Targets } from './targets.js';
 
 export interface Exporter {
   /** Where the server listens, e.g. `http://127.0.0.1:9116`. */
@@ -15,13 +12,9 @@ export interface Exporter {
   identifier: number;
   /** What did not work at start without preventing it (e.g. IPv6 unavailable). */
   warnings: string[];
+  /** The prober behind it, for programmatic use next to HTTP. */
+  prober: Prober;
   close(): Promise<void>;
-}
-
-/** The ICMP identifier: the pid (as in the reference), random on request or when the pid is 1. */
-export function chooseIdentifier(mode: 0 | 1, pid = process.pid): number {
-  const fromPid = pid & 0xffff;
-  return mode === 1 || pid === 1 ? randomInt(1, 0x10000) : fromPid;
 }
 
 function urlOf(server: Server): string {
@@ -30,17 +23,11 @@ function urlOf(server: Server): string {
   return `http://${host}:${a.port}`;
 }
 
+/** Starts an exporter with the same options as the command line (all optional). */
 export async function startExporter(partial: Partial<ExporterOptions> = {}): Promise<Exporter> {
   const options: ExporterOptions = { ...DEFAULTS, ...partial };
-  const identifier = chooseIdentifier(options.identifierMode);
-  const engine = new Engine({
-    intervalMs: options.intervalMs,
-    timeoutMs: options.timeoutMs,
-    maxPps: options.maxPps,
-    identifier,
-  });
-  const targets = new Targets(engine, options.expiryMs);
-  const resolver = new Resolver({ timeoutMs: 5000, cacheTtlMs: 60_000, maxEntries: 10_000 });
+  const prober = Prober.start(options);
+  const { engine, targets, resolver } = prober;
   const { registry, http } = createMetricsRegistry({
     counters: (protocol) => engine.counters(protocol),
     activeProbes: (protocol) => targets.count(protocol === 'tcp'),
@@ -50,21 +37,20 @@ export async function startExporter(partial: Partial<ExporterOptions> = {}): Pro
   try {
     server = await listen(createApp({ targets, resolver, engine, metrics: registry }), options.host, options.port, http);
   } catch (e) {
-    await engine.stop();
+    await prober.stop();
     throw e;
   }
-  targets.startSweeping();
   return {
     url: urlOf(server),
-    identifier,
+    identifier: prober.identifier,
     warnings: engine.warnings(),
+    prober,
     async close() {
-      targets.stopSweeping();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
       });
-      await engine.stop();
+      await prober.stop();
     },
   };
 }

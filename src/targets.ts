@@ -73,6 +73,23 @@ export class Targets {
     return out;
   }
 
+  /** The targets of these probes that exist, in order. */
+  find(probes: readonly Probe[]): Target[] {
+    return probes.flatMap((p) => this.byKey.get(`${p.address}|${p.port}`) ?? []);
+  }
+
+  all(): Target[] {
+    return [...this.byKey.values()];
+  }
+
+  /** Stops these probes now. */
+  release(probes: readonly Probe[]): void {
+    for (const t of this.find(probes)) {
+      this.byKey.delete(`${t.address}|${t.port}`);
+      this.engine.untrack(t.id);
+    }
+  }
+
   /** Stops the probes nobody asked for during the expiry time; returns how many. */
   sweep(): number {
     const cutoff = this.now() - this.expiryMs;

@@ -1,0 +1,102 @@
+/**
+ * The prober without HTTP: start the engine, add targets (IP addresses or hostnames, ICMP or
+ * TCP SYN to a port), read their statistics, stop. The exporter is built on it.
+ */
+import { randomInt } from 'node:crypto';
+import { DEFAULTS } from './flags.js';
+import { Engine, type EngineCounters, type TargetStats } from './native.js';
+import { Resolver, type IpVersion } from './resolve.js';
+import { Targets, type Target } from './targets.js';
+
+export interface ProberOptions {
+  /** Milliseconds between two probes of one target (at least 10). */
+  intervalMs: number;
+  /** Milliseconds after which an unanswered probe counts as lost (10..40000). */
+  timeoutMs: number;
+  /** Probes per second, all targets together. */
+  maxPps: number;
+  /** ICMP identifier: 0 = the process id, 1 = random. */
+  identifierMode: 0 | 1;
+  /** Stop probing a target this long after it was last added; undefined = never. */
+  expiryMs?: number | undefined;
+}
+
+/** One probe: an address with ICMP echo, or with TCP SYN to `port`. */
+export interface ProbeTarget {
+  address: string;
+  protocol: 'icmp' | 'tcp';
+  /** 0 for ICMP. */
+  port: number;
+}
+
+export interface ProbeStats extends ProbeTarget, TargetStats {}
+
+/** The ICMP identifier: the pid (as in the reference), random on request or when the pid is 1. */
+export function chooseIdentifier(mode: 0 | 1, pid = process.pid): number {
+  return mode === 1 || pid === 1 ? randomInt(1, 0x10000) : pid & 0xffff;
+}
+
+const describe = (t: Target): ProbeTarget => ({ address: t.address, port: t.port, protocol: t.port === 0 ? 'icmp' : 'tcp' });
+
+export class Prober {
+  readonly identifier: number;
+  readonly engine: Engine;
+  readonly targets: Targets;
+  readonly resolver: Resolver;
+
+  private constructor(options: ProberOptions) {
+    this.identifier = chooseIdentifier(options.identifierMode);
+    this.engine = new Engine({
+      intervalMs: options.intervalMs,
+      timeoutMs: options.timeoutMs,
+      maxPps: options.maxPps,
+      identifier: this.identifier,
+    });
+    this.targets = new Targets(this.engine, options.expiryMs ?? Number.POSITIVE_INFINITY);
+    if (options.expiryMs !== undefined) this.targets.startSweeping();
+    this.resolver = new Resolver({ timeoutMs: 5000, cacheTtlMs: 60_000, maxEntries: 10_000 });
+  }
+
+  /** Opens the raw sockets (needs CAP_NET_RAW) and starts the engine thread. */
+  static start(options: Partial<ProberOptions> = {}): Prober {
+    const { intervalMs, timeoutMs, maxPps, identifierMode } = DEFAULTS;
+    return new Prober({ intervalMs, timeoutMs, maxPps, identifierMode, ...options });
+  }
+
+  /**
+   * Starts probing every address of `target` (an IP address or a hostname), with ICMP echo or,
+   * given `tcpPort`, with TCP SYN. Adding a target again keeps its history. Throws
+   * BadRequestError for a name that does not resolve or an address that cannot be probed.
+   */
+  async add(target: string, options: { tcpPort?: number; ipVersion?: IpVersion } = {}): Promise<ProbeTarget[]> {
+    const addresses = await this.resolver.resolve(target, options.ipVersion ?? 'all');
+    const port = options.tcpPort ?? 0;
+    return this.targets.acquire(addresses.map(({ address }) => ({ address, port }))).map(describe);
+  }
+
+  /** Stops probing these targets. */
+  remove(targets: readonly ProbeTarget[]): void {
+    this.targets.release(targets);
+  }
+
+  /** Statistics of these targets (all by default), counters since each was first added. */
+  async stats(targets?: readonly ProbeTarget[]): Promise<ProbeStats[]> {
+    const chosen = targets ? this.targets.find(targets) : this.targets.all();
+    const stats = await this.engine.snapshot(chosen.map((t) => t.id));
+    return chosen.flatMap((t, i) => {
+      const s = stats[i];
+      return s ? [{ ...describe(t), ...s }] : [];
+    });
+  }
+
+  /** Engine-wide counters of one protocol. */
+  counters(protocol: 'icmp' | 'tcp'): EngineCounters {
+    return this.engine.counters(protocol);
+  }
+
+  /** Stops the engine thread and closes its sockets. */
+  async stop(): Promise<void> {
+    this.targets.stopSweeping();
+    await this.engine.stop();
+  }
+}
