@@ -4,6 +4,48 @@ import { defineCommand, runMain } from 'citty';
 import { FlagError } from './errors.js';
 import { startExporter } from './exporter.js';
 import { FLAGS, normalizeArgv, parseFlags } from './flags.js';
+import { installUnit, unitFile, UNIT_NAME } from './service.js';
+
+/** Exporter flags given after `--`, for the unit's ExecStart. */
+function flagsAfterDashes(rawArgs: readonly string[]): string[] | undefined {
+  const i = rawArgs.indexOf('--');
+  return i < 0 ? undefined : rawArgs.slice(i + 1);
+}
+
+function fail(e: unknown): never {
+  process.stderr.write(`icmp-exporter: ${(e as Error).message}\n`);
+  process.exit(e instanceof FlagError ? 2 : 1);
+}
+
+const service = defineCommand({
+  meta: { name: 'service', description: 'The systemd unit: print it, or install it (as root)' },
+  subCommands: {
+    print: defineCommand({
+      meta: { name: 'print', description: `Print ${UNIT_NAME} for this install; exporter flags may follow --` },
+      run({ rawArgs }) {
+        try {
+          process.stdout.write(unitFile(flagsAfterDashes(rawArgs)));
+        } catch (e) {
+          fail(e);
+        }
+      },
+    }),
+    install: defineCommand({
+      meta: { name: 'install', description: `Write ${UNIT_NAME} for this install; exporter flags may follow --` },
+      args: {
+        'unit-dir': { type: 'string', default: '/etc/systemd/system', description: 'Where to write the unit' },
+      },
+      run({ args, rawArgs }) {
+        try {
+          const path = installUnit(args['unit-dir'], flagsAfterDashes(rawArgs));
+          process.stdout.write(`wrote ${path}\nthen: systemctl daemon-reload && systemctl enable --now ${UNIT_NAME}\n`);
+        } catch (e) {
+          fail(e);
+        }
+      },
+    }),
+  },
+});
 
 const command = defineCommand({
   meta: {
@@ -13,21 +55,12 @@ const command = defineCommand({
   args: FLAGS,
   async run({ rawArgs }) {
     let options;
-    try {
-      options = parseFlags(rawArgs);
-    } catch (e) {
-      if (e instanceof FlagError) {
-        process.stderr.write(`icmp-exporter: ${e.message}\n`);
-        process.exit(2);
-      }
-      throw e;
-    }
     let exporter;
     try {
+      options = parseFlags(rawArgs);
       exporter = await startExporter(options);
     } catch (e) {
-      process.stderr.write(`icmp-exporter: ${(e as Error).message}\n`);
-      process.exit(1);
+      fail(e);
     }
     for (const warning of exporter.warnings) process.stderr.write(`icmp-exporter: warning: ${warning}\n`);
     process.stdout.write(
@@ -49,4 +82,10 @@ const command = defineCommand({
   },
 });
 
-void runMain(command, { rawArgs: normalizeArgv(process.argv.slice(2)) });
+const argv = process.argv.slice(2);
+// `service` is dispatched by hand: citty would take the value of `-listen :9116` for a command name.
+if (argv[0] === 'service') {
+  void runMain(service, { rawArgs: argv.slice(1) });
+} else {
+  void runMain(command, { rawArgs: normalizeArgv(argv) });
+}
