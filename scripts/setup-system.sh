@@ -13,6 +13,8 @@ has sysctl || need+=(procps)
 has python3 || need+=(python3-minimal)
 has setpriv || need+=(util-linux)
 has cc || need+=(gcc)
+has systemd-analyze || need+=(systemd)
+has ss || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup-system: missing ${need[*]}; run this script as root to install them" >&2

@@ -139,8 +139,13 @@ export class Lab {
     writeFileSync(`${dir}/resolv.conf`, `nameserver ${PEER_V4}\noptions timeout:1 attempts:1\n`);
   }
 
+  /** Starts a process in a namespace, in a process group of its own so teardown ends its children too. */
   spawn(ns: string, cmd: string, args: readonly string[]): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: SYSTEM_ENV });
+    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: SYSTEM_ENV,
+      detached: true,
+    });
     this.processes.push(child);
     return child;
   }
@@ -153,7 +158,12 @@ export class Lab {
 
   destroy(): void {
     for (const p of this.processes) {
-      if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      if (p.pid === undefined) continue;
+      try {
+        process.kill(-p.pid, 'SIGKILL');
+      } catch {
+        // the group is gone already
+      }
     }
     for (const ns of [this.prober, this.peer]) {
       try {

@@ -1,0 +1,47 @@
+/** Programmatic use, in the lab: the prober without HTTP, and the exporter started from code. */
+import test from 'ava';
+import { Lab } from './helpers/lab.js';
+
+const INDEX = new URL('../dist/index.js', import.meta.url).pathname;
+
+const SCRIPT = `
+import { Prober, startExporter, BadRequestError } from ${JSON.stringify(INDEX)};
+const prober = Prober.start({ intervalMs: 20, timeoutMs: 300 });
+const icmp = await prober.add('198.18.128.70');
+const tcp = await prober.add('2001:2:0:8000::70', { tcpPort: 9 });
+let refused = '';
+try { await prober.add('224.0.0.1'); } catch (e) { refused = e instanceof BadRequestError ? e.message : 'wrong type'; }
+await new Promise((r) => setTimeout(r, 700));
+const stats = await prober.stats();
+prober.remove(icmp);
+const afterRemove = await prober.stats();
+await prober.stop();
+const exporter = await startExporter({ host: '127.0.0.1', port: 0, intervalMs: 20 });
+await fetch(exporter.url + '/probe?target=198.18.128.71');
+await new Promise((r) => setTimeout(r, 300));
+const body = await (await fetch(exporter.url + '/probe?target=198.18.128.71')).text();
+await exporter.close();
+console.log(JSON.stringify({ icmp, tcp, refused, stats, afterRemove: afterRemove.length, body }));
+`;
+
+test('Prober: add by address, ICMP and TCP, read stats, remove, stop; startExporter from code', async (t) => {
+  const lab = Lab.create(t);
+  const out = JSON.parse(lab.exec(lab.prober, process.execPath, ['--input-type=module', '-e', SCRIPT])) as {
+    icmp: unknown;
+    tcp: unknown;
+    refused: string;
+    stats: Array<{ address: string; protocol: string; port: number; sent: number; received: number; closed: number; windowLossRatio?: number }>;
+    afterRemove: number;
+    body: string;
+  };
+  t.deepEqual(out.icmp, [{ address: '198.18.128.70', protocol: 'icmp', port: 0 }]);
+  t.deepEqual(out.tcp, [{ address: '2001:2:0:8000::70', protocol: 'tcp', port: 9 }]);
+  t.regex(out.refused, /cannot probe 224\.0\.0\.1/);
+  const icmp = out.stats.find((s) => s.protocol === 'icmp');
+  const tcp = out.stats.find((s) => s.protocol === 'tcp');
+  t.true((icmp?.sent ?? 0) > 10 && icmp?.received === icmp?.sent, JSON.stringify(icmp));
+  t.is(icmp?.windowLossRatio, 0);
+  t.true((tcp?.sent ?? 0) > 10 && tcp?.closed === tcp?.sent, `a closed port answers RST: ${JSON.stringify(tcp)}`);
+  t.is(out.afterRemove, 1);
+  t.regex(out.body, /^icmp_probe_packets_recv_total\{ip="198\.18\.128\.71"\} [1-9]/m);
+});
