@@ -64,11 +64,22 @@ test('npx icmp-exporter from the packed packages, with no compiler on PATH: help
   const app = join(dir, 'app');
   execFileSync('mkdir', ['-p', app]);
   writeFileSync(join(app, 'package.json'), '{"name":"app","version":"1.0.0","private":true}');
-  const env = { HOME: dir, PATH: bareBin(dir), npm_config_cache: join(dir, 'npm-cache'), npm_config_update_notifier: 'false' };
+  // This machine's environment (registry, proxy and CA settings included) with a bare PATH;
+  // npm's CA file is read from the system's npm config, which a global --prefix would not see.
+  const cafile = execFileSync('npm', ['config', 'get', 'cafile'], { env: SYSTEM_ENV, encoding: 'utf8' }).trim();
+  // Not the npm_* variables `npm test` sets: npm_config_local_prefix would install into this repo.
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
+  const env: NodeJS.ProcessEnv = {
+    ...inherited,
+    PATH: bareBin(dir),
+    npm_config_cache: join(dir, 'npm-cache'),
+    npm_config_update_notifier: 'false',
+    ...(cafile && cafile !== 'null' && cafile !== 'undefined' ? { npm_config_cafile: cafile } : {}),
+  };
   for (const tool of ['cargo', 'rustc', 'cc', 'gcc']) {
     t.throws(() => execFileSync('sh', ['-c', `command -v ${tool}`], { env }), undefined, `${tool} is not on the bare PATH`);
   }
-  execFileSync('npm', ['install', '--no-audit', '--no-fund', tarballs.platform, tarballs.main], { cwd: app, env, stdio: 'pipe' });
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', tarballs.platform, tarballs.main], { cwd: app, env, stdio: 'pipe', timeout: 120_000 });
   t.true(existsSync(join(app, 'node_modules', `icmp-exporter-${PLATFORM}`, `icmp-exporter.${PLATFORM}.node`)));
   t.false(existsSync(join(app, 'node_modules', 'icmp-exporter', `icmp-exporter.${PLATFORM}.node`)), 'the addon comes from the platform package');
 
@@ -80,9 +91,16 @@ test('npx icmp-exporter from the packed packages, with no compiler on PATH: help
   const cjs = execFileSync('node', ['--no-warnings', '-e', "const { Prober, startExporter } = require('icmp-exporter'); console.log(typeof Prober.start, typeof startExporter)"], { cwd: app, env, encoding: 'utf8' });
   t.is(cjs.trim(), 'function function');
 
+  // A global install gives the command, and its unit runs this very install.
+  const prefix = join(dir, 'global');
+  execFileSync('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', tarballs.platform, tarballs.main], { env, stdio: 'pipe', timeout: 120_000 });
+  const unit = execFileSync(join(prefix, 'bin', 'icmp-exporter'), ['service', 'print'], { env, encoding: 'utf8' });
+  t.regex(unit, new RegExp(`^ExecStart=\\S+ ${prefix}/lib/node_modules/icmp-exporter/dist/cli\\.js -listen 127\\.0\\.0\\.1:9116$`, 'm'));
+  t.true(existsSync(join(prefix, 'lib', 'node_modules', 'icmp-exporter', 'icmp-exporter.service')), 'the unit template ships');
+
   // A real probe from that install, in the lab.
   const lab = Lab.create(t);
-  const child = lab.spawn(lab.prober, 'env', ['-C', app, `PATH=${env.PATH}`, `HOME=${dir}`, 'npx', 'icmp-exporter', '-listen', `${lab.httpAddress}:0`, '-i-wont-be-evil', '-interval', '20']);
+  const child = lab.spawn(lab.prober, 'env', ['-C', app, `PATH=${env.PATH}`, 'npx', 'icmp-exporter', '-listen', `${lab.httpAddress}:0`, '-i-wont-be-evil', '-interval', '20']);
   const exporter = await ExporterProcess.started(child);
   await exporter.get('/probe?target=198.18.128.99');
   await sleep(500);
