@@ -24,6 +24,8 @@ export declare class Engine {
   counters(protocol: 'icmp' | 'tcp'): EngineCounters
   /** What did not work at start without preventing it (e.g. no IPv6 socket). */
   warnings(): Array<string>
+  /** How ICMP probes are sent: raw sockets, or unprivileged datagram ("ping") sockets. */
+  icmpMode(): 'raw' | 'datagram'
   /** Why the engine thread ended, when it ended abnormally. */
   failure(): string | null
   /** Stops the engine thread and closes its sockets (off the event loop). */

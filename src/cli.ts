@@ -63,9 +63,14 @@ const command = defineCommand({
       fail(e);
     }
     for (const warning of exporter.warnings) process.stderr.write(`icmp-exporter: warning: ${warning}\n`);
+    if (exporter.icmpMode === 'datagram') {
+      process.stderr.write(
+        'icmp-exporter: no CAP_NET_RAW: ICMP probes use unprivileged datagram sockets (kernel timestamps still); TCP SYN probing is unavailable\n',
+      );
+    }
     process.stdout.write(
       `icmp-exporter listening on ${exporter.url} (interval ${options.intervalMs} ms, timeout ${options.timeoutMs} ms, ` +
-        `maxpps ${options.maxPps}, identifier ${exporter.identifier})\n`,
+        `maxpps ${options.maxPps}, identifier ${exporter.identifier}, ICMP sockets ${exporter.icmpMode})\n`,
     );
     let closing = false;
     const shutdown = (signal: string) => {

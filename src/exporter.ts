@@ -12,6 +12,8 @@ export interface Exporter {
   identifier: number;
   /** What did not work at start without preventing it (e.g. IPv6 unavailable). */
   warnings: string[];
+  /** How ICMP probes are sent: raw sockets, or unprivileged datagram sockets. */
+  icmpMode: 'raw' | 'datagram';
   /** The prober behind it, for programmatic use next to HTTP. */
   prober: Prober;
   close(): Promise<void>;
@@ -29,6 +31,7 @@ export async function startExporter(partial: Partial<ExporterOptions> = {}): Pro
   const prober = Prober.start(options);
   const { engine, targets, resolver } = prober;
   const { registry, http } = createMetricsRegistry({
+    icmpMode: engine.icmpMode(),
     counters: (protocol) => engine.counters(protocol),
     activeProbes: (protocol) => targets.count(protocol === 'tcp'),
     engineUp: () => engine.failure() === null,
@@ -44,6 +47,7 @@ export async function startExporter(partial: Partial<ExporterOptions> = {}): Pro
     url: urlOf(server),
     identifier: prober.identifier,
     warnings: engine.warnings(),
+    icmpMode: engine.icmpMode(),
     prober,
     async close() {
       await new Promise<void>((resolve) => {

@@ -8,6 +8,8 @@ import type { EngineCounters } from './native.js';
 export type Protocol = 'icmp' | 'tcp';
 
 export interface MetricsSources {
+  /** How ICMP probes are sent: raw sockets, or unprivileged datagram sockets. */
+  icmpMode: 'raw' | 'datagram';
   counters(protocol: Protocol): EngineCounters | undefined;
   activeProbes(protocol: Protocol): number;
   engineUp(): boolean;
@@ -57,6 +59,12 @@ export function createMetricsRegistry(sources: MetricsSources): { registry: Regi
       this.set(sources.engineUp() ? 1 : 0);
     },
   });
+  new Gauge({
+    name: 'icmp_socket_mode_info',
+    help: 'How ICMP probes are sent: raw sockets (CAP_NET_RAW) or unprivileged datagram sockets (net.ipv4.ping_group_range)',
+    labelNames: ['mode'],
+    registers,
+  }).set({ mode: sources.icmpMode }, 1);
   for (const protocol of ['icmp', 'tcp'] as const) {
     const P = protocol.toUpperCase();
     const packets = protocol === 'icmp' ? 'ICMP echo requests' : 'TCP SYNs';

@@ -19,6 +19,8 @@ export const ANSWERED_V6 = '2001:2:0:8000::/49';
 export const SILENT_V4 = '198.18.64.1';
 export const SILENT_V6 = '2001:2:0:4000::1';
 export const PEER_V4 = '198.18.0.2';
+/** setpriv arguments that make the rest of a command line run as nobody, without capabilities. */
+export const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'];
 export const PEER_V6 = '2001:2::2';
 
 /**
@@ -150,9 +152,15 @@ export class Lab {
     return child;
   }
 
-  /** Starts the exporter in the prober namespace; resolves with its base URL once it listens. */
-  async startExporter(args: readonly string[] = []): Promise<ExporterProcess> {
-    const child = this.spawn(this.prober, process.execPath, [CLI, '-listen', `${this.httpAddress}:0`, ...args]);
+  /**
+   * Starts the exporter in the prober namespace; resolves with its base URL once it listens.
+   * `unprivileged` runs it as nobody with no capability at all.
+   */
+  async startExporter(args: readonly string[] = [], opts: { unprivileged?: boolean } = {}): Promise<ExporterProcess> {
+    const exporter = [process.execPath, CLI, '-listen', `${this.httpAddress}:0`, ...args];
+    const child = opts.unprivileged
+      ? this.spawn(this.prober, 'setpriv', [...NOBODY, ...exporter])
+      : this.spawn(this.prober, exporter[0] as string, exporter.slice(1));
     return ExporterProcess.started(child);
   }
 
@@ -202,6 +210,7 @@ export class ExporterProcess {
         if (m?.[1] && m[2]) {
           clearTimeout(timer);
           const p = new ExporterProcess(child, m[1], Number(m[2]));
+          p.stderr = err;
           child.stderr?.on('data', (d: Buffer) => (p.stderr += d.toString()));
           resolve(p);
         }

@@ -2,7 +2,9 @@
 //! No sockets and no logic a test would want to reach without Node.
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use netprobe::{EngineConfig, EngineError, ProbeKind, Proto, StampKeyMode, TargetSnapshot};
+use netprobe::{
+    EngineConfig, EngineError, IcmpMode, ProbeKind, Proto, StampKeyMode, TargetSnapshot,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -231,6 +233,15 @@ impl Engine {
     #[napi(catch_unwind)]
     pub fn warnings(&self) -> Vec<String> {
         self.inner.warnings().to_vec()
+    }
+
+    /// How ICMP probes are sent: raw sockets, or unprivileged datagram ("ping") sockets.
+    #[napi(catch_unwind, ts_return_type = "'raw' | 'datagram'")]
+    pub fn icmp_mode(&self) -> String {
+        match self.inner.icmp_mode() {
+            IcmpMode::Raw => "raw".into(),
+            IcmpMode::Datagram => "datagram".into(),
+        }
     }
 
     /// Why the engine thread ended, when it ended abnormally.

@@ -18,7 +18,7 @@ pub mod wire;
 
 pub use config::{EngineConfig, StampKeyMode};
 pub use counters::CountersSnapshot;
-pub use engine::{Engine, EngineError, ProbeKind, Proto, TargetId, TargetSnapshot};
+pub use engine::{Engine, EngineError, IcmpMode, ProbeKind, Proto, TargetId, TargetSnapshot};
 pub use stats::Counters;
 pub use window::Window;
 pub use wire::icmp::Family;

@@ -153,6 +153,28 @@ impl FamilySockets {
         })
     }
 
+    /// An unprivileged ICMP ("ping") socket, for hosts without CAP_NET_RAW: allowed when the
+    /// process's group is in `net.ipv4.ping_group_range`. The kernel sets the identifier (the
+    /// socket's "port") and hands the socket only the replies that carry it, so no filter is
+    /// needed; one socket sends and receives (`tx` is a second descriptor of it).
+    pub fn open_ping(family: Family) -> io::Result<Self> {
+        let (domain, proto) = match family {
+            Family::V4 => (Domain::IPV4, Protocol::ICMPV4),
+            Family::V6 => (Domain::IPV6, Protocol::ICMPV6),
+        };
+        let rx = Socket::new(domain, Type::DGRAM.cloexec(), Some(proto))?;
+        rx.set_nonblocking(true)?;
+        let flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE
+            | libc::SOF_TIMESTAMPING_RX_SOFTWARE
+            | libc::SOF_TIMESTAMPING_SOFTWARE
+            | libc::SOF_TIMESTAMPING_OPT_ID
+            | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+        setsockopt(&rx, libc::SOL_SOCKET, sys::SO_TIMESTAMPING, &flags)?;
+        grow_receive_buffer(&rx)?;
+        let tx = rx.try_clone()?;
+        Ok(Self { family, tx, rx })
+    }
+
     /// The TCP pair for SYN probes from `ports`. Needs CAP_NET_RAW.
     pub fn open_tcp(family: Family, ports: &RangeInclusive<u16>) -> io::Result<Self> {
         let prog = match family {

@@ -1,7 +1,7 @@
 //! The engine thread: targets, the schedule and pacer, probes in flight, transmit stamps,
 //! deadlines and outcomes, shared by both kinds of probe.
 use super::{
-    family_of, Command, ProbeKind, Proto, Shared, TargetId, TargetSnapshot, TcpTransports,
+    family_of, Command, IcmpMode, ProbeKind, Proto, Shared, TargetId, TargetSnapshot, TcpTransports,
 };
 use crate::cmsg::{self, OptIdCmsg};
 use crate::config::{EngineConfig, StampKeyMode};
@@ -118,6 +118,7 @@ pub(super) struct Answer {
 
 pub(super) struct EngineLoop {
     pub config: EngineConfig,
+    pub icmp_mode: IcmpMode,
     transports: [Option<Transport>; SLOTS],
     pub ports: Option<PortPool>,
     commands: Receiver<Command>,
@@ -160,6 +161,7 @@ fn seed() -> u64 {
 impl EngineLoop {
     pub fn new(
         config: EngineConfig,
+        icmp_mode: IcmpMode,
         v4: Option<FamilySockets>,
         v6: Option<FamilySockets>,
         commands: Receiver<Command>,
@@ -169,6 +171,7 @@ impl EngineLoop {
         let mut engine = EngineLoop {
             gap: Duration::from_secs(1) / config.max_pps,
             config,
+            icmp_mode,
             transports: [None, None, None, None],
             ports: None,
             commands,

@@ -1,7 +1,7 @@
 //! ICMP echo probes: writing them, and reading the ICMP sockets (echo replies, and errors
 //! that quote either kind of probe).
 use super::event_loop::{Answer, EngineLoop, BATCH};
-use super::{family_of, ProbeKind, Proto};
+use super::{family_of, IcmpMode, ProbeKind, Proto};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
@@ -33,9 +33,15 @@ impl EngineLoop {
             };
             let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
             let data = &self.buf[..r.len.min(self.buf.len())];
-            let parsed = match family {
-                Family::V4 => icmp::parse_v4(data).map(|(src, m)| (Some(IpAddr::V4(src)), m)),
-                Family::V6 => icmp::parse_v6(data).map(|m| (r.src, m)),
+            let parsed = match (family, self.icmp_mode) {
+                (Family::V4, IcmpMode::Raw) => {
+                    icmp::parse_v4(data).map(|(src, m)| (Some(IpAddr::V4(src)), m))
+                }
+                // Ping sockets deliver the ICMP message alone, the sender apart.
+                (Family::V4, IcmpMode::Datagram) => {
+                    icmp::parse_v4_message(data).map(|m| (r.src, m))
+                }
+                (Family::V6, _) => icmp::parse_v6(data).map(|m| (r.src, m)),
             };
             let c = self.counters(Proto::Icmp);
             match parsed {
@@ -56,7 +62,8 @@ impl EngineLoop {
     }
 
     fn on_echo_reply(&mut self, src: Option<IpAddr>, echo: EchoRepr, reply: Reply) {
-        if echo.ident != self.config.identifier {
+        // On ping sockets the kernel chose the identifier, and delivers only replies carrying it.
+        if self.icmp_mode == IcmpMode::Raw && echo.ident != self.config.identifier {
             return EngineCounters::add(&self.counters(Proto::Icmp).replies_foreign, 1);
         }
         let answer = Answer {

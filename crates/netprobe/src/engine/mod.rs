@@ -37,6 +37,14 @@ pub enum ProbeKind {
     Tcp { port: u16 },
 }
 
+/// How ICMP probes are sent: raw sockets (CAP_NET_RAW), or unprivileged ICMP datagram
+/// ("ping") sockets when the process lacks it and `net.ipv4.ping_group_range` allows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpMode {
+    Raw,
+    Datagram,
+}
+
 /// Which protocol's engine counters to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -148,6 +156,7 @@ pub struct Engine {
     /// Source ports for TCP probes (outside ip_local_port_range), if there is room for them.
     tcp_ports: Result<RangeInclusive<u16>, String>,
     tcp: Mutex<TcpState>,
+    icmp_mode: IcmpMode,
 }
 
 fn usable(addr: IpAddr) -> bool {
@@ -165,6 +174,20 @@ fn family_of(addr: IpAddr) -> Family {
     }
 }
 
+/// Why neither raw nor unprivileged ICMP sockets could be opened, naming what is missing.
+fn no_icmp_socket_reason() -> String {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+        .map(|r| r.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unreadable".into());
+    // SAFETY: getegid has no preconditions.
+    let gid = unsafe { libc::getegid() };
+    format!(
+        "raw ICMP sockets need CAP_NET_RAW, and unprivileged ICMP sockets are not allowed: \
+         net.ipv4.ping_group_range is \"{range}\", which does not include group {gid} \
+         (run with CAP_NET_RAW, or e.g. sysctl -w net.ipv4.ping_group_range=\"{gid} {gid}\")"
+    )
+}
+
 /// Port 0 is never a probe source, so a filter on it matches nothing.
 const NO_PORTS: RangeInclusive<u16> = 0..=0;
 
@@ -177,15 +200,25 @@ impl Engine {
             .map_err(|e| EngineError::Start(e.to_string()))?;
         let tcp_ports = ports::probe_port_range().map_err(|e| e.to_string());
         let filter_ports = tcp_ports.clone().unwrap_or(NO_PORTS);
-        let v4 = FamilySockets::open_icmp(Family::V4, config.identifier, &filter_ports);
-        let v6 = FamilySockets::open_icmp(Family::V6, config.identifier, &filter_ports);
-        if let (Err(e4), Err(e6)) = (&v4, &v6) {
-            let hint = if e4.kind() == io::ErrorKind::PermissionDenied {
-                " (raw ICMP sockets need CAP_NET_RAW)"
-            } else {
-                ""
-            };
-            return Err(EngineError::Start(format!("IPv4: {e4}; IPv6: {e6}{hint}")));
+        let mut icmp_mode = IcmpMode::Raw;
+        let mut v4 = FamilySockets::open_icmp(Family::V4, config.identifier, &filter_ports);
+        let mut v6 = FamilySockets::open_icmp(Family::V6, config.identifier, &filter_ports);
+        if let (Err(e4), Err(_)) = (&v4, &v6) {
+            if e4.kind() != io::ErrorKind::PermissionDenied {
+                let e6 = v6
+                    .as_ref()
+                    .err()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                return Err(EngineError::Start(format!("IPv4: {e4}; IPv6: {e6}")));
+            }
+            // No CAP_NET_RAW: unprivileged ICMP sockets, if ping_group_range lets us.
+            icmp_mode = IcmpMode::Datagram;
+            v4 = FamilySockets::open_ping(Family::V4);
+            v6 = FamilySockets::open_ping(Family::V6);
+            if let (Err(_), Err(_)) = (&v4, &v6) {
+                return Err(EngineError::Start(no_icmp_socket_reason()));
+            }
         }
         let mut warnings = Vec::new();
         if let Err(e) = &v4 {
@@ -209,7 +242,8 @@ impl Engine {
         });
         let (tx, rx) = mpsc::channel();
         let (has_v4, has_v6) = (v4.is_some(), v6.is_some());
-        let mut engine_loop = EngineLoop::new(config, v4, v6, rx, wake.clone(), shared.clone());
+        let mut engine_loop =
+            EngineLoop::new(config, icmp_mode, v4, v6, rx, wake.clone(), shared.clone());
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("netprobe".into())
@@ -246,7 +280,13 @@ impl Engine {
             warnings,
             tcp_ports,
             tcp: Mutex::new(TcpState::NotOpen),
+            icmp_mode,
         })
+    }
+
+    /// Raw ICMP sockets, or the unprivileged datagram fallback.
+    pub fn icmp_mode(&self) -> IcmpMode {
+        self.icmp_mode
     }
 
     /// What did not work at start without preventing it (a family without sockets).

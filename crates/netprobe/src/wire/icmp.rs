@@ -161,22 +161,26 @@ pub fn parse_v4(packet: &[u8]) -> Result<(Ipv4Addr, Message), ParseError> {
     if ip.is_later_fragment() {
         return Err(ParseError::Fragment);
     }
-    let icmp = ip.payload();
+    Ok((ip.src(), parse_v4_message(ip.payload())?))
+}
+
+/// Parses an ICMPv4 message without its IP header, as an unprivileged ICMP ("ping") socket
+/// delivers it.
+pub fn parse_v4_message(icmp: &[u8]) -> Result<Message, ParseError> {
     if icmp.len() < HEADER_LEN {
         return Err(ParseError::Truncated);
     }
     if !checksum::verify(icmp) {
         return Err(ParseError::BadChecksum);
     }
-    let message = match icmp[field::TYPE] {
+    Ok(match icmp[field::TYPE] {
         types::V4_ECHO_REPLY => echo_reply(icmp)?,
         t
         @ (types::V4_DEST_UNREACHABLE | types::V4_TIME_EXCEEDED | types::V4_PARAMETER_PROBLEM) => {
             quoted_v4(t, icmp[field::CODE], &icmp[HEADER_LEN..])?
         }
         _ => Message::Other,
-    };
-    Ok((ip.src(), message))
+    })
 }
 
 /// The quoted probe: an echo request of `echo_type`, or a TCP segment.
@@ -317,6 +321,19 @@ mod tests {
         let (src, msg) = parse_v4(&v4_reply_packet()).unwrap();
         assert_eq!(src, Ipv4Addr::new(198, 18, 0, 2));
         assert_eq!(msg, Message::EchoReply(REPR));
+    }
+
+    #[test]
+    fn v4_message_without_ip_header() {
+        let packet = v4_reply_packet();
+        assert_eq!(
+            parse_v4_message(&packet[20..]).unwrap(),
+            Message::EchoReply(REPR)
+        );
+        assert_eq!(
+            parse_v4_message(&packet[20..27]).unwrap_err(),
+            ParseError::Truncated
+        );
     }
 
     #[test]
