@@ -24,6 +24,8 @@ export declare class Engine {
   counters(protocol: 'icmp' | 'tcp'): EngineCounters
   /** What did not work at start without preventing it (e.g. no IPv6 socket). */
   warnings(): Array<string>
+  /** Opens the TCP sockets now (before a privilege drop) instead of with the first TCP target. */
+  prepareTcp(): void
   /** How ICMP probes are sent: raw sockets, or unprivileged datagram ("ping") sockets. */
   icmpMode(): 'raw' | 'datagram'
   /** Why the engine thread ended, when it ended abnormally. */

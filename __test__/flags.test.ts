@@ -36,6 +36,15 @@ test('both spellings set the same options', (t) => {
   t.like(parseFlags(['-timeout', '10']), { timeoutMs: 10 });
 });
 
+test('-drop is a switch', (t) => {
+  t.true(parseFlags(['-drop']).drop);
+  t.false(parseFlags([]).drop);
+  t.true(parseFlags(['-drop=true']).drop);
+  t.false(parseFlags(['-drop=false']).drop);
+  t.false(parseFlags(['-drop=0']).drop);
+  t.throws(() => parseFlags(['-drop=yes']), { instanceOf: FlagError, message: /-drop takes true or false, got "yes"/ });
+});
+
 test('listen addresses', (t) => {
   t.deepEqual(parseListen(':9116'), { host: undefined, port: 9116 });
   t.deepEqual(parseListen('[::1]:80'), { host: '::1', port: 80 });
@@ -57,7 +66,6 @@ const refusals: Array<[string[], RegExp]> = [
   [['-hard'], /-hard is not supported yet/],
   [['-interface4', 'eth0'], /-interface4 is not supported yet/],
   [['-interface6', 'auto'], /-interface6 is not supported yet/],
-  [['-drop'], /-drop is not supported yet/],
   [['-bogus'], /unknown flag -bogus/],
   [['stray'], /unexpected argument "stray"/],
   [['-listen', 'nowhere'], /-listen must look like/],

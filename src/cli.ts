@@ -4,6 +4,7 @@ import { defineCommand, runMain } from 'citty';
 import { FlagError } from './errors.js';
 import { startExporter } from './exporter.js';
 import { FLAGS, normalizeArgv, parseFlags } from './flags.js';
+import { dropPrivileges } from './privileges.js';
 import { installUnit, unitFile, UNIT_NAME } from './service.js';
 
 /** Exporter flags given after `--`, for the unit's ExecStart. */
@@ -59,6 +60,20 @@ const command = defineCommand({
     try {
       options = parseFlags(rawArgs);
       exporter = await startExporter(options);
+      if (options.drop) {
+        // Everything that needs a capability is opened first: raw TCP sockets too.
+        try {
+          exporter.prober.engine.prepareTcp();
+        } catch (e) {
+          process.stderr.write(`icmp-exporter: warning: ${(e as Error).message}\n`);
+        }
+        const report = dropPrivileges();
+        process.stderr.write(
+          report.dropped
+            ? `icmp-exporter: -drop: now uid ${report.uid}, gid ${report.gid}; none of the ${report.threads} threads holds a capability\n`
+            : `icmp-exporter: -drop NOT done: ${report.reason}\n`,
+        );
+      }
     } catch (e) {
       fail(e);
     }

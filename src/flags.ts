@@ -16,6 +16,8 @@ export interface ExporterOptions {
   identifierMode: 0 | 1;
   /** How long a target keeps being probed after its last /probe request. */
   expiryMs: number;
+  /** Drop privileges once every socket is open. */
+  drop: boolean;
 }
 
 export const DEFAULTS: ExporterOptions = {
@@ -26,6 +28,7 @@ export const DEFAULTS: ExporterOptions = {
   maxPps: 10000,
   identifierMode: 0,
   expiryMs: 10 * 60 * 1000,
+  drop: false,
 };
 
 /** Every flag (citty argument definitions), in the order `--help` lists them. */
@@ -60,10 +63,13 @@ export const FLAGS = {
   hard: { type: 'boolean', description: 'Use hardware timestamping. (not available yet)' },
   interface4: { type: 'string', valueHint: 'name', description: 'IPv4 interface to bind to. (not available yet)' },
   interface6: { type: 'string', valueHint: 'name', description: 'IPv6 interface to bind to. (not available yet)' },
-  drop: { type: 'boolean', description: 'Drop capabilities after starting. (not available yet)' },
+  drop: {
+    type: 'boolean',
+    description: 'Drop capabilities after starting: once every socket is open, switch to user nobody (when started as root).',
+  },
 } satisfies ArgsDef;
 
-const NOT_YET = ['hard', 'interface4', 'interface6', 'drop'];
+const NOT_YET = ['hard', 'interface4', 'interface6'];
 const LOCKED = ['interval', 'maxpps', 'identifier'];
 
 /**
@@ -99,10 +105,25 @@ export function parseListen(raw: string): { host: string | undefined; port: numb
   return { host, port };
 }
 
+const GO_TRUE = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);
+const GO_FALSE = new Set(['0', 'f', 'F', 'FALSE', 'false', 'False']);
+
+/** `--flag=value` for a boolean flag, read as Go's flag package does (citty takes any value as true). */
+function booleanValues(argv: readonly string[]): string[] {
+  return argv.map((arg) => {
+    const m = /^--([a-z0-9-]+)=(.*)$/.exec(arg);
+    const def = m?.[1] !== undefined ? (FLAGS as Record<string, { type: string }>)[m[1]] : undefined;
+    if (!m || def?.type !== 'boolean') return arg;
+    if (GO_TRUE.has(m[2] ?? '')) return `--${m[1]}`;
+    if (GO_FALSE.has(m[2] ?? '')) return `--no-${m[1]}`;
+    throw new FlagError(`-${m[1]} takes true or false, got ${JSON.stringify(m[2])}`);
+  });
+}
+
 /** Parses and validates a command line (without node and script). Throws FlagError. */
 export function parseFlags(argv: readonly string[]): ExporterOptions {
   // citty is lenient (unknown flags become booleans, stray words positionals): be strict here.
-  const values = parseArgs(normalizeArgv(argv), FLAGS) as Record<string, unknown> & { _: string[] };
+  const values = parseArgs(booleanValues(normalizeArgv(argv)), FLAGS) as Record<string, unknown> & { _: string[] };
   const camel = (name: string) => name.replace(/-([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
   const known = new Set(Object.keys(FLAGS).flatMap((name) => [name, camel(name)]));
   const unknown = Object.keys(values).filter((key) => key !== '_' && !known.has(key));
@@ -150,5 +171,6 @@ export function parseFlags(argv: readonly string[]): ExporterOptions {
   if (identifier !== undefined) options.identifierMode = integer('identifier', identifier, 0, 1) as 0 | 1;
   const expiry = str('expiry');
   if (expiry !== undefined) options.expiryMs = integer('expiry', expiry, 100, 7 * 24 * 3_600_000);
+  options.drop = values.drop === true;
   return options;
 }

@@ -235,6 +235,12 @@ impl Engine {
         self.inner.warnings().to_vec()
     }
 
+    /// Opens the TCP sockets now (before a privilege drop) instead of with the first TCP target.
+    #[napi(catch_unwind)]
+    pub fn prepare_tcp(&self) -> Result<()> {
+        self.inner.prepare_tcp().map_err(to_js_error)
+    }
+
     /// How ICMP probes are sent: raw sockets, or unprivileged datagram ("ping") sockets.
     #[napi(catch_unwind, ts_return_type = "'raw' | 'datagram'")]
     pub fn icmp_mode(&self) -> String {

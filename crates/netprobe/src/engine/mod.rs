@@ -353,6 +353,12 @@ impl Engine {
         }
     }
 
+    /// Opens the TCP sockets now rather than with the first TCP target: for a process about to
+    /// drop its privileges, after which raw sockets can no longer be opened.
+    pub fn prepare_tcp(&self) -> Result<(), EngineError> {
+        self.ensure_tcp().map(|_| ())
+    }
+
     /// Starts probing `addr`; returns the id to read its statistics with.
     pub fn track(&self, addr: IpAddr, kind: ProbeKind) -> Result<TargetId, EngineError> {
         if !usable(addr) {
