@@ -62,6 +62,10 @@ export interface EngineOptions {
   maxPps: number
   /** ICMP identifier (0..65535). */
   identifier: number
+  /** Interface for IPv4 probes: a name, or "auto" (the default route's; the default). */
+  interface4?: string
+  /** Interface for IPv6 probes: a name, or "auto" (the default route's; the default). */
+  interface6?: string
 }
 
 /**

@@ -36,6 +36,11 @@ test('both spellings set the same options', (t) => {
   t.like(parseFlags(['-timeout', '10']), { timeoutMs: 10 });
 });
 
+test('interfaces: auto by default, or a name', (t) => {
+  t.like(parseFlags([]), { interface4: 'auto', interface6: 'auto' });
+  t.like(parseFlags(['-interface4', 'eth0', '-interface6=wg0']), { interface4: 'eth0', interface6: 'wg0' });
+});
+
 test('-drop is a switch', (t) => {
   t.true(parseFlags(['-drop']).drop);
   t.false(parseFlags([]).drop);
@@ -64,8 +69,8 @@ const refusals: Array<[string[], RegExp]> = [
   [['-timeout', '5'], /-timeout must be between 10 and 40000/],
   [['-timeout'], /-timeout needs a value/],
   [['-hard'], /-hard is not supported yet/],
-  [['-interface4', 'eth0'], /-interface4 is not supported yet/],
-  [['-interface6', 'auto'], /-interface6 is not supported yet/],
+  [['-interface4', 'a/b'], /-interface4 must be an interface name/],
+  [['-interface6', 'much-too-long-a-name'], /-interface6 must be an interface name/],
   [['-bogus'], /unknown flag -bogus/],
   [['stray'], /unexpected argument "stray"/],
   [['-listen', 'nowhere'], /-listen must look like/],

@@ -18,6 +18,9 @@ export interface ExporterOptions {
   expiryMs: number;
   /** Drop privileges once every socket is open. */
   drop: boolean;
+  /** Interface of IPv4 / IPv6 probes: a name, or "auto" (the default route's). */
+  interface4: string;
+  interface6: string;
 }
 
 export const DEFAULTS: ExporterOptions = {
@@ -29,6 +32,8 @@ export const DEFAULTS: ExporterOptions = {
   identifierMode: 0,
   expiryMs: 10 * 60 * 1000,
   drop: false,
+  interface4: 'auto',
+  interface6: 'auto',
 };
 
 /** Every flag (citty argument definitions), in the order `--help` lists them. */
@@ -61,15 +66,23 @@ export const FLAGS = {
     description: 'Stop probing a target this long after its last /probe request, in milliseconds. (default 600000)',
   },
   hard: { type: 'boolean', description: 'Use hardware timestamping. (not available yet)' },
-  interface4: { type: 'string', valueHint: 'name', description: 'IPv4 interface to bind to. (not available yet)' },
-  interface6: { type: 'string', valueHint: 'name', description: 'IPv6 interface to bind to. (not available yet)' },
+  interface4: {
+    type: 'string',
+    valueHint: 'name',
+    description: 'IPv4 interface to bind to. If "auto" then the interface of the default route, followed as it changes. (default "auto")',
+  },
+  interface6: {
+    type: 'string',
+    valueHint: 'name',
+    description: 'IPv6 interface to bind to. If "auto" then the interface of the default route, followed as it changes. (default "auto")',
+  },
   drop: {
     type: 'boolean',
     description: 'Drop capabilities after starting: once every socket is open, switch to user nobody (when started as root).',
   },
 } satisfies ArgsDef;
 
-const NOT_YET = ['hard', 'interface4', 'interface6'];
+const NOT_YET = ['hard'];
 const LOCKED = ['interval', 'maxpps', 'identifier'];
 
 /**
@@ -172,5 +185,13 @@ export function parseFlags(argv: readonly string[]): ExporterOptions {
   const expiry = str('expiry');
   if (expiry !== undefined) options.expiryMs = integer('expiry', expiry, 100, 7 * 24 * 3_600_000);
   options.drop = values.drop === true;
+  for (const name of ['interface4', 'interface6'] as const) {
+    const v = str(name);
+    if (v === undefined) continue;
+    if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(v)) {
+      throw new FlagError(`-${name} must be an interface name (at most 15 characters) or "auto", got ${JSON.stringify(v)}`);
+    }
+    options[name] = v;
+  }
   return options;
 }

@@ -115,6 +115,39 @@ export class Lab {
     this.ip(this.prober, 'link', 'set', `ixg${s}`, 'up');
   }
 
+  /**
+   * A second prober-peer link (prober 198.18.2.1, 2001:2:2::1) with a default route through it
+   * of higher metric than the first one. Returns the prober's end.
+   */
+  addSecondLink(): string {
+    const s = this.suffix;
+    const [a, b] = [`ixc${s}`, `ixd${s}`];
+    sh('ip', ['link', 'add', a, 'netns', this.prober, 'type', 'veth', 'peer', 'name', b, 'netns', this.peer]);
+    this.ip(this.prober, 'addr', 'add', '198.18.2.1/24', 'dev', a);
+    this.ip(this.prober, 'addr', 'add', '2001:2:2::1/64', 'dev', a, 'nodad');
+    this.ip(this.peer, 'addr', 'add', '198.18.2.2/24', 'dev', b);
+    this.ip(this.peer, 'addr', 'add', '2001:2:2::2/64', 'dev', b, 'nodad');
+    this.ip(this.prober, 'link', 'set', a, 'up');
+    this.ip(this.peer, 'link', 'set', b, 'up');
+    const mac = (ns: string, dev: string) =>
+      (JSON.parse(sh('ip', ['-n', ns, '-j', 'link', 'show', 'dev', dev])) as Array<{ address: string }>)[0]?.address ?? '';
+    this.ip(this.prober, 'neigh', 'replace', '198.18.2.2', 'lladdr', mac(this.peer, b), 'dev', a, 'nud', 'permanent');
+    this.ip(this.prober, 'neigh', 'replace', '2001:2:2::2', 'lladdr', mac(this.peer, b), 'dev', a, 'nud', 'permanent');
+    this.ip(this.peer, 'neigh', 'replace', '198.18.2.1', 'lladdr', mac(this.prober, a), 'dev', b, 'nud', 'permanent');
+    this.ip(this.peer, 'neigh', 'replace', '2001:2:2::1', 'lladdr', mac(this.prober, a), 'dev', b, 'nud', 'permanent');
+    this.ip(this.prober, 'route', 'add', 'default', 'via', '198.18.2.2', 'metric', '2000');
+    this.ip(this.prober, '-6', 'route', 'add', 'default', 'via', '2001:2:2::2', 'metric', '2000');
+    return a;
+  }
+
+  /** Packets an interface of a namespace has sent. */
+  txPackets(ns: string, dev: string): number {
+    const stats = JSON.parse(sh('ip', ['-n', ns, '-j', '-s', 'link', 'show', 'dev', dev])) as Array<{
+      stats64: { tx: { packets: number } };
+    }>;
+    return stats[0]?.stats64.tx.packets ?? 0;
+  }
+
   /** Loads an nftables ruleset into a namespace. */
   nft(ns: string, ruleset: string): void {
     this.exec(ns, 'nft', ['-f', '-'], ruleset);

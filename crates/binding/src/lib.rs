@@ -3,7 +3,7 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use netprobe::{
-    EngineConfig, EngineError, IcmpMode, ProbeKind, Proto, StampKeyMode, TargetSnapshot,
+    EngineConfig, EngineError, IcmpMode, Interface, ProbeKind, Proto, StampKeyMode, TargetSnapshot,
 };
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,6 +19,21 @@ pub struct EngineOptions {
     pub max_pps: u32,
     /// ICMP identifier (0..65535).
     pub identifier: u32,
+    /// Interface for IPv4 probes: a name, or "auto" (the default route's; the default).
+    pub interface4: Option<String>,
+    /// Interface for IPv6 probes: a name, or "auto" (the default route's; the default).
+    pub interface6: Option<String>,
+}
+
+fn interface(choice: Option<String>) -> Result<Interface> {
+    match choice.as_deref() {
+        None | Some("auto") => Ok(Interface::Auto),
+        Some("") => Err(Error::new(
+            Status::InvalidArg,
+            "an interface name cannot be empty",
+        )),
+        Some(name) => Ok(Interface::Named(name.to_string())),
+    }
 }
 
 /// Statistics of one target. Counters are cumulative since the target was first tracked;
@@ -144,6 +159,8 @@ impl Engine {
             max_pps: options.max_pps,
             identifier,
             stamp_keys: StampKeyMode::Auto,
+            interface4: interface(options.interface4)?,
+            interface6: interface(options.interface6)?,
         };
         config
             .validate()

@@ -8,7 +8,17 @@ pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(40);
 pub const MAX_PPS: u32 = 1_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which interface a family's probes leave from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Interface {
+    /// The interface of the family's default route, followed as it changes.
+    #[default]
+    Auto,
+    /// This interface (by name), followed if it is removed and created again.
+    Named(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Time between two probes of one target.
     pub interval: Duration,
@@ -20,6 +30,8 @@ pub struct EngineConfig {
     pub identifier: u16,
     /// How transmit timestamps are tied to probes.
     pub stamp_keys: StampKeyMode,
+    pub interface4: Interface,
+    pub interface6: Interface,
 }
 
 /// `Auto` uses `SCM_TS_OPT_ID` (Linux >= 6.13) and falls back to mirroring the socket's
@@ -40,6 +52,8 @@ impl Default for EngineConfig {
             max_pps: 10_000,
             identifier: std::process::id() as u16,
             stamp_keys: StampKeyMode::Auto,
+            interface4: Interface::Auto,
+            interface6: Interface::Auto,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod filter;
 pub mod inflight;
 pub mod ports;
+pub mod routes;
 pub mod rtt;
 pub mod sockets;
 pub mod stats;
@@ -16,7 +17,7 @@ pub mod token;
 pub mod window;
 pub mod wire;
 
-pub use config::{EngineConfig, StampKeyMode};
+pub use config::{EngineConfig, Interface, StampKeyMode};
 pub use counters::CountersSnapshot;
 pub use engine::{Engine, EngineError, IcmpMode, ProbeKind, Proto, TargetId, TargetSnapshot};
 pub use stats::Counters;

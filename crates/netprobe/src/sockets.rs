@@ -33,7 +33,7 @@ pub struct Received {
     pub src: Option<IpAddr>,
 }
 
-fn setsockopt<T>(sock: &Socket, level: c_int, name: c_int, value: &T) -> io::Result<()> {
+pub(crate) fn setsockopt<T>(sock: &Socket, level: c_int, name: c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` is a live, properly sized T for the duration of the call.
     let rc = unsafe {
         libc::setsockopt(
@@ -215,6 +215,14 @@ impl FamilySockets {
         grow_receive_buffer(&rx)?;
         drain(&rx);
         Ok(Self { family, tx, rx })
+    }
+
+    /// Binds both sockets to an interface by index (`None` unbinds): probes leave from it and
+    /// take its address as their source.
+    pub fn bind_to_interface(&self, ifindex: Option<u32>) -> io::Result<()> {
+        let index = ifindex.unwrap_or(0) as c_int;
+        setsockopt(&self.tx, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, &index)?;
+        setsockopt(&self.rx, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, &index)
     }
 
     pub fn tx_fd(&self) -> BorrowedFd<'_> {

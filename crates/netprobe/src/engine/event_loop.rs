@@ -4,10 +4,11 @@ use super::{
     family_of, Command, IcmpMode, ProbeKind, Proto, Shared, TargetId, TargetSnapshot, TcpTransports,
 };
 use crate::cmsg::{self, OptIdCmsg};
-use crate::config::{EngineConfig, StampKeyMode};
+use crate::config::{EngineConfig, Interface, StampKeyMode};
 use crate::counters::EngineCounters;
 use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply};
 use crate::ports::PortPool;
+use crate::routes;
 use crate::rtt;
 use crate::sockets::{FamilySockets, Received};
 use crate::stats::{Outcome, TargetStats};
@@ -92,6 +93,9 @@ pub(super) fn proto_of(kind: ProbeKind) -> Proto {
     }
 }
 
+/// How often the interfaces probes leave from are checked (default route, interface index).
+const INTERFACE_CHECK: Duration = Duration::from_secs(1);
+
 /// Packets handled per socket per loop turn, so one busy socket cannot starve the rest.
 pub(super) const BATCH: usize = 256;
 /// How far the pacer may catch up after the thread was late.
@@ -140,6 +144,9 @@ pub(super) struct EngineLoop {
     pub ctrl: Vec<u8>,
     stopping: bool,
     pub started: Instant,
+    /// The interface index each family's sockets are bound to (IPv4, IPv6).
+    pub bound: [Option<u32>; 2],
+    next_interface_check: Instant,
 }
 
 fn seed() -> u64 {
@@ -192,6 +199,8 @@ impl EngineLoop {
             ctrl: vec![0; 512],
             stopping: false,
             started: Instant::now(),
+            bound: [None, None],
+            next_interface_check: Instant::now(),
         };
         engine.add_transport(Proto::Icmp, Family::V4, v4);
         engine.add_transport(Proto::Icmp, Family::V6, v6);
@@ -204,6 +213,46 @@ impl EngineLoop {
             StampKeyMode::Counter => StampKeys::counter(),
         };
         self.transports[slot(proto, family)] = sockets.map(|sockets| Transport { sockets, keys });
+        if let Some(t) = &self.transports[slot(proto, family)] {
+            // A transport opened later joins its family's binding. Without CAP_NET_RAW it cannot.
+            let _ = t
+                .sockets
+                .bind_to_interface(self.bound[usize::from(family == Family::V6)]);
+        }
+    }
+
+    /// Binds each family's sockets to the interface it should leave from: the named one, or
+    /// the one of the default route. A named interface that is gone keeps its old binding, so
+    /// probes fail to send (and count so) until it is back.
+    fn follow_interfaces(&mut self) {
+        for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+            let choice = if family == Family::V4 {
+                &self.config.interface4
+            } else {
+                &self.config.interface6
+            };
+            let index_of = |name: &str| nix::net::if_::if_nametoindex(name).ok();
+            let want = match choice {
+                Interface::Named(name) => match index_of(name) {
+                    Some(index) => Some(index),
+                    None => continue,
+                },
+                Interface::Auto => {
+                    routes::current_default(family == Family::V6).and_then(|n| index_of(&n))
+                }
+            };
+            if want == self.bound[i] {
+                continue;
+            }
+            self.bound[i] = want;
+            for proto in [Proto::Icmp, Proto::Tcp] {
+                if let Some(t) = &self.transports[slot(proto, family)] {
+                    // Fails only without CAP_NET_RAW (unprivileged mode, or after -drop): the
+                    // sockets then keep their binding, and a stale one shows as send errors.
+                    let _ = t.sockets.bind_to_interface(want);
+                }
+            }
+        }
     }
 
     fn random(&mut self) -> u64 {
@@ -227,6 +276,10 @@ impl EngineLoop {
             if self.stopping {
                 break;
             }
+            if Instant::now() >= self.next_interface_check {
+                self.follow_interfaces();
+                self.next_interface_check = Instant::now() + INTERFACE_CHECK;
+            }
             self.send_due(Instant::now());
             self.expire(Instant::now());
             self.wait()?;
@@ -243,6 +296,9 @@ impl EngineLoop {
         if let Some((deadline, _)) = self.deadlines.front() {
             next = Some(next.map_or(*deadline, |n| n.min(*deadline)));
         }
+        next = Some(next.map_or(self.next_interface_check, |n| {
+            n.min(self.next_interface_check)
+        }));
         let timeout = next.map(|n| {
             let d = n.saturating_duration_since(now);
             libc::timespec {

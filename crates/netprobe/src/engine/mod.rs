@@ -9,7 +9,7 @@ mod event_loop;
 mod icmp;
 mod tcp;
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, Interface};
 use crate::counters::{CountersSnapshot, EngineCounters};
 use crate::ports::{self, PortPool};
 use crate::sockets::FamilySockets;
@@ -198,6 +198,16 @@ impl Engine {
         config
             .validate()
             .map_err(|e| EngineError::Start(e.to_string()))?;
+        for (flag, choice) in [
+            ("-interface4", &config.interface4),
+            ("-interface6", &config.interface6),
+        ] {
+            if let Interface::Named(name) = choice {
+                nix::net::if_::if_nametoindex(name.as_str()).map_err(|_| {
+                    EngineError::Start(format!("interface {name:?} ({flag}) does not exist"))
+                })?;
+            }
+        }
         let tcp_ports = ports::probe_port_range().map_err(|e| e.to_string());
         let filter_ports = tcp_ports.clone().unwrap_or(NO_PORTS);
         let mut icmp_mode = IcmpMode::Raw;

@@ -6,6 +6,7 @@ use super::{family_of, ProbeKind, Proto, TargetId};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
+use crate::sockets::setsockopt;
 use crate::wire::icmp::Family;
 use crate::wire::ipv4::Ipv4Header;
 use crate::wire::tcp::{self, flags, SynRepr, SYN_LEN};
@@ -20,14 +21,23 @@ const SOURCE_TTL: Duration = Duration::from_secs(5);
 const WINDOW: u16 = 64240;
 const WINDOW_SCALE: u8 = 7;
 
-/// The source address the kernel would use towards `dst` (a UDP connect sends nothing).
-fn route_source(dst: IpAddr, port: u16) -> io::Result<IpAddr> {
+/// The source address the kernel would use towards `dst` from interface `ifindex` (a UDP
+/// connect sends nothing).
+fn route_source(dst: IpAddr, port: u16, ifindex: Option<u32>) -> io::Result<IpAddr> {
     let domain = if dst.is_ipv4() {
         Domain::IPV4
     } else {
         Domain::IPV6
     };
     let s = Socket::new(domain, Type::DGRAM.cloexec(), None)?;
+    if let Some(index) = ifindex {
+        setsockopt(
+            &s,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTOIFINDEX,
+            &(index as libc::c_int),
+        )?;
+    }
     s.connect(&SockAddr::from(SocketAddr::new(dst, port)))?;
     s.local_addr()?
         .as_socket()
@@ -51,13 +61,14 @@ impl EngineLoop {
         port: u16,
         now: Instant,
     ) -> io::Result<IpAddr> {
+        let bound = self.bound[usize::from(dst.is_ipv6())];
         let target = self
             .target_mut(index, id)
             .ok_or_else(|| io::Error::other("target gone"))?;
         match target.source {
             Some((src, at)) if now.saturating_duration_since(at) < SOURCE_TTL => Ok(src),
             _ => {
-                let looked_up = route_source(dst, port);
+                let looked_up = route_source(dst, port, bound);
                 target.source = looked_up.as_ref().ok().map(|src| (*src, now));
                 looked_up
             }

@@ -1,0 +1,70 @@
+/** -interface4 / -interface6: probes leave from the named interface, or follow the default route. */
+import { spawnSync } from 'node:child_process';
+import test from 'ava';
+import { CLI, Lab, PEER_V4, PEER_V6, SYSTEM_ENV, type ExporterProcess } from './helpers/lab.js';
+import { parseSamples, sleep, value } from './helpers/prom.js';
+
+const TARGETS = ['198.18.128.55', '2001:2:0:8000::55'];
+const QUERY = `/probe?${TARGETS.map((t) => `target=${t}`).join('&')}`;
+
+async function probed(exporter: ExporterProcess): Promise<{ sent: number; recv: number }> {
+  const s = parseSamples((await exporter.get(QUERY)).body);
+  let sent = 0;
+  let recv = 0;
+  for (const ip of TARGETS) {
+    sent += value(s, 'icmp_probe_packets_sent_total', { ip }) ?? 0;
+    recv += value(s, 'icmp_probe_packets_recv_total', { ip }) ?? 0;
+  }
+  return { sent, recv };
+}
+
+test('a named interface carries the probes even though the default route points elsewhere', async (t) => {
+  const lab = Lab.create(t);
+  const second = lab.addSecondLink();
+  const exporter = await lab.startExporter(['-interface4', second, '-interface6', second, '-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
+  const [first0, second0] = [lab.txPackets(lab.prober, lab.proberLink), lab.txPackets(lab.prober, second)];
+  await exporter.get(QUERY);
+  await sleep(1500);
+  const { sent, recv } = await probed(exporter);
+  const [first1, second1] = [lab.txPackets(lab.prober, lab.proberLink), lab.txPackets(lab.prober, second)];
+  t.true(sent > 40, `${sent}`);
+  t.is(recv, sent, 'answered through the named interface');
+  t.true(second1 - second0 >= sent, `${second1 - second0} packets left ${second} for ${sent} probes`);
+  t.true(first1 - first0 < 5, `${first1 - first0} packets left the default route's interface`);
+});
+
+test('auto follows the default route when it moves', async (t) => {
+  const lab = Lab.create(t);
+  const second = lab.addSecondLink();
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
+  await exporter.get(QUERY);
+  await sleep(300);
+  const [start, tx0] = [await probed(exporter), lab.txPackets(lab.prober, second)];
+  await sleep(800);
+  const [first, tx1] = [await probed(exporter), lab.txPackets(lab.prober, second)];
+  t.true(first.sent - start.sent > 40);
+  // (a link that just came up sends a few IPv6 housekeeping packets of its own)
+  t.true(tx1 - tx0 < 5, `at first the probes take the lowest-metric default route (${tx1 - tx0} left ${second})`);
+  lab.exec(lab.prober, 'ip', ['route', 'del', 'default', 'via', PEER_V4]);
+  lab.exec(lab.prober, 'ip', ['-6', 'route', 'del', 'default', 'via', PEER_V6]);
+  await sleep(2500); // the engine checks the routes every second
+  const mid = await probed(exporter);
+  const onSecond = lab.txPackets(lab.prober, second);
+  await sleep(800);
+  const after = await probed(exporter);
+  const moved = lab.txPackets(lab.prober, second) - onSecond;
+  // The counters and the probes are read a moment apart: allow a probe or two either way.
+  t.true(moved >= after.sent - mid.sent - 2, `the probes moved to the new default route: ${moved} packets for ${after.sent - mid.sent} probes (${after.recv - mid.recv} answered)`);
+  t.is(after.recv - mid.recv, after.sent - mid.sent, 'and are answered there');
+});
+
+test('a named interface that does not exist is a start-up error', (t) => {
+  const lab = Lab.create(t);
+  const r = spawnSync('ip', ['netns', 'exec', lab.prober, process.execPath, CLI, '-listen', '127.0.0.1:0', '-interface4', 'nosuch0'], {
+    encoding: 'utf8',
+    env: SYSTEM_ENV,
+    timeout: 20_000,
+  });
+  t.is(r.status, 1);
+  t.regex(r.stderr, /interface "nosuch0" \(-interface4\) does not exist/);
+});
