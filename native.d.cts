@@ -62,9 +62,12 @@ export interface EngineOptions {
   maxPps: number
   /** ICMP identifier (0..65535). */
   identifier: number
-  /** Interface for IPv4 probes: a name, or "auto" (the default route's; the default). */
+  /**
+   * Interface for IPv4 probes: a name, "auto" (the default route's), or absent (not bound:
+   * the routing table decides).
+   */
   interface4?: string
-  /** Interface for IPv6 probes: a name, or "auto" (the default route's; the default). */
+  /** Interface for IPv6 probes, as `interface4`. */
   interface6?: string
 }
 

@@ -36,8 +36,9 @@ test('both spellings set the same options', (t) => {
   t.like(parseFlags(['-timeout', '10']), { timeoutMs: 10 });
 });
 
-test('interfaces: auto by default, or a name', (t) => {
-  t.like(parseFlags([]), { interface4: 'auto', interface6: 'auto' });
+test('interfaces: not bound by default, "auto" or a name', (t) => {
+  t.like(parseFlags([]), { interface4: undefined, interface6: undefined });
+  t.like(parseFlags(['-interface4', 'auto']), { interface4: 'auto', interface6: undefined });
   t.like(parseFlags(['-interface4', 'eth0', '-interface6=wg0']), { interface4: 'eth0', interface6: 'wg0' });
 });
 

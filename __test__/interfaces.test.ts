@@ -33,10 +33,10 @@ test('a named interface carries the probes even though the default route points 
   t.true(first1 - first0 < 5, `${first1 - first0} packets left the default route's interface`);
 });
 
-test('auto follows the default route when it moves', async (t) => {
+test('auto binds to the default route\'s interface and follows it when it moves', async (t) => {
   const lab = Lab.create(t);
   const second = lab.addSecondLink();
-  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
+  const exporter = await lab.startExporter(['-interface4', 'auto', '-interface6', 'auto', '-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
   await exporter.get(QUERY);
   await sleep(300);
   const [start, tx0] = [await probed(exporter), lab.txPackets(lab.prober, second)];
@@ -67,4 +67,20 @@ test('a named interface that does not exist is a start-up error', (t) => {
   });
   t.is(r.status, 1);
   t.regex(r.stderr, /interface "nosuch0" \(-interface4\) does not exist/);
+});
+
+test('auto is bound: a blackhole route through another interface does not apply; unbound, it does', async (t) => {
+  const lab = Lab.create(t);
+  lab.addSecondLink();
+  // A more specific route for one target through nowhere: only unbound sockets obey it.
+  lab.exec(lab.prober, 'ip', ['route', 'add', 'unreachable', '198.18.128.77/32']);
+  const bound = await lab.startExporter(['-interface4', 'auto', '-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
+  const routed = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
+  for (const e of [bound, routed]) await e.get('/probe?target=198.18.128.77');
+  await sleep(1500);
+  const read = async (e: ExporterProcess, name: string) =>
+    value(parseSamples((await e.get('/probe?target=198.18.128.77')).body), name, { ip: '198.18.128.77' }) ?? 0;
+  t.true((await read(routed, 'icmp_probe_send_errors_total')) > 10, 'routed: the unreachable route refuses every send');
+  t.is(await read(routed, 'icmp_probe_packets_recv_total'), 0);
+  t.true((await read(bound, 'icmp_probe_packets_recv_total')) > 10, 'bound to the default interface: answered');
 });

@@ -18,9 +18,9 @@ export interface ExporterOptions {
   expiryMs: number;
   /** Drop privileges once every socket is open. */
   drop: boolean;
-  /** Interface of IPv4 / IPv6 probes: a name, or "auto" (the default route's). */
-  interface4: string;
-  interface6: string;
+  /** Interface of IPv4 / IPv6 probes: a name, "auto" (the default route's), or undefined (not bound). */
+  interface4: string | undefined;
+  interface6: string | undefined;
 }
 
 export const DEFAULTS: ExporterOptions = {
@@ -32,8 +32,8 @@ export const DEFAULTS: ExporterOptions = {
   identifierMode: 0,
   expiryMs: 10 * 60 * 1000,
   drop: false,
-  interface4: 'auto',
-  interface6: 'auto',
+  interface4: undefined,
+  interface6: undefined,
 };
 
 /** Every flag (citty argument definitions), in the order `--help` lists them. */
@@ -69,12 +69,14 @@ export const FLAGS = {
   interface4: {
     type: 'string',
     valueHint: 'name',
-    description: 'IPv4 interface to bind to. If "auto" then the interface of the default route, followed as it changes. (default "auto")',
+    description:
+      'IPv4 interface to bind to. If "auto" then the interface of the default route, followed as it changes. (default: not bound, the routing table decides)',
   },
   interface6: {
     type: 'string',
     valueHint: 'name',
-    description: 'IPv6 interface to bind to. If "auto" then the interface of the default route, followed as it changes. (default "auto")',
+    description:
+      'IPv6 interface to bind to. If "auto" then the interface of the default route, followed as it changes. (default: not bound, the routing table decides)',
   },
   drop: {
     type: 'boolean',

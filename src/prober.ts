@@ -19,7 +19,7 @@ export interface ProberOptions {
   identifierMode: 0 | 1;
   /** Stop probing a target this long after it was last added; undefined = never. */
   expiryMs?: number | undefined;
-  /** Interface of IPv4 / IPv6 probes: a name, or "auto" (the default route's, followed). */
+  /** Interface of IPv4 / IPv6 probes: a name, "auto" (the default route's, followed), or undefined (not bound). */
   interface4?: string | undefined;
   interface6?: string | undefined;
 }
@@ -54,8 +54,8 @@ export class Prober {
       timeoutMs: options.timeoutMs,
       maxPps: options.maxPps,
       identifier: this.identifier,
-      interface4: options.interface4 ?? 'auto',
-      interface6: options.interface6 ?? 'auto',
+      ...(options.interface4 === undefined ? {} : { interface4: options.interface4 }),
+      ...(options.interface6 === undefined ? {} : { interface6: options.interface6 }),
     });
     this.targets = new Targets(this.engine, options.expiryMs ?? Number.POSITIVE_INFINITY);
     if (options.expiryMs !== undefined) this.targets.startSweeping();

@@ -19,15 +19,17 @@ pub struct EngineOptions {
     pub max_pps: u32,
     /// ICMP identifier (0..65535).
     pub identifier: u32,
-    /// Interface for IPv4 probes: a name, or "auto" (the default route's; the default).
+    /// Interface for IPv4 probes: a name, "auto" (the default route's), or absent (not bound:
+    /// the routing table decides).
     pub interface4: Option<String>,
-    /// Interface for IPv6 probes: a name, or "auto" (the default route's; the default).
+    /// Interface for IPv6 probes, as `interface4`.
     pub interface6: Option<String>,
 }
 
 fn interface(choice: Option<String>) -> Result<Interface> {
     match choice.as_deref() {
-        None | Some("auto") => Ok(Interface::Auto),
+        None => Ok(Interface::Routed),
+        Some("auto") => Ok(Interface::Auto),
         Some("") => Err(Error::new(
             Status::InvalidArg,
             "an interface name cannot be empty",

@@ -11,8 +11,11 @@ pub const MAX_PPS: u32 = 1_000_000;
 /// Which interface a family's probes leave from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Interface {
-    /// The interface of the family's default route, followed as it changes.
+    /// Not bound: the routing table decides per destination (more specific routes, blackhole
+    /// and unreachable routes included).
     #[default]
+    Routed,
+    /// Bound to the interface of the family's default route, followed as it changes.
     Auto,
     /// This interface (by name), followed if it is removed and created again.
     Named(String),
@@ -52,8 +55,8 @@ impl Default for EngineConfig {
             max_pps: 10_000,
             identifier: std::process::id() as u16,
             stamp_keys: StampKeyMode::Auto,
-            interface4: Interface::Auto,
-            interface6: Interface::Auto,
+            interface4: Interface::Routed,
+            interface6: Interface::Routed,
         }
     }
 }

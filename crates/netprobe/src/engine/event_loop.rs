@@ -233,6 +233,7 @@ impl EngineLoop {
             };
             let index_of = |name: &str| nix::net::if_::if_nametoindex(name).ok();
             let want = match choice {
+                Interface::Routed => continue,
                 Interface::Named(name) => match index_of(name) {
                     Some(index) => Some(index),
                     None => continue,
