@@ -51,6 +51,9 @@ export interface EngineCounters {
   timestampInconsistent: number
   txTimestampsUnmatched: number
   inflightFull: number
+  rttHardware: number
+  rttSoftware: number
+  rttMonotonic: number
 }
 
 export interface EngineOptions {
@@ -69,6 +72,8 @@ export interface EngineOptions {
   interface4?: string
   /** Interface for IPv6 probes, as `interface4`. */
   interface6?: string
+  /** NIC hardware timestamps (`-hard`). */
+  hard?: boolean
 }
 
 /**

@@ -69,7 +69,6 @@ const refusals: Array<[string[], RegExp]> = [
   [['-timeout', 'abc'], /-timeout must be an integer/],
   [['-timeout', '5'], /-timeout must be between 10 and 40000/],
   [['-timeout'], /-timeout needs a value/],
-  [['-hard'], /-hard is not supported yet/],
   [['-interface4', 'a/b'], /-interface4 must be an interface name/],
   [['-interface6', 'much-too-long-a-name'], /-interface6 must be an interface name/],
   [['-bogus'], /unknown flag -bogus/],

@@ -84,3 +84,28 @@ test('auto is bound: a blackhole route through another interface does not apply;
   t.is(await read(routed, 'icmp_probe_packets_recv_total'), 0);
   t.true((await read(bound, 'icmp_probe_packets_recv_total')) > 10, 'bound to the default interface: answered');
 });
+
+test('-hard on a veth: a clear start-up error naming the interface and what it lacks', (t) => {
+  const lab = Lab.create(t);
+  const r = spawnSync('ip', ['netns', 'exec', lab.prober, process.execPath, CLI, '-listen', '127.0.0.1:0', '-hard'], {
+    encoding: 'utf8',
+    env: SYSTEM_ENV,
+    timeout: 20_000,
+  });
+  t.is(r.status, 1);
+  t.regex(
+    r.stderr,
+    new RegExp(
+      `-hard: interface ${lab.proberLink} cannot timestamp in hardware; missing: hardware-transmit \\(SOF_TIMESTAMPING_TX_HARDWARE\\), ` +
+        'hardware-receive \\(SOF_TIMESTAMPING_RX_HARDWARE\\), hardware-raw-clock \\(SOF_TIMESTAMPING_RAW_HARDWARE\\), ' +
+        `transmit mode on \\(HWTSTAMP_TX_ON\\), receive filter all \\(HWTSTAMP_FILTER_ALL\\) \\(see ethtool -T ${lab.proberLink}\\)`,
+    ),
+  );
+  const named = spawnSync('ip', ['netns', 'exec', lab.prober, process.execPath, CLI, '-listen', '127.0.0.1:0', '-hard', '-interface4', 'lo'], {
+    encoding: 'utf8',
+    env: SYSTEM_ENV,
+    timeout: 20_000,
+  });
+  t.is(named.status, 1);
+  t.regex(named.stderr, /-hard: interface lo cannot timestamp in hardware/);
+});

@@ -49,6 +49,9 @@ test('a live peer over IPv4 and IPv6: no loss, sub-millisecond RTT, valid exposi
   const metrics = parseSamples((await exporter.get('/metrics')).body);
   t.is(value(metrics, 'icmp_timestamp_fallback_total', { reason: 'tx_missing' }), 0, 'every RTT from kernel stamps');
   t.is(value(metrics, 'icmp_timestamp_fallback_total', { reason: 'rx_missing' }), 0);
+  t.true((value(metrics, 'icmp_rtt_clock_total', { clock: 'software' }) ?? 0) >= 40, 'kernel software stamps');
+  t.is(value(metrics, 'icmp_rtt_clock_total', { clock: 'hardware' }), 0, 'no NIC clock without -hard');
+  t.is(value(metrics, 'icmp_rtt_clock_total', { clock: 'monotonic' }), 0);
 });
 
 test('an address nobody answers: loss 1 and no latency gauges', async (t) => {

@@ -18,6 +18,8 @@ export interface ExporterOptions {
   expiryMs: number;
   /** Drop privileges once every socket is open. */
   drop: boolean;
+  /** NIC hardware timestamps. */
+  hard: boolean;
   /** Interface of IPv4 / IPv6 probes: a name, "auto" (the default route's), or undefined (not bound). */
   interface4: string | undefined;
   interface6: string | undefined;
@@ -32,6 +34,7 @@ export const DEFAULTS: ExporterOptions = {
   identifierMode: 0,
   expiryMs: 10 * 60 * 1000,
   drop: false,
+  hard: false,
   interface4: undefined,
   interface6: undefined,
 };
@@ -65,7 +68,10 @@ export const FLAGS = {
     valueHint: 'ms',
     description: 'Stop probing a target this long after its last /probe request, in milliseconds. (default 600000)',
   },
-  hard: { type: 'boolean', description: 'Use hardware timestamping. (not available yet)' },
+  hard: {
+    type: 'boolean',
+    description: 'Use NIC hardware timestamping (binds to the default route\'s interface unless one is named).',
+  },
   interface4: {
     type: 'string',
     valueHint: 'name',
@@ -84,7 +90,7 @@ export const FLAGS = {
   },
 } satisfies ArgsDef;
 
-const NOT_YET = ['hard'];
+const NOT_YET: string[] = [];
 const LOCKED = ['interval', 'maxpps', 'identifier'];
 
 /**
@@ -187,6 +193,7 @@ export function parseFlags(argv: readonly string[]): ExporterOptions {
   const expiry = str('expiry');
   if (expiry !== undefined) options.expiryMs = integer('expiry', expiry, 100, 7 * 24 * 3_600_000);
   options.drop = values.drop === true;
+  options.hard = values.hard === true;
   for (const name of ['interface4', 'interface6'] as const) {
     const v = str(name);
     if (v === undefined) continue;

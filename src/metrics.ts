@@ -137,6 +137,19 @@ export function createMetricsRegistry(sources: MetricsSources): { registry: Regi
     engineCounter(
       registry,
       protocol,
+      'rtt_clock_total',
+      'Answered probes by the clock their RTT came from: the NIC (hardware, with -hard), kernel software stamps, or the monotonic fallback',
+      (c) => [
+        [{ clock: 'hardware' }, c.rttHardware],
+        [{ clock: 'software' }, c.rttSoftware],
+        [{ clock: 'monotonic' }, c.rttMonotonic],
+      ],
+      sources,
+      ['clock'],
+    );
+    engineCounter(
+      registry,
+      protocol,
       'tx_timestamps_unmatched_total',
       'Kernel transmit timestamps that matched no probe in flight',
       (c) => one(c.txTimestampsUnmatched),

@@ -22,6 +22,8 @@ export interface ProberOptions {
   /** Interface of IPv4 / IPv6 probes: a name, "auto" (the default route's, followed), or undefined (not bound). */
   interface4?: string | undefined;
   interface6?: string | undefined;
+  /** NIC hardware timestamps (needs CAP_NET_ADMIN and a NIC that stamps every packet). */
+  hard?: boolean | undefined;
 }
 
 /** One probe: an address with ICMP echo, or with TCP SYN to `port`. */
@@ -54,6 +56,7 @@ export class Prober {
       timeoutMs: options.timeoutMs,
       maxPps: options.maxPps,
       identifier: this.identifier,
+      hard: options.hard ?? false,
       ...(options.interface4 === undefined ? {} : { interface4: options.interface4 }),
       ...(options.interface6 === undefined ? {} : { interface6: options.interface6 }),
     });

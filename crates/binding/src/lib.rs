@@ -2,9 +2,7 @@
 //! No sockets and no logic a test would want to reach without Node.
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use netprobe::{
-    EngineConfig, EngineError, IcmpMode, Interface, ProbeKind, Proto, StampKeyMode, TargetSnapshot,
-};
+use netprobe::{EngineConfig, EngineError, IcmpMode, Interface, ProbeKind, Proto, StampKeyMode, TargetSnapshot};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,16 +22,15 @@ pub struct EngineOptions {
     pub interface4: Option<String>,
     /// Interface for IPv6 probes, as `interface4`.
     pub interface6: Option<String>,
+    /// NIC hardware timestamps (`-hard`).
+    pub hard: Option<bool>,
 }
 
 fn interface(choice: Option<String>) -> Result<Interface> {
     match choice.as_deref() {
         None => Ok(Interface::Routed),
         Some("auto") => Ok(Interface::Auto),
-        Some("") => Err(Error::new(
-            Status::InvalidArg,
-            "an interface name cannot be empty",
-        )),
+        Some("") => Err(Error::new(Status::InvalidArg, "an interface name cannot be empty")),
         Some(name) => Ok(Interface::Named(name.to_string())),
     }
 }
@@ -74,6 +71,9 @@ pub struct EngineCounters {
     pub timestamp_inconsistent: f64,
     pub tx_timestamps_unmatched: f64,
     pub inflight_full: f64,
+    pub rtt_hardware: f64,
+    pub rtt_software: f64,
+    pub rtt_monotonic: f64,
 }
 
 fn to_js_error(e: EngineError) -> Error {
@@ -119,9 +119,7 @@ impl Task for SnapshotTask {
     type JsValue = Vec<Option<TargetStats>>;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        self.engine
-            .snapshot(std::mem::take(&mut self.ids))
-            .map_err(to_js_error)
+        self.engine.snapshot(std::mem::take(&mut self.ids)).map_err(to_js_error)
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
@@ -152,9 +150,8 @@ impl Engine {
     /// Opens the raw sockets and starts the engine thread.
     #[napi(constructor, catch_unwind)]
     pub fn new(options: EngineOptions) -> Result<Self> {
-        let identifier = u16::try_from(options.identifier).map_err(|_| {
-            Error::new(Status::InvalidArg, "identifier must be between 0 and 65535")
-        })?;
+        let identifier = u16::try_from(options.identifier)
+            .map_err(|_| Error::new(Status::InvalidArg, "identifier must be between 0 and 65535"))?;
         let config = EngineConfig {
             interval: Duration::from_millis(options.interval_ms.into()),
             timeout: Duration::from_millis(options.timeout_ms.into()),
@@ -163,28 +160,22 @@ impl Engine {
             stamp_keys: StampKeyMode::Auto,
             interface4: interface(options.interface4)?,
             interface6: interface(options.interface6)?,
+            hard: options.hard.unwrap_or(false),
         };
-        config
-            .validate()
-            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
+        config.validate().map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
         let inner = netprobe::Engine::start(config).map_err(to_js_error)?;
-        Ok(Engine {
-            inner: Arc::new(inner),
-        })
+        Ok(Engine { inner: Arc::new(inner) })
     }
 
     /// Starts probing an IP address, with ICMP echo or with TCP SYN to `port`; returns the
     /// target's id.
-    #[napi(
-        catch_unwind,
-        ts_args_type = "address: string, protocol: 'icmp' | 'tcp', port?: number"
-    )]
+    #[napi(catch_unwind, ts_args_type = "address: string, protocol: 'icmp' | 'tcp', port?: number")]
     pub fn track(&self, address: String, protocol: String, port: Option<u32>) -> Result<u32> {
         let kind = match (protocol.as_str(), port) {
             ("icmp", None) => ProbeKind::Icmp,
-            ("tcp", Some(p)) => ProbeKind::Tcp {
-                port: u16::try_from(p).map_err(|_| to_js_error(EngineError::InvalidPort))?,
-            },
+            ("tcp", Some(p)) => {
+                ProbeKind::Tcp { port: u16::try_from(p).map_err(|_| to_js_error(EngineError::InvalidPort))? }
+            }
             _ => {
                 return Err(Error::new(
                     Status::InvalidArg,
@@ -192,12 +183,8 @@ impl Engine {
                 ))
             }
         };
-        let addr: IpAddr = address.parse().map_err(|_| {
-            Error::new(
-                Status::InvalidArg,
-                format!("{address:?} is not an IP address"),
-            )
-        })?;
+        let addr: IpAddr =
+            address.parse().map_err(|_| Error::new(Status::InvalidArg, format!("{address:?} is not an IP address")))?;
         self.inner.track(addr, kind).map_err(to_js_error)
     }
 
@@ -209,10 +196,7 @@ impl Engine {
     /// Statistics of each id, in order; null for an id that is not tracked.
     #[napi(ts_return_type = "Promise<Array<TargetStats | null>>")]
     pub fn snapshot(&self, ids: Vec<u32>) -> AsyncTask<SnapshotTask> {
-        AsyncTask::new(SnapshotTask {
-            engine: self.inner.clone(),
-            ids,
-        })
+        AsyncTask::new(SnapshotTask { engine: self.inner.clone(), ids })
     }
 
     /// Engine-wide counters of one protocol.
@@ -221,12 +205,7 @@ impl Engine {
         let proto = match protocol.as_str() {
             "icmp" => Proto::Icmp,
             "tcp" => Proto::Tcp,
-            _ => {
-                return Err(Error::new(
-                    Status::InvalidArg,
-                    format!("unknown protocol {protocol:?}"),
-                ))
-            }
+            _ => return Err(Error::new(Status::InvalidArg, format!("unknown protocol {protocol:?}"))),
         };
         let c = self.inner.counters(proto);
         Ok(EngineCounters {
@@ -245,6 +224,9 @@ impl Engine {
             timestamp_inconsistent: c.timestamp_inconsistent as f64,
             tx_timestamps_unmatched: c.tx_timestamps_unmatched as f64,
             inflight_full: c.inflight_full as f64,
+            rtt_hardware: c.rtt_hardware as f64,
+            rtt_software: c.rtt_software as f64,
+            rtt_monotonic: c.rtt_monotonic as f64,
         })
     }
 
@@ -278,8 +260,6 @@ impl Engine {
     /// Stops the engine thread and closes its sockets (off the event loop).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn stop(&self) -> AsyncTask<StopTask> {
-        AsyncTask::new(StopTask {
-            engine: self.inner.clone(),
-        })
+        AsyncTask::new(StopTask { engine: self.inner.clone() })
     }
 }

@@ -74,9 +74,7 @@ fn timespec(b: &[u8]) -> Option<Timestamp> {
     if sec == 0 && nsec == 0 {
         return None;
     }
-    sec.checked_mul(1_000_000_000)
-        .and_then(|ns| ns.checked_add(nsec))
-        .map(Timestamp)
+    sec.checked_mul(1_000_000_000).and_then(|ns| ns.checked_add(nsec)).map(Timestamp)
 }
 
 /// Walks the control buffer filled in by `recvmsg` (`ctrl` = the first `msg_controllen` bytes).
@@ -190,11 +188,7 @@ mod tests {
 
     #[test]
     fn rx_software_stamp_v4() {
-        let buf = cmsg(
-            libc::SOL_SOCKET,
-            37,
-            &ts3((1_700_000_000, 123_456_789), (0, 0)),
-        );
+        let buf = cmsg(libc::SOL_SOCKET, 37, &ts3((1_700_000_000, 123_456_789), (0, 0)));
         let info = parse(&buf);
         assert_eq!(info.software, Some(Timestamp(1_700_000_000_123_456_789)));
         assert_eq!(info.hardware, None);
@@ -212,16 +206,9 @@ mod tests {
 
     #[test]
     fn tx_stamp_from_error_queue_v4_and_v6() {
-        for (level, kind) in [
-            (libc::SOL_IP, libc::IP_RECVERR),
-            (libc::SOL_IPV6, libc::IPV6_RECVERR),
-        ] {
+        for (level, kind) in [(libc::SOL_IP, libc::IP_RECVERR), (libc::SOL_IPV6, libc::IPV6_RECVERR)] {
             let mut buf = cmsg(libc::SOL_SOCKET, 37, &ts3((5, 10), (0, 0)));
-            buf.extend(cmsg(
-                level,
-                kind,
-                &ext_err(libc::ENOMSG as u32, 4, 0, 0x0030_0002),
-            ));
+            buf.extend(cmsg(level, kind, &ext_err(libc::ENOMSG as u32, 4, 0, 0x0030_0002)));
             let info = parse(&buf);
             assert_eq!(info.software, Some(Timestamp(5_000_000_010)));
             let e = info.extended_err.unwrap();
@@ -232,17 +219,9 @@ mod tests {
 
     #[test]
     fn icmp_origin_and_sched_stamps_are_not_tx_stamps() {
-        let icmp = parse(&cmsg(
-            libc::SOL_IP,
-            libc::IP_RECVERR,
-            &ext_err(libc::EHOSTUNREACH as u32, 2, 0, 0),
-        ));
+        let icmp = parse(&cmsg(libc::SOL_IP, libc::IP_RECVERR, &ext_err(libc::EHOSTUNREACH as u32, 2, 0, 0)));
         assert!(!icmp.extended_err.unwrap().is_tx_timestamp());
-        let sched = parse(&cmsg(
-            libc::SOL_IP,
-            libc::IP_RECVERR,
-            &ext_err(libc::ENOMSG as u32, 4, 1, 9),
-        ));
+        let sched = parse(&cmsg(libc::SOL_IP, libc::IP_RECVERR, &ext_err(libc::ENOMSG as u32, 4, 1, 9)));
         assert!(!sched.extended_err.unwrap().is_tx_timestamp());
     }
 

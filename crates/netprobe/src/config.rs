@@ -35,6 +35,8 @@ pub struct EngineConfig {
     pub stamp_keys: StampKeyMode,
     pub interface4: Interface,
     pub interface6: Interface,
+    /// NIC hardware timestamps (`-hard`).
+    pub hard: bool,
 }
 
 /// `Auto` uses `SCM_TS_OPT_ID` (Linux >= 6.13) and falls back to mirroring the socket's
@@ -57,6 +59,7 @@ impl Default for EngineConfig {
             stamp_keys: StampKeyMode::Auto,
             interface4: Interface::Routed,
             interface6: Interface::Routed,
+            hard: false,
         }
     }
 }
@@ -75,10 +78,7 @@ impl std::error::Error for ConfigError {}
 impl EngineConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.interval < MIN_INTERVAL {
-            return Err(ConfigError(format!(
-                "interval must be at least {} ms",
-                MIN_INTERVAL.as_millis()
-            )));
+            return Err(ConfigError(format!("interval must be at least {} ms", MIN_INTERVAL.as_millis())));
         }
         if self.timeout < MIN_TIMEOUT || self.timeout > MAX_TIMEOUT {
             return Err(ConfigError(format!(
@@ -88,9 +88,7 @@ impl EngineConfig {
             )));
         }
         if self.max_pps == 0 || self.max_pps > MAX_PPS {
-            return Err(ConfigError(format!(
-                "maxpps must be between 1 and {MAX_PPS}"
-            )));
+            return Err(ConfigError(format!("maxpps must be between 1 and {MAX_PPS}")));
         }
         Ok(())
     }
@@ -104,35 +102,10 @@ mod tests {
     fn bounds() {
         assert!(EngineConfig::default().validate().is_ok());
         let ms = Duration::from_millis;
-        assert!(EngineConfig {
-            interval: ms(9),
-            ..Default::default()
-        }
-        .validate()
-        .is_err());
-        assert!(EngineConfig {
-            timeout: ms(9),
-            ..Default::default()
-        }
-        .validate()
-        .is_err());
-        assert!(EngineConfig {
-            timeout: ms(40_001),
-            ..Default::default()
-        }
-        .validate()
-        .is_err());
-        assert!(EngineConfig {
-            max_pps: 0,
-            ..Default::default()
-        }
-        .validate()
-        .is_err());
-        assert!(EngineConfig {
-            max_pps: MAX_PPS + 1,
-            ..Default::default()
-        }
-        .validate()
-        .is_err());
+        assert!(EngineConfig { interval: ms(9), ..Default::default() }.validate().is_err());
+        assert!(EngineConfig { timeout: ms(9), ..Default::default() }.validate().is_err());
+        assert!(EngineConfig { timeout: ms(40_001), ..Default::default() }.validate().is_err());
+        assert!(EngineConfig { max_pps: 0, ..Default::default() }.validate().is_err());
+        assert!(EngineConfig { max_pps: MAX_PPS + 1, ..Default::default() }.validate().is_err());
     }
 }

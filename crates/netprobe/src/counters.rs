@@ -49,6 +49,12 @@ engine_counters! {
     tx_timestamps_unmatched,
     /// Probes not sent because the in-flight table was full.
     inflight_full,
+    /// Answered probes whose RTT came from the NIC's clock (`-hard`).
+    rtt_hardware,
+    /// Answered probes whose RTT came from kernel software stamps.
+    rtt_software,
+    /// Answered probes whose RTT came from the engine's monotonic clock.
+    rtt_monotonic,
 }
 
 impl EngineCounters {

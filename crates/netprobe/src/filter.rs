@@ -70,11 +70,7 @@ fn assemble(steps: &[Step]) -> Vec<Insn> {
             To::Next => from + 1,
             To::Accept => accept_at,
             To::Drop => drop_at,
-            other => positions
-                .iter()
-                .find(|(l, _)| *l == other as u8)
-                .map(|(_, p)| *p)
-                .unwrap_or(drop_at),
+            other => positions.iter().find(|(l, _)| *l == other as u8).map(|(_, p)| *p).unwrap_or(drop_at),
         };
         u8::try_from(target - from - 1).unwrap_or(u8::MAX)
     };
@@ -82,33 +78,13 @@ fn assemble(steps: &[Step]) -> Vec<Insn> {
     for s in steps {
         let pc = out.len();
         match *s {
-            Step::Stmt(code, k) => out.push(Insn {
-                code,
-                jt: 0,
-                jf: 0,
-                k,
-            }),
-            Step::Jump(code, k, jt, jf) => out.push(Insn {
-                code,
-                jt: find(jt, pc),
-                jf: find(jf, pc),
-                k,
-            }),
+            Step::Stmt(code, k) => out.push(Insn { code, jt: 0, jf: 0, k }),
+            Step::Jump(code, k, jt, jf) => out.push(Insn { code, jt: find(jt, pc), jf: find(jf, pc), k }),
             Step::Label(_) => {}
         }
     }
-    out.push(Insn {
-        code: op::RET_K,
-        jt: 0,
-        jf: 0,
-        k: ACCEPT_LEN,
-    });
-    out.push(Insn {
-        code: op::RET_K,
-        jt: 0,
-        jf: 0,
-        k: 0,
-    });
+    out.push(Insn { code: op::RET_K, jt: 0, jf: 0, k: ACCEPT_LEN });
+    out.push(Insn { code: op::RET_K, jt: 0, jf: 0, k: 0 });
     out
 }
 
@@ -144,24 +120,9 @@ pub fn icmp_v4_replies(ident: u16, tcp_ports: &RangeInclusive<u16>) -> Vec<Insn>
         Stmt(op::LDX_B_MSH, 0),                       // X = IPv4 header length
         Stmt(op::LD_B_IND, 0),                        // ICMP type
         Jump(op::JEQ_K, types::V4_ECHO_REPLY.into(), To::Echo, To::Next),
-        Jump(
-            op::JEQ_K,
-            types::V4_DEST_UNREACHABLE.into(),
-            To::Error,
-            To::Next,
-        ),
-        Jump(
-            op::JEQ_K,
-            types::V4_TIME_EXCEEDED.into(),
-            To::Error,
-            To::Next,
-        ),
-        Jump(
-            op::JEQ_K,
-            types::V4_PARAMETER_PROBLEM.into(),
-            To::Error,
-            To::Drop,
-        ),
+        Jump(op::JEQ_K, types::V4_DEST_UNREACHABLE.into(), To::Error, To::Next),
+        Jump(op::JEQ_K, types::V4_TIME_EXCEEDED.into(), To::Error, To::Next),
+        Jump(op::JEQ_K, types::V4_PARAMETER_PROBLEM.into(), To::Error, To::Drop),
         Label(To::Echo),
         Stmt(op::LD_H_IND, 4),
         Jump(op::JEQ_K, id, To::Accept, To::Drop),
@@ -192,30 +153,10 @@ pub fn icmp_v6_replies(ident: u16, tcp_ports: &RangeInclusive<u16>) -> Vec<Insn>
     let mut steps = vec![
         Stmt(op::LD_B_ABS, 0),
         Jump(op::JEQ_K, types::V6_ECHO_REPLY.into(), To::Echo, To::Next),
-        Jump(
-            op::JEQ_K,
-            types::V6_DEST_UNREACHABLE.into(),
-            To::Error,
-            To::Next,
-        ),
-        Jump(
-            op::JEQ_K,
-            types::V6_PACKET_TOO_BIG.into(),
-            To::Error,
-            To::Next,
-        ),
-        Jump(
-            op::JEQ_K,
-            types::V6_TIME_EXCEEDED.into(),
-            To::Error,
-            To::Next,
-        ),
-        Jump(
-            op::JEQ_K,
-            types::V6_PARAMETER_PROBLEM.into(),
-            To::Error,
-            To::Drop,
-        ),
+        Jump(op::JEQ_K, types::V6_DEST_UNREACHABLE.into(), To::Error, To::Next),
+        Jump(op::JEQ_K, types::V6_PACKET_TOO_BIG.into(), To::Error, To::Next),
+        Jump(op::JEQ_K, types::V6_TIME_EXCEEDED.into(), To::Error, To::Next),
+        Jump(op::JEQ_K, types::V6_PARAMETER_PROBLEM.into(), To::Error, To::Drop),
         Label(To::Echo),
         Stmt(op::LD_H_ABS, 4),
         Jump(op::JEQ_K, id, To::Accept, To::Drop),
@@ -258,12 +199,7 @@ pub fn tcp_v6_to_ports(ports: &RangeInclusive<u16>) -> Vec<Insn> {
 /// For send-only sockets: nothing enters their receive queue, so their buffer holds only
 /// the error queue's transmit timestamps (which no socket filter sees).
 pub fn drop_all() -> Vec<Insn> {
-    vec![Insn {
-        code: op::RET_K,
-        jt: 0,
-        jf: 0,
-        k: 0,
-    }]
+    vec![Insn { code: op::RET_K, jt: 0, jf: 0, k: 0 }]
 }
 
 #[cfg(test)]
@@ -281,18 +217,14 @@ pub(crate) mod interp {
             pc += 1;
             let k = i.k as usize;
             match i.code {
-                op::LD_H_ABS | op::LD_B_ABS => {
-                    match load(k, if i.code == op::LD_H_ABS { 2 } else { 1 }) {
-                        Some(v) => a = v,
-                        None => return 0,
-                    }
-                }
-                op::LD_H_IND | op::LD_B_IND => {
-                    match load(x as usize + k, if i.code == op::LD_H_IND { 2 } else { 1 }) {
-                        Some(v) => a = v,
-                        None => return 0,
-                    }
-                }
+                op::LD_H_ABS | op::LD_B_ABS => match load(k, if i.code == op::LD_H_ABS { 2 } else { 1 }) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                op::LD_H_IND | op::LD_B_IND => match load(x as usize + k, if i.code == op::LD_H_IND { 2 } else { 1 }) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
                 op::LDX_B_MSH => match load(k, 1) {
                     Some(v) => x = (v & 0xf) * 4,
                     None => return 0,
@@ -326,16 +258,7 @@ mod tests {
 
     fn echo(family: Family, ident: u16, reply: bool) -> Vec<u8> {
         let mut buf = [0u8; PROBE_LEN];
-        emit_echo_request(
-            family,
-            &EchoRepr {
-                ident,
-                seq: 1,
-                key: 9,
-                token: 99,
-            },
-            &mut buf,
-        );
+        emit_echo_request(family, &EchoRepr { ident, seq: 1, key: 9, token: 99 }, &mut buf);
         if reply {
             buf[0] = if family == Family::V4 { 0 } else { 129 };
         }
@@ -362,29 +285,11 @@ mod tests {
     #[test]
     fn v4_accepts_our_replies_only() {
         let prog = icmp_v4_replies(IDENT, &PORTS);
-        assert_eq!(
-            run(&prog, &ipv4(5, 0, &echo(Family::V4, IDENT, true))),
-            ACCEPT_LEN
-        );
-        assert_eq!(
-            run(&prog, &ipv4(6, 0, &echo(Family::V4, IDENT, true))),
-            ACCEPT_LEN
-        );
-        assert_eq!(
-            run(&prog, &ipv4(5, 0, &echo(Family::V4, IDENT + 1, true))),
-            0,
-            "foreign ident"
-        );
-        assert_eq!(
-            run(&prog, &ipv4(5, 0, &echo(Family::V4, IDENT, false))),
-            0,
-            "echo request"
-        );
-        assert_eq!(
-            run(&prog, &ipv4(5, 0x0010, &echo(Family::V4, IDENT, true))),
-            0,
-            "later fragment"
-        );
+        assert_eq!(run(&prog, &ipv4(5, 0, &echo(Family::V4, IDENT, true))), ACCEPT_LEN);
+        assert_eq!(run(&prog, &ipv4(6, 0, &echo(Family::V4, IDENT, true))), ACCEPT_LEN);
+        assert_eq!(run(&prog, &ipv4(5, 0, &echo(Family::V4, IDENT + 1, true))), 0, "foreign ident");
+        assert_eq!(run(&prog, &ipv4(5, 0, &echo(Family::V4, IDENT, false))), 0, "echo request");
+        assert_eq!(run(&prog, &ipv4(5, 0x0010, &echo(Family::V4, IDENT, true))), 0, "later fragment");
         assert_eq!(run(&prog, &ipv4(5, 0, &[0])), 0, "truncated");
     }
 
@@ -395,22 +300,10 @@ mod tests {
         for t in [3, 11, 12] {
             assert_eq!(run(&prog, &v4_error(t, 5, &ours)), ACCEPT_LEN, "type {t}");
         }
-        assert_eq!(
-            run(&prog, &v4_error(3, 7, &ours)),
-            ACCEPT_LEN,
-            "quoted header with options"
-        );
-        assert_eq!(
-            run(&prog, &v4_error(3, 5, &echo(Family::V4, 7, false))),
-            0,
-            "someone else's probe"
-        );
+        assert_eq!(run(&prog, &v4_error(3, 7, &ours)), ACCEPT_LEN, "quoted header with options");
+        assert_eq!(run(&prog, &v4_error(3, 5, &echo(Family::V4, 7, false))), 0, "someone else's probe");
         assert_eq!(run(&prog, &v4_error(5, 5, &ours)), 0, "redirect");
-        assert_eq!(
-            run(&prog, &v4_error(3, 5, &ours[..4])),
-            0,
-            "quote too short"
-        );
+        assert_eq!(run(&prog, &v4_error(3, 5, &ours[..4])), 0, "quote too short");
     }
 
     #[test]
@@ -447,25 +340,11 @@ mod tests {
     fn tcp_sockets_see_only_segments_to_probe_ports() {
         let v4 = tcp_v4_to_ports(&PORTS);
         let v6 = tcp_v6_to_ports(&PORTS);
-        for (port, expected) in [
-            (60999, 0),
-            (61000, ACCEPT_LEN),
-            (61127, ACCEPT_LEN),
-            (61128, 0),
-            (22, 0),
-        ] {
-            assert_eq!(
-                run(&v4, &ipv4_tcp(&syn(443, port))),
-                expected,
-                "v4 port {port}"
-            );
+        for (port, expected) in [(60999, 0), (61000, ACCEPT_LEN), (61127, ACCEPT_LEN), (61128, 0), (22, 0)] {
+            assert_eq!(run(&v4, &ipv4_tcp(&syn(443, port))), expected, "v4 port {port}");
             assert_eq!(run(&v6, &syn(443, port)), expected, "v6 port {port}");
         }
-        assert_eq!(
-            run(&v4, &ipv4(5, 0x0020, &syn(443, 61000))[..]),
-            0,
-            "later fragment"
-        );
+        assert_eq!(run(&v4, &ipv4(5, 0x0020, &syn(443, 61000))[..]), 0, "later fragment");
     }
 
     #[test]
@@ -482,11 +361,7 @@ mod tests {
             ipv4(5, 0, &icmp)
         };
         assert_eq!(run(&v4, &error(quote(61005))), ACCEPT_LEN);
-        assert_eq!(
-            run(&v4, &error(quote(50000))),
-            0,
-            "someone else's connection"
-        );
+        assert_eq!(run(&v4, &error(quote(50000))), 0, "someone else's connection");
         let v6 = icmp_v6_replies(IDENT, &PORTS);
         let mut err6 = vec![1, 4, 0, 0, 0, 0, 0, 0, 0x60, 0, 0, 0, 0, 20, 6, 64];
         err6.resize(8 + 40, 0);

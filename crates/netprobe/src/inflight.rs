@@ -38,12 +38,16 @@ pub struct Probe {
     pub sent_at: Instant,
     pub deadline: Instant,
     pub tx_stamp_ns: Option<i64>,
+    /// The NIC's transmit stamp (`-hard`).
+    pub tx_hw_ns: Option<i64>,
     pub reply: Option<Reply>,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Reply {
     pub rx_stamp_ns: Option<i64>,
+    /// The NIC's receive stamp (`-hard`).
+    pub rx_hw_ns: Option<i64>,
     pub at: Instant,
     /// A TCP RST rather than a SYN-ACK or an echo reply.
     pub closed: bool,
@@ -92,11 +96,7 @@ impl InFlight {
         let index = match self.free.pop() {
             Some(i) => i as usize,
             None if self.slots.len() < MAX_SLOTS => {
-                self.slots.push(Slot {
-                    gen: 0,
-                    probe: None,
-                    last: None,
-                });
+                self.slots.push(Slot { gen: 0, probe: None, last: None });
                 self.slots.len() - 1
             }
             None => return None,
@@ -135,9 +135,7 @@ impl InFlight {
             };
         }
         match slot.last {
-            Some((t, ended)) if t == token && slot.gen == (key.gen() + 1) & GEN_MASK => {
-                Lookup::Ended(ended)
-            }
+            Some((t, ended)) if t == token && slot.gen == (key.gen() + 1) & GEN_MASK => Lookup::Ended(ended),
             _ => Lookup::Unknown,
         }
     }
@@ -171,6 +169,7 @@ mod tests {
             sent_at: now,
             deadline: now,
             tx_stamp_ns: None,
+            tx_hw_ns: None,
             reply: None,
         }
     }
@@ -182,21 +181,13 @@ mod tests {
         assert_eq!(t.lookup(k1, 11), Lookup::Live);
         assert_eq!(t.lookup(k1, 12), Lookup::Unknown, "wrong token");
         t.remove(k1, Ended::Replied).unwrap();
-        assert_eq!(
-            t.lookup(k1, 11),
-            Lookup::Ended(Ended::Replied),
-            "a duplicate"
-        );
+        assert_eq!(t.lookup(k1, 11), Lookup::Ended(Ended::Replied), "a duplicate");
         let k2 = t.insert(probe(22)).unwrap();
         assert_ne!(k1, k2, "same slot, new generation");
         assert!(t.get_mut(k1).is_none());
         assert_eq!(t.get_mut(k2).unwrap().token, 22);
         t.remove(k2, Ended::Other).unwrap();
-        assert_eq!(
-            t.lookup(k2, 22),
-            Lookup::Ended(Ended::Other),
-            "a late reply"
-        );
+        assert_eq!(t.lookup(k2, 22), Lookup::Ended(Ended::Other), "a late reply");
         assert_eq!(t.lookup(k1, 11), Lookup::Unknown, "two generations back");
         assert!(t.remove(k2, Ended::Other).is_none(), "removing twice");
         assert!(t.is_empty());

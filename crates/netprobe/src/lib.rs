@@ -6,6 +6,7 @@ pub mod config;
 pub mod counters;
 pub mod engine;
 pub mod filter;
+pub mod hwstamp;
 pub mod inflight;
 pub mod ports;
 pub mod routes;

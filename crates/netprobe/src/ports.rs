@@ -29,19 +29,14 @@ pub fn local_port_range() -> io::Result<(u16, u16)> {
     let mut it = text.split_whitespace().map(str::parse::<u16>);
     match (it.next(), it.next()) {
         (Some(Ok(lo)), Some(Ok(hi))) if lo <= hi => Ok((lo, hi)),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("ip_local_port_range {text:?}"),
-        )),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidData, format!("ip_local_port_range {text:?}"))),
     }
 }
 
 pub fn probe_port_range() -> io::Result<RangeInclusive<u16>> {
     let (lo, hi) = local_port_range()?;
     choose_range(lo, hi).ok_or_else(|| {
-        io::Error::other(format!(
-            "no room for {POOL_SIZE} probe ports outside ip_local_port_range {lo}-{hi}"
-        ))
+        io::Error::other(format!("no room for {POOL_SIZE} probe ports outside ip_local_port_range {lo}-{hi}"))
     })
 }
 
@@ -53,11 +48,7 @@ pub struct PortPool {
 }
 
 fn hold(addr: SocketAddr) -> io::Result<Socket> {
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let s = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -93,11 +84,7 @@ impl PortPool {
         if ports.is_empty() {
             return Err(last_err.unwrap_or_else(|| io::Error::other("empty port range")));
         }
-        Ok(PortPool {
-            ports,
-            next: 0,
-            _held: held,
-        })
+        Ok(PortPool { ports, next: 0, _held: held })
     }
 
     /// The next source port, round robin, so one target reuses a 4-tuple only every
@@ -138,10 +125,6 @@ mod tests {
         assert_eq!(first, second);
         let taken = first[0];
         let again = hold(SocketAddr::from((Ipv4Addr::UNSPECIFIED, taken)));
-        assert_eq!(
-            again.unwrap_err().kind(),
-            io::ErrorKind::AddrInUse,
-            "the pool holds port {taken}"
-        );
+        assert_eq!(again.unwrap_err().kind(), io::ErrorKind::AddrInUse, "the pool holds port {taken}");
     }
 }

@@ -6,9 +6,7 @@ use crate::filter::{self, Insn};
 use crate::sys;
 use crate::wire::icmp::Family;
 use crate::wire::tcp;
-use socket2::{
-    Domain, MaybeUninitSlice, MsgHdr, MsgHdrMut, Protocol, SockAddr, SockFilter, Socket, Type,
-};
+use socket2::{Domain, MaybeUninitSlice, MsgHdr, MsgHdrMut, Protocol, SockAddr, SockFilter, Socket, Type};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
@@ -52,10 +50,7 @@ pub(crate) fn setsockopt<T>(sock: &Socket, level: c_int, name: c_int, value: &T)
 }
 
 fn attach(sock: &Socket, prog: &[Insn]) -> io::Result<()> {
-    let filters: Vec<SockFilter> = prog
-        .iter()
-        .map(|i| SockFilter::new(i.code, i.jt, i.jf, i.k))
-        .collect();
+    let filters: Vec<SockFilter> = prog.iter().map(|i| SockFilter::new(i.code, i.jt, i.jf, i.k)).collect();
     sock.attach_filter(&filters)
 }
 
@@ -100,23 +95,12 @@ fn block_all_but_replies(sock: &Socket, family: Family) -> io::Result<()> {
     match family {
         Family::V4 => {
             // A set bit drops that type.
-            let pass = [
-                V4_ECHO_REPLY,
-                V4_DEST_UNREACHABLE,
-                V4_TIME_EXCEEDED,
-                V4_PARAMETER_PROBLEM,
-            ];
+            let pass = [V4_ECHO_REPLY, V4_DEST_UNREACHABLE, V4_TIME_EXCEEDED, V4_PARAMETER_PROBLEM];
             let mask: u32 = !pass.iter().fold(0u32, |m, t| m | (1 << t));
             setsockopt(sock, libc::SOL_RAW, sys::ICMP_FILTER, &mask)
         }
         Family::V6 => {
-            let pass = [
-                V6_ECHO_REPLY,
-                V6_DEST_UNREACHABLE,
-                V6_PACKET_TOO_BIG,
-                V6_TIME_EXCEEDED,
-                V6_PARAMETER_PROBLEM,
-            ];
+            let pass = [V6_ECHO_REPLY, V6_DEST_UNREACHABLE, V6_PACKET_TOO_BIG, V6_TIME_EXCEEDED, V6_PARAMETER_PROBLEM];
             let mut mask = [u32::MAX; 8];
             for t in pass {
                 mask[usize::from(t >> 5)] &= !(1u32 << (t & 31));
@@ -128,29 +112,18 @@ fn block_all_but_replies(sock: &Socket, family: Family) -> io::Result<()> {
 
 /// IPv6 raw sockets compute (send) and verify (receive) the TCP checksum at this offset.
 fn kernel_tcp_checksum(sock: &Socket) -> io::Result<()> {
-    setsockopt(
-        sock,
-        libc::IPPROTO_IPV6,
-        libc::IPV6_CHECKSUM,
-        &(tcp::CHECKSUM_OFFSET as c_int),
-    )
+    setsockopt(sock, libc::IPPROTO_IPV6, libc::IPV6_CHECKSUM, &(tcp::CHECKSUM_OFFSET as c_int))
 }
 
 impl FamilySockets {
     /// The ICMP pair. Its receive socket also takes ICMP errors quoting SYNs from `tcp_ports`.
     /// Needs CAP_NET_RAW.
-    pub fn open_icmp(
-        family: Family,
-        ident: u16,
-        tcp_ports: &RangeInclusive<u16>,
-    ) -> io::Result<Self> {
+    pub fn open_icmp(family: Family, ident: u16, tcp_ports: &RangeInclusive<u16>, hard: bool) -> io::Result<Self> {
         let prog = match family {
             Family::V4 => filter::icmp_v4_replies(ident, tcp_ports),
             Family::V6 => filter::icmp_v6_replies(ident, tcp_ports),
         };
-        Self::open(family, ProbeProto::Icmp, &prog, |rx| {
-            block_all_but_replies(rx, family)
-        })
+        Self::open(family, ProbeProto::Icmp, &prog, hard, |rx| block_all_but_replies(rx, family))
     }
 
     /// An unprivileged ICMP ("ping") socket, for hosts without CAP_NET_RAW: allowed when the
@@ -176,12 +149,12 @@ impl FamilySockets {
     }
 
     /// The TCP pair for SYN probes from `ports`. Needs CAP_NET_RAW.
-    pub fn open_tcp(family: Family, ports: &RangeInclusive<u16>) -> io::Result<Self> {
+    pub fn open_tcp(family: Family, ports: &RangeInclusive<u16>, hard: bool) -> io::Result<Self> {
         let prog = match family {
             Family::V4 => filter::tcp_v4_to_ports(ports),
             Family::V6 => filter::tcp_v6_to_ports(ports),
         };
-        let sockets = Self::open(family, ProbeProto::Tcp, &prog, |rx| match family {
+        let sockets = Self::open(family, ProbeProto::Tcp, &prog, hard, |rx| match family {
             Family::V4 => Ok(()),
             Family::V6 => kernel_tcp_checksum(rx),
         })?;
@@ -195,14 +168,28 @@ impl FamilySockets {
         family: Family,
         probe: ProbeProto,
         rx_filter: &[Insn],
+        hard: bool,
         rx_setup: impl Fn(&Socket) -> io::Result<()>,
     ) -> io::Result<Self> {
+        // With -hard, both clocks: the NIC's stamps, and software ones for the packets it skips
+        // (many drivers stamp one transmit at a time); OPT_TX_SWHW reports both on transmit.
+        let (tx_hard, rx_hard) = if hard {
+            (
+                libc::SOF_TIMESTAMPING_TX_HARDWARE
+                    | libc::SOF_TIMESTAMPING_RAW_HARDWARE
+                    | libc::SOF_TIMESTAMPING_OPT_TX_SWHW,
+                libc::SOF_TIMESTAMPING_RX_HARDWARE | libc::SOF_TIMESTAMPING_RAW_HARDWARE,
+            )
+        } else {
+            (0, 0)
+        };
         let tx = raw_socket(family, probe)?;
         attach(&tx, &filter::drop_all())?;
         let tx_flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE
             | libc::SOF_TIMESTAMPING_SOFTWARE
             | libc::SOF_TIMESTAMPING_OPT_ID
-            | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+            | libc::SOF_TIMESTAMPING_OPT_TSONLY
+            | tx_hard;
         setsockopt(&tx, libc::SOL_SOCKET, sys::SO_TIMESTAMPING, &tx_flags)?;
         grow_receive_buffer(&tx)?;
         drain(&tx);
@@ -210,7 +197,7 @@ impl FamilySockets {
         let rx = raw_socket(family, probe)?;
         rx_setup(&rx)?;
         attach(&rx, rx_filter)?;
-        let rx_flags = libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
+        let rx_flags = libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE | rx_hard;
         setsockopt(&rx, libc::SOL_SOCKET, sys::SO_TIMESTAMPING, &rx_flags)?;
         grow_receive_buffer(&rx)?;
         drain(&rx);
@@ -259,35 +246,19 @@ fn as_uninit(b: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     unsafe { &mut *(b as *mut [u8] as *mut [MaybeUninit<u8>]) }
 }
 
-fn recv(
-    sock: &Socket,
-    buf: &mut [u8],
-    ctrl: &mut [u8],
-    flags: c_int,
-    want_addr: bool,
-) -> io::Result<Received> {
+fn recv(sock: &Socket, buf: &mut [u8], ctrl: &mut [u8], flags: c_int, want_addr: bool) -> io::Result<Received> {
     // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) address to receive into;
     // its full size tells the kernel how much it may write (socket2 does not read back the
     // length, so an address the kernel did not fill stays AF_UNSPEC and yields None).
-    let mut addr = unsafe {
-        SockAddr::new(
-            std::mem::zeroed(),
-            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-        )
-    };
+    let mut addr =
+        unsafe { SockAddr::new(std::mem::zeroed(), std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t) };
     let mut bufs = [MaybeUninitSlice::new(as_uninit(buf))];
-    let mut msg = MsgHdrMut::new()
-        .with_buffers(&mut bufs)
-        .with_control(as_uninit(ctrl));
+    let mut msg = MsgHdrMut::new().with_buffers(&mut bufs).with_control(as_uninit(ctrl));
     if want_addr {
         msg = msg.with_addr(&mut addr);
     }
     let len = sock.recvmsg(&mut msg, flags | libc::MSG_DONTWAIT)?;
     let ctrl_len = msg.control_len();
-    let src = if want_addr {
-        addr.as_socket().map(|s| s.ip())
-    } else {
-        None
-    };
+    let src = if want_addr { addr.as_socket().map(|s| s.ip()) } else { None };
     Ok(Received { len, ctrl_len, src })
 }

@@ -53,13 +53,7 @@ pub struct TargetStats {
 
 impl Default for TargetStats {
     fn default() -> Self {
-        Self {
-            counters: Counters::default(),
-            ring: Box::new([LOST; RING_LEN]),
-            head: 0,
-            filled: 0,
-            limit: 0,
-        }
+        Self { counters: Counters::default(), ring: Box::new([LOST; RING_LEN]), head: 0, filled: 0, limit: 0 }
     }
 }
 
@@ -74,9 +68,7 @@ impl TargetStats {
                 let ns = u128::from(rtt_ns);
                 c.rtt_sum_ns = c.rtt_sum_ns.saturating_add(ns);
                 c.rtt_sq_sum_ns2 = c.rtt_sq_sum_ns2.saturating_add(ns * ns);
-                u32::try_from(rtt_ns / RING_UNIT_NS)
-                    .unwrap_or(LOST - 1)
-                    .min(LOST - 1)
+                u32::try_from(rtt_ns / RING_UNIT_NS).unwrap_or(LOST - 1).min(LOST - 1)
             }
             Outcome::Timeout => LOST,
             Outcome::IcmpError => {
@@ -127,22 +119,13 @@ mod tests {
     #[test]
     fn counters_follow_outcomes() {
         let mut s = TargetStats::default();
-        s.record(Outcome::Reply {
-            rtt_ns: 1_000,
-            closed: false,
-        });
-        s.record(Outcome::Reply {
-            rtt_ns: 3_000,
-            closed: true,
-        });
+        s.record(Outcome::Reply { rtt_ns: 1_000, closed: false });
+        s.record(Outcome::Reply { rtt_ns: 3_000, closed: true });
         s.record(Outcome::Timeout);
         s.record(Outcome::IcmpError);
         s.record(Outcome::SendError);
         let c = s.counters();
-        assert_eq!(
-            (c.sent, c.received, c.icmp_errors, c.send_errors),
-            (5, 2, 1, 1)
-        );
+        assert_eq!((c.sent, c.received, c.icmp_errors, c.send_errors), (5, 2, 1, 1));
         assert_eq!(c.rtt_sum_ns, 4_000);
         assert_eq!(c.rtt_sq_sum_ns2, 10_000_000);
     }
@@ -152,10 +135,7 @@ mod tests {
         // Three 30 s replies: the squared sum (2.7e21 ns^2) is past what u64 holds.
         let mut s = TargetStats::default();
         for _ in 0..3 {
-            s.record(Outcome::Reply {
-                rtt_ns: 30_000_000_000,
-                closed: false,
-            });
+            s.record(Outcome::Reply { rtt_ns: 30_000_000_000, closed: false });
         }
         assert_eq!(s.counters().rtt_sq_sum_ns2, 3 * 900_000_000_000_000_000_000);
         assert!(s.counters().rtt_sq_sum_ns2 > u128::from(u64::MAX));
@@ -165,10 +145,7 @@ mod tests {
     fn ring_keeps_the_newest_250() {
         let mut s = TargetStats::default();
         for i in 0..300u64 {
-            s.record(Outcome::Reply {
-                rtt_ns: (i + 1) * 1_000,
-                closed: false,
-            });
+            s.record(Outcome::Reply { rtt_ns: (i + 1) * 1_000, closed: false });
         }
         let newest: Vec<_> = s.newest_first().collect();
         assert_eq!(newest.len(), RING_LEN);

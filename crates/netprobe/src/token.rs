@@ -44,10 +44,6 @@ mod tests {
         assert_ne!(t, k.token(8, 1, a));
         assert_ne!(t, k.token(7, 2, a));
         assert_ne!(t, k.token(7, 1, b));
-        assert_ne!(
-            t,
-            TokenKey::new().token(7, 1, a),
-            "another engine has another key"
-        );
+        assert_ne!(t, TokenKey::new().token(7, 1, a), "another engine has another key");
     }
 }

@@ -29,10 +29,7 @@ fn change_point(samples: &[Option<f64>]) -> Option<usize> {
         return None;
     }
     let total_ok = samples.iter().filter(|s| s.is_some()).count();
-    let mut ok_newest = samples[..MIN_SIDE - 1]
-        .iter()
-        .filter(|s| s.is_some())
-        .count();
+    let mut ok_newest = samples[..MIN_SIDE - 1].iter().filter(|s| s.is_some()).count();
     let mut best: Option<(usize, f64)> = None;
     for n in MIN_SIDE..=l - MIN_SIDE {
         if samples[n - 1].is_some() {
@@ -57,11 +54,7 @@ pub fn compute(samples: &[Option<f64>]) -> (Window, Option<usize>) {
 
     let rtts = || used.iter().flatten();
     let received = rtts().count();
-    let mut w = Window {
-        samples: used.len(),
-        received,
-        ..Window::default()
-    };
+    let mut w = Window { samples: used.len(), received, ..Window::default() };
     if !used.is_empty() {
         w.loss_ratio = Some(1.0 - received as f64 / used.len() as f64);
     }
@@ -130,10 +123,7 @@ mod tests {
         let (w, sticky) = compute(&s);
         assert_eq!(w.samples, 40);
         assert_eq!(w.loss_ratio, Some(1.0));
-        assert_eq!(
-            w.latency_seconds, None,
-            "no sample of the older side leaks in"
-        );
+        assert_eq!(w.latency_seconds, None, "no sample of the older side leaks in");
         assert_eq!(sticky, None, "fewer than 100 samples do not stick");
     }
 

@@ -37,9 +37,7 @@ fn loopback_with_counter_matched_tx_stamps() {
 
 fn probe_loopback(engine: Option<Engine>) {
     let Some(engine) = engine else { return };
-    let v4 = engine
-        .track("127.0.0.1".parse().unwrap(), ProbeKind::Icmp)
-        .unwrap();
+    let v4 = engine.track("127.0.0.1".parse().unwrap(), ProbeKind::Icmp).unwrap();
     let v6 = engine.track("::1".parse::<IpAddr>().unwrap(), ProbeKind::Icmp);
     std::thread::sleep(Duration::from_millis(400));
     let mut ids = vec![v4];
@@ -49,15 +47,8 @@ fn probe_loopback(engine: Option<Engine>) {
     let snaps = engine.snapshot(ids.clone()).unwrap();
     for (id, snap) in ids.iter().zip(&snaps) {
         let s = snap.expect("tracked target has a snapshot");
-        assert!(
-            s.counters.sent >= 10,
-            "target {id}: {s:?} {:?}",
-            engine.counters(Proto::Icmp)
-        );
-        assert_eq!(
-            s.counters.sent, s.counters.received,
-            "loopback loses nothing: {s:?}"
-        );
+        assert!(s.counters.sent >= 10, "target {id}: {s:?} {:?}", engine.counters(Proto::Icmp));
+        assert_eq!(s.counters.sent, s.counters.received, "loopback loses nothing: {s:?}");
         let mean = s.counters.rtt_sum_ns as f64 / s.counters.received as f64;
         assert!(mean > 0.0 && mean < 1e6, "mean RTT {mean} ns");
         assert_eq!(s.window.loss_ratio, Some(0.0));
@@ -71,23 +62,14 @@ fn probe_loopback(engine: Option<Engine>) {
     engine.untrack(v4).unwrap();
     assert_eq!(engine.snapshot(vec![v4]).unwrap(), vec![None]);
     engine.stop();
-    assert!(matches!(
-        engine.snapshot(vec![v4]),
-        Err(EngineError::Stopped(_))
-    ));
+    assert!(matches!(engine.snapshot(vec![v4]), Err(EngineError::Stopped(_))));
 }
 
 #[test]
 fn unusable_addresses_are_refused() {
     let Some(engine) = engine() else { return };
     for a in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "ff02::1"] {
-        assert!(
-            matches!(
-                engine.track(a.parse().unwrap(), ProbeKind::Icmp),
-                Err(EngineError::Unusable(_))
-            ),
-            "{a}"
-        );
+        assert!(matches!(engine.track(a.parse().unwrap(), ProbeKind::Icmp), Err(EngineError::Unusable(_))), "{a}");
     }
 }
 
@@ -102,40 +84,21 @@ fn loopback_tcp_open_and_closed_ports() {
         l.local_addr().unwrap().port() // dropped: nobody listens there any more
     };
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
-    let ids = match (
-        engine.track(lo, ProbeKind::Tcp { port: open }),
-        engine.track(lo, ProbeKind::Tcp { port: closed }),
-    ) {
+    let ids = match (engine.track(lo, ProbeKind::Tcp { port: open }), engine.track(lo, ProbeKind::Tcp { port: closed }))
+    {
         (Ok(a), Ok(b)) => vec![a, b],
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("skipping: {e}");
             return;
         }
     };
-    assert!(matches!(
-        engine.track(lo, ProbeKind::Tcp { port: 0 }),
-        Err(EngineError::InvalidPort)
-    ));
+    assert!(matches!(engine.track(lo, ProbeKind::Tcp { port: 0 }), Err(EngineError::InvalidPort)));
     std::thread::sleep(Duration::from_millis(400));
     let snaps = engine.snapshot(ids).unwrap();
     let (o, c) = (snaps[0].unwrap().counters, snaps[1].unwrap().counters);
     let t = engine.counters(Proto::Tcp);
-    assert!(
-        o.sent >= 10 && o.received == o.sent && o.closed == 0,
-        "open: {o:?} {t:?}"
-    );
-    assert!(
-        c.sent >= 10 && c.received == c.sent && c.closed == c.sent,
-        "closed: {c:?}"
-    );
-    assert_eq!(
-        (
-            t.tx_timestamp_missing,
-            t.rx_timestamp_missing,
-            t.send_errors
-        ),
-        (0, 0, 0),
-        "{t:?}"
-    );
+    assert!(o.sent >= 10 && o.received == o.sent && o.closed == 0, "open: {o:?} {t:?}");
+    assert!(c.sent >= 10 && c.received == c.sent && c.closed == c.sent, "closed: {c:?}");
+    assert_eq!((t.tx_timestamp_missing, t.rx_timestamp_missing, t.send_errors), (0, 0, 0), "{t:?}");
     drop(listener);
 }

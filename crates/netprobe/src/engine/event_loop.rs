@@ -1,8 +1,6 @@
 //! The engine thread: targets, the schedule and pacer, probes in flight, transmit stamps,
 //! deadlines and outcomes, shared by both kinds of probe.
-use super::{
-    family_of, Command, IcmpMode, ProbeKind, Proto, Shared, TargetId, TargetSnapshot, TcpTransports,
-};
+use super::{family_of, Command, IcmpMode, ProbeKind, Proto, Shared, TargetId, TargetSnapshot, TcpTransports};
 use crate::cmsg::{self, OptIdCmsg};
 use crate::config::{EngineConfig, Interface, StampKeyMode};
 use crate::counters::EngineCounters;
@@ -51,10 +49,7 @@ const COUNTER_RING: usize = 1 << 16;
 
 impl StampKeys {
     fn counter() -> Self {
-        StampKeys::Counter {
-            next: 0,
-            ring: vec![u32::MAX; COUNTER_RING],
-        }
+        StampKeys::Counter { next: 0, ring: vec![u32::MAX; COUNTER_RING] }
     }
 }
 
@@ -76,14 +71,7 @@ fn slot(proto: Proto, family: Family) -> usize {
 
 fn slot_info(i: usize) -> (Proto, Family) {
     let proto = if i < 2 { Proto::Icmp } else { Proto::Tcp };
-    (
-        proto,
-        if i.is_multiple_of(2) {
-            Family::V4
-        } else {
-            Family::V6
-        },
-    )
+    (proto, if i.is_multiple_of(2) { Family::V4 } else { Family::V6 })
 }
 
 pub(super) fn proto_of(kind: ProbeKind) -> Proto {
@@ -103,9 +91,7 @@ const PACER_CATCH_UP: Duration = Duration::from_millis(1);
 /// The longest probe written (an ICMP echo request of 64 bytes; a SYN is 40).
 pub(super) const MAX_PROBE_LEN: usize = 64;
 // So that taking a probe-sized chunk of the packet buffer can never fail.
-const _: () = assert!(
-    MAX_PROBE_LEN >= crate::wire::icmp::PROBE_LEN && MAX_PROBE_LEN >= crate::wire::tcp::SYN_LEN
-);
+const _: () = assert!(MAX_PROBE_LEN >= crate::wire::icmp::PROBE_LEN && MAX_PROBE_LEN >= crate::wire::tcp::SYN_LEN);
 
 /// An answer to a probe, as the protocol code recognised it.
 pub(super) struct Answer {
@@ -157,11 +143,7 @@ fn seed() -> u64 {
     if n == 8 && from_kernel != 0 {
         from_kernel
     } else {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            | 1
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
     }
 }
 
@@ -215,9 +197,7 @@ impl EngineLoop {
         self.transports[slot(proto, family)] = sockets.map(|sockets| Transport { sockets, keys });
         if let Some(t) = &self.transports[slot(proto, family)] {
             // A transport opened later joins its family's binding. Without CAP_NET_RAW it cannot.
-            let _ = t
-                .sockets
-                .bind_to_interface(self.bound[usize::from(family == Family::V6)]);
+            let _ = t.sockets.bind_to_interface(self.bound[usize::from(family == Family::V6)]);
         }
     }
 
@@ -226,11 +206,7 @@ impl EngineLoop {
     /// probes fail to send (and count so) until it is back.
     fn follow_interfaces(&mut self) {
         for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
-            let choice = if family == Family::V4 {
-                &self.config.interface4
-            } else {
-                &self.config.interface6
-            };
+            let choice = if family == Family::V4 { &self.config.interface4 } else { &self.config.interface6 };
             let index_of = |name: &str| nix::net::if_::if_nametoindex(name).ok();
             let want = match choice {
                 Interface::Routed => continue,
@@ -238,9 +214,7 @@ impl EngineLoop {
                     Some(index) => Some(index),
                     None => continue,
                 },
-                Interface::Auto => {
-                    routes::current_default(family == Family::V6).and_then(|n| index_of(&n))
-                }
+                Interface::Auto => routes::current_default(family == Family::V6).and_then(|n| index_of(&n)),
             };
             if want == self.bound[i] {
                 continue;
@@ -297,21 +271,12 @@ impl EngineLoop {
         if let Some((deadline, _)) = self.deadlines.front() {
             next = Some(next.map_or(*deadline, |n| n.min(*deadline)));
         }
-        next = Some(next.map_or(self.next_interface_check, |n| {
-            n.min(self.next_interface_check)
-        }));
+        next = Some(next.map_or(self.next_interface_check, |n| n.min(self.next_interface_check)));
         let timeout = next.map(|n| {
             let d = n.saturating_duration_since(now);
-            libc::timespec {
-                tv_sec: d.as_secs() as libc::time_t,
-                tv_nsec: d.subsec_nanos() as libc::c_long,
-            }
+            libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos() as libc::c_long }
         });
-        let pollfd = |fd: i32, events: i16| libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
+        let pollfd = |fd: i32, events: i16| libc::pollfd { fd, events, revents: 0 };
         // The wake-up, then per transport its receive and send socket (-1 = absent, ignored).
         let mut fds = [pollfd(-1, 0); 1 + 2 * SLOTS];
         fds[0] = pollfd(self.wake.as_fd().as_raw_fd(), libc::POLLIN);
@@ -322,25 +287,12 @@ impl EngineLoop {
                 fds[2 + 2 * i] = pollfd(t.sockets.tx_fd().as_raw_fd(), 0);
             }
         }
-        let ts_ptr = timeout
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        let ts_ptr = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
         // SAFETY: `fds` and `ts_ptr` are valid for the call; no signal mask is passed.
-        let rc = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                ts_ptr,
-                std::ptr::null(),
-            )
-        };
+        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, std::ptr::null()) };
         if rc < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
         if fds[0].revents != 0 {
             let _ = self.wake.read();
@@ -416,10 +368,7 @@ impl EngineLoop {
     fn snapshot(&mut self, id: TargetId) -> Option<TargetSnapshot> {
         let index = *self.index_of.get(&id)?;
         let target = self.targets.get_mut(index)?.as_mut()?;
-        Some(TargetSnapshot {
-            counters: target.stats.counters(),
-            window: target.stats.window(),
-        })
+        Some(TargetSnapshot { counters: target.stats.counters(), window: target.stats.window() })
     }
 
     pub fn target(&self, index: usize) -> Option<&Target> {
@@ -442,10 +391,7 @@ impl EngineLoop {
             if self.target_mut(index, id).is_none() {
                 continue; // untracked since it was scheduled
             }
-            self.pacer_next = self
-                .pacer_next
-                .max(now.checked_sub(PACER_CATCH_UP).unwrap_or(now))
-                + self.gap;
+            self.pacer_next = self.pacer_next.max(now.checked_sub(PACER_CATCH_UP).unwrap_or(now)) + self.gap;
             self.send_probe(index, id, now);
             let mut next = due + self.config.interval;
             if next < now {
@@ -481,6 +427,7 @@ impl EngineLoop {
             sent_at: now,
             deadline: now + self.config.timeout,
             tx_stamp_ns: None,
+            tx_hw_ns: None,
             reply: None,
         };
         let Some(key) = self.inflight.insert(probe) else {
@@ -522,27 +469,12 @@ impl EngineLoop {
         self.finish_target(index, id, Outcome::SendError);
     }
 
-    fn transmit(
-        &mut self,
-        proto: Proto,
-        index: usize,
-        id: TargetId,
-        key: Key,
-        len: usize,
-    ) -> io::Result<()> {
-        let Some(target) = self
-            .targets
-            .get(index)
-            .and_then(|t| t.as_ref())
-            .filter(|t| t.id == id)
-        else {
+    fn transmit(&mut self, proto: Proto, index: usize, id: TargetId, key: Key, len: usize) -> io::Result<()> {
+        let Some(target) = self.targets.get(index).and_then(|t| t.as_ref()).filter(|t| t.id == id) else {
             return Ok(());
         };
         let Some(t) = self.transports[slot(proto, family_of(target.addr))].as_mut() else {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "no socket for this family",
-            ));
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "no socket for this family"));
         };
         let (dst, packet) = (&target.dst, &self.packet[..len]);
         if let StampKeys::PerSend = t.keys {
@@ -574,14 +506,20 @@ impl EngineLoop {
         let proto = if probe.tcp { Proto::Tcp } else { Proto::Icmp };
         let outcome = match probe.reply {
             Some(reply) => {
-                let (rtt_ns, why) = rtt::reply_rtt(
-                    probe.tx_stamp_ns,
-                    reply.rx_stamp_ns,
-                    probe.sent_at,
-                    reply.at,
-                    self.config.timeout,
-                );
+                let stamps = rtt::Stamps {
+                    tx_sw: probe.tx_stamp_ns,
+                    rx_sw: reply.rx_stamp_ns,
+                    tx_hw: probe.tx_hw_ns,
+                    rx_hw: reply.rx_hw_ns,
+                };
+                let (rtt_ns, clock, why) = rtt::choose_rtt(stamps, probe.sent_at, reply.at, self.config.timeout);
                 let c = self.counters(proto);
+                let by_clock = match clock {
+                    rtt::Clock::Hardware => &c.rtt_hardware,
+                    rtt::Clock::Software => &c.rtt_software,
+                    rtt::Clock::Monotonic => &c.rtt_monotonic,
+                };
+                EngineCounters::add(by_clock, 1);
                 for (happened, counter) in [
                     (why.tx_missing, &c.tx_timestamp_missing),
                     (why.rx_missing, &c.rx_timestamp_missing),
@@ -591,20 +529,19 @@ impl EngineLoop {
                         EngineCounters::add(counter, 1);
                     }
                 }
-                Outcome::Reply {
-                    rtt_ns,
-                    closed: reply.closed,
-                }
+                Outcome::Reply { rtt_ns, closed: reply.closed }
             }
             None => Outcome::Timeout,
         };
-        let ended = if probe.reply.is_some() {
-            Ended::Replied
-        } else {
-            Ended::Other
-        };
+        let ended = if probe.reply.is_some() { Ended::Replied } else { Ended::Other };
         self.inflight.remove(key, ended);
         self.finish_target(probe.target_index as usize, probe.target_id, outcome);
+    }
+
+    /// Whether a probe has every stamp worth waiting for: its reply, the software transmit
+    /// stamp, and with `-hard` the hardware one (a probe still missing some ends at its deadline).
+    fn complete(&self, p: &Probe) -> bool {
+        p.reply.is_some() && p.tx_stamp_ns.is_some() && (!self.config.hard || p.tx_hw_ns.is_some())
     }
 
     fn expire(&mut self, now: Instant) {
@@ -626,22 +563,15 @@ impl EngineLoop {
             Lookup::Ended(Ended::Replied) => return EngineCounters::add(&c.replies_duplicate, 1),
             Lookup::Ended(Ended::Other) => return EngineCounters::add(&c.replies_late, 1),
             Lookup::Unknown => {
-                let counter = if authentic(self) {
-                    &c.replies_late
-                } else {
-                    &c.replies_foreign
-                };
+                let counter = if authentic(self) { &c.replies_late } else { &c.replies_foreign };
                 return EngineCounters::add(counter, 1);
             }
         }
         let Some(probe) = self.inflight.get(a.key) else {
             return;
         };
-        let target = self
-            .target(probe.target_index as usize)
-            .filter(|t| t.id == probe.target_id);
-        let matches = target.is_some_and(|t| Some(t.addr) == a.from && t.kind == a.kind)
-            && probe.seq == a.seq;
+        let target = self.target(probe.target_index as usize).filter(|t| t.id == probe.target_id);
+        let matches = target.is_some_and(|t| Some(t.addr) == a.from && t.kind == a.kind) && probe.seq == a.seq;
         if !matches {
             return EngineCounters::add(&c.replies_foreign, 1);
         }
@@ -652,22 +582,15 @@ impl EngineLoop {
             return EngineCounters::add(&c.replies_duplicate, 1);
         }
         probe.reply = Some(a.reply);
-        if probe.tx_stamp_ns.is_some() {
+        let probe = *probe;
+        if self.complete(&probe) {
             self.finish(a.key);
         }
         // Otherwise the transmit stamp is still on its way: it ends the probe, or the deadline does.
     }
 
     /// An ICMP error quoting a probe: when it matches one in flight, that probe ends lost.
-    pub fn on_quoted_error(
-        &mut self,
-        proto: Proto,
-        key: Key,
-        token: u64,
-        dst: IpAddr,
-        kind: ProbeKind,
-        seq: u16,
-    ) {
+    pub fn on_quoted_error(&mut self, proto: Proto, key: Key, token: u64, dst: IpAddr, kind: ProbeKind, seq: u16) {
         let c = self.shared.counters(proto);
         if self.inflight.lookup(key, token) != Lookup::Live {
             return EngineCounters::add(&c.icmp_errors_unmatched, 1);
@@ -675,30 +598,19 @@ impl EngineLoop {
         let Some(probe) = self.inflight.get(key).copied() else {
             return;
         };
-        let target = self
-            .target(probe.target_index as usize)
-            .filter(|t| t.id == probe.target_id);
+        let target = self.target(probe.target_index as usize).filter(|t| t.id == probe.target_id);
         let matches = target.is_some_and(|t| t.addr == dst && t.kind == kind) && probe.seq == seq;
         if probe.reply.is_some() || !matches {
             return EngineCounters::add(&c.icmp_errors_unmatched, 1);
         }
         EngineCounters::add(&c.icmp_errors, 1);
         self.inflight.remove(key, Ended::Other);
-        self.finish_target(
-            probe.target_index as usize,
-            probe.target_id,
-            Outcome::IcmpError,
-        );
+        self.finish_target(probe.target_index as usize, probe.target_id, Outcome::IcmpError);
     }
 
     /// Reads one message from a transport into the shared buffers (its send socket's error
     /// queue when `tx_stamps`). None when there is nothing more to read; a failure is counted.
-    pub fn read_one(
-        &mut self,
-        proto: Proto,
-        family: Family,
-        tx_stamps: bool,
-    ) -> Option<(Received, Instant)> {
+    pub fn read_one(&mut self, proto: Proto, family: Family, tx_stamps: bool) -> Option<(Received, Instant)> {
         let t = self.transports[slot(proto, family)].as_ref()?;
         let result = if tx_stamps {
             t.sockets.recv_tx_stamp(&mut self.buf, &mut self.ctrl)
@@ -724,10 +636,11 @@ impl EngineLoop {
                 return;
             };
             let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
-            let (Some(err), Some(stamp)) = (info.extended_err, info.software) else {
+            // With -hard (OPT_TX_SWHW) the software and the hardware stamp come as two messages.
+            let Some(err) = info.extended_err.filter(|e| e.is_tx_timestamp()) else {
                 continue;
             };
-            if !err.is_tx_timestamp() {
+            if info.software.is_none() && info.hardware.is_none() {
                 continue;
             }
             let Some(t) = self.transports[slot_index].as_ref() else {
@@ -737,10 +650,13 @@ impl EngineLoop {
                 StampKeys::PerSend => Key(err.data),
                 StampKeys::Counter { ring, .. } => Key(ring[err.data as usize % COUNTER_RING]),
             };
+            let fresh = |have: Option<i64>, got: Option<crate::cmsg::Timestamp>| have.is_none() || got.is_none();
             match self.inflight.get_mut(key) {
-                Some(p) if p.tx_stamp_ns.is_none() => {
-                    p.tx_stamp_ns = Some(stamp.0);
-                    if p.reply.is_some() {
+                Some(p) if fresh(p.tx_stamp_ns, info.software) && fresh(p.tx_hw_ns, info.hardware) => {
+                    p.tx_stamp_ns = p.tx_stamp_ns.or(info.software.map(|t| t.0));
+                    p.tx_hw_ns = p.tx_hw_ns.or(info.hardware.map(|t| t.0));
+                    let probe = *p;
+                    if self.complete(&probe) {
                         self.finish(key);
                     }
                 }

@@ -13,15 +13,9 @@ impl EngineLoop {
     /// and token.
     pub(super) fn write_echo(&mut self, key: Key, seq: u16, dst: IpAddr) -> (usize, u64) {
         let token = self.tokens.token(key.0, seq, dst);
-        let repr = EchoRepr {
-            ident: self.config.identifier,
-            seq,
-            key: key.0,
-            token,
-        };
-        let buf: &mut [u8; PROBE_LEN] = (&mut self.packet[..PROBE_LEN])
-            .try_into()
-            .expect("packet buffer holds a probe");
+        let repr = EchoRepr { ident: self.config.identifier, seq, key: key.0, token };
+        let buf: &mut [u8; PROBE_LEN] =
+            (&mut self.packet[..PROBE_LEN]).try_into().expect("packet buffer holds a probe");
         icmp::emit_echo_request(family_of(dst), &repr, buf);
         (PROBE_LEN, token)
     }
@@ -34,13 +28,9 @@ impl EngineLoop {
             let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
             let data = &self.buf[..r.len.min(self.buf.len())];
             let parsed = match (family, self.icmp_mode) {
-                (Family::V4, IcmpMode::Raw) => {
-                    icmp::parse_v4(data).map(|(src, m)| (Some(IpAddr::V4(src)), m))
-                }
+                (Family::V4, IcmpMode::Raw) => icmp::parse_v4(data).map(|(src, m)| (Some(IpAddr::V4(src)), m)),
                 // Ping sockets deliver the ICMP message alone, the sender apart.
-                (Family::V4, IcmpMode::Datagram) => {
-                    icmp::parse_v4_message(data).map(|m| (r.src, m))
-                }
+                (Family::V4, IcmpMode::Datagram) => icmp::parse_v4_message(data).map(|m| (r.src, m)),
                 (Family::V6, _) => icmp::parse_v6(data).map(|m| (r.src, m)),
             };
             let c = self.counters(Proto::Icmp);
@@ -49,6 +39,7 @@ impl EngineLoop {
                     EngineCounters::add(&c.packets_received, 1);
                     let reply = Reply {
                         rx_stamp_ns: info.software.map(|t| t.0),
+                        rx_hw_ns: info.hardware.map(|t| t.0),
                         at,
                         closed: false,
                     };
@@ -66,14 +57,8 @@ impl EngineLoop {
         if self.icmp_mode == IcmpMode::Raw && echo.ident != self.config.identifier {
             return EngineCounters::add(&self.counters(Proto::Icmp).replies_foreign, 1);
         }
-        let answer = Answer {
-            key: Key(echo.key),
-            token: echo.token,
-            from: src,
-            kind: ProbeKind::Icmp,
-            seq: echo.seq,
-            reply,
-        };
+        let answer =
+            Answer { key: Key(echo.key), token: echo.token, from: src, kind: ProbeKind::Icmp, seq: echo.seq, reply };
         // A reply whose record is gone is still ours when it carries the token the engine
         // computes for it: only our own probes carry such tokens.
         self.on_answer(Proto::Icmp, answer, |engine| {
@@ -83,36 +68,14 @@ impl EngineLoop {
 
     fn on_icmp_error(&mut self, err: QuotedError) {
         match err.quoted {
-            Quoted::Echo {
-                ident,
-                seq,
-                key_token: Some((key, token)),
-            } if ident == self.config.identifier => self.on_quoted_error(
-                Proto::Icmp,
-                Key(key),
-                token,
-                err.original_dst,
-                ProbeKind::Icmp,
-                seq,
-            ),
-            Quoted::Echo { .. } => {
-                EngineCounters::add(&self.counters(Proto::Icmp).icmp_errors_unmatched, 1)
+            Quoted::Echo { ident, seq, key_token: Some((key, token)) } if ident == self.config.identifier => {
+                self.on_quoted_error(Proto::Icmp, Key(key), token, err.original_dst, ProbeKind::Icmp, seq)
             }
-            Quoted::Tcp {
-                src_port,
-                dst_port,
-                seq,
-            } => {
+            Quoted::Echo { .. } => EngineCounters::add(&self.counters(Proto::Icmp).icmp_errors_unmatched, 1),
+            Quoted::Tcp { src_port, dst_port, seq } => {
                 let key = self.syn_key(err.original_dst, dst_port, src_port, seq);
                 let kind = ProbeKind::Tcp { port: dst_port };
-                self.on_quoted_error(
-                    Proto::Tcp,
-                    key,
-                    u64::from(seq),
-                    err.original_dst,
-                    kind,
-                    src_port,
-                )
+                self.on_quoted_error(Proto::Tcp, key, u64::from(seq), err.original_dst, kind, src_port)
             }
         }
     }

@@ -11,7 +11,9 @@ mod tcp;
 
 use crate::config::{EngineConfig, Interface};
 use crate::counters::{CountersSnapshot, EngineCounters};
+use crate::hwstamp;
 use crate::ports::{self, PortPool};
+use crate::routes;
 use crate::sockets::FamilySockets;
 use crate::stats::Counters;
 use crate::window::Window;
@@ -79,16 +81,9 @@ impl fmt::Display for EngineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EngineError::Start(m) => write!(f, "cannot start the probing engine: {m}"),
-            EngineError::FamilyUnavailable(Family::V4) => {
-                f.write_str("IPv4 probing is not available on this host")
-            }
-            EngineError::FamilyUnavailable(Family::V6) => {
-                f.write_str("IPv6 probing is not available on this host")
-            }
-            EngineError::Unusable(a) => write!(
-                f,
-                "{a} cannot be probed (unspecified, multicast or broadcast address)"
-            ),
+            EngineError::FamilyUnavailable(Family::V4) => f.write_str("IPv4 probing is not available on this host"),
+            EngineError::FamilyUnavailable(Family::V6) => f.write_str("IPv6 probing is not available on this host"),
+            EngineError::Unusable(a) => write!(f, "{a} cannot be probed (unspecified, multicast or broadcast address)"),
             EngineError::InvalidPort => f.write_str("TCP port must be between 1 and 65535"),
             EngineError::TcpUnavailable(m) => write!(f, "TCP SYN probing is not available: {m}"),
             EngineError::Stopped(m) => write!(f, "the probing engine is not running: {m}"),
@@ -106,18 +101,9 @@ pub(crate) struct TcpTransports {
 }
 
 enum Command {
-    Track {
-        id: TargetId,
-        addr: IpAddr,
-        kind: ProbeKind,
-    },
-    Untrack {
-        id: TargetId,
-    },
-    Snapshot {
-        ids: Vec<TargetId>,
-        reply: SyncSender<Vec<Option<TargetSnapshot>>>,
-    },
+    Track { id: TargetId, addr: IpAddr, kind: ProbeKind },
+    Untrack { id: TargetId },
+    Snapshot { ids: Vec<TargetId>, reply: SyncSender<Vec<Option<TargetSnapshot>>> },
     OpenTcp(TcpTransports),
     Stop,
 }
@@ -157,6 +143,9 @@ pub struct Engine {
     tcp_ports: Result<RangeInclusive<u16>, String>,
     tcp: Mutex<TcpState>,
     icmp_mode: IcmpMode,
+    hard: bool,
+    /// NIC settings `-hard` changed, undone by `stop`.
+    hw_changes: Mutex<Vec<hwstamp::Change>>,
 }
 
 fn usable(addr: IpAddr) -> bool {
@@ -172,6 +161,60 @@ fn family_of(addr: IpAddr) -> Family {
     } else {
         Family::V6
     }
+}
+
+/// NIC settings to put back when dropped, unless disarmed.
+struct HwRestore(Vec<hwstamp::Change>);
+
+impl HwRestore {
+    fn disarm(mut self) -> Vec<hwstamp::Change> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for HwRestore {
+    fn drop(&mut self) {
+        for change in &self.0 {
+            let _ = hwstamp::restore(change);
+        }
+    }
+}
+
+/// `-hard`: binds each family to an interface (the default route's unless one is named) and
+/// configures every such interface to stamp all packets. Err names the interface and what it
+/// lacks; any interface already changed is put back first.
+fn enable_hardware_stamps(config: &mut EngineConfig) -> Result<Vec<hwstamp::Change>, EngineError> {
+    let mut names = Vec::new();
+    for (choice, ipv6) in [(&mut config.interface4, false), (&mut config.interface6, true)] {
+        if *choice == Interface::Routed {
+            *choice = Interface::Auto;
+        }
+        let name = match choice {
+            Interface::Named(n) => Some(n.clone()),
+            _ => routes::current_default(ipv6),
+        };
+        if let Some(n) = name.filter(|n| !names.contains(n)) {
+            names.push(n);
+        }
+    }
+    if names.is_empty() {
+        return Err(EngineError::Start(
+            "-hard needs an interface: there is no default route; name one with -interface4 or -interface6".into(),
+        ));
+    }
+    let mut changes = Vec::new();
+    for name in names {
+        match hwstamp::enable(&name) {
+            Ok(change) => changes.extend(change),
+            Err(why) => {
+                for c in &changes {
+                    let _ = hwstamp::restore(c);
+                }
+                return Err(EngineError::Start(why));
+            }
+        }
+    }
+    Ok(changes)
 }
 
 /// Why neither raw nor unprivileged ICMP sockets could be opened, naming what is missing.
@@ -194,32 +237,24 @@ const NO_PORTS: RangeInclusive<u16> = 0..=0;
 impl Engine {
     /// Opens the ICMP sockets on the calling thread (so a missing privilege is reported here)
     /// and starts the engine thread. TCP sockets are opened with the first TCP target.
-    pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
-        config
-            .validate()
-            .map_err(|e| EngineError::Start(e.to_string()))?;
-        for (flag, choice) in [
-            ("-interface4", &config.interface4),
-            ("-interface6", &config.interface6),
-        ] {
+    pub fn start(mut config: EngineConfig) -> Result<Engine, EngineError> {
+        config.validate().map_err(|e| EngineError::Start(e.to_string()))?;
+        for (flag, choice) in [("-interface4", &config.interface4), ("-interface6", &config.interface6)] {
             if let Interface::Named(name) = choice {
-                nix::net::if_::if_nametoindex(name.as_str()).map_err(|_| {
-                    EngineError::Start(format!("interface {name:?} ({flag}) does not exist"))
-                })?;
+                nix::net::if_::if_nametoindex(name.as_str())
+                    .map_err(|_| EngineError::Start(format!("interface {name:?} ({flag}) does not exist")))?;
             }
         }
         let tcp_ports = ports::probe_port_range().map_err(|e| e.to_string());
         let filter_ports = tcp_ports.clone().unwrap_or(NO_PORTS);
+        // Put back by the guard if anything below fails; handed to the engine on success.
+        let hw_guard = HwRestore(if config.hard { enable_hardware_stamps(&mut config)? } else { Vec::new() });
         let mut icmp_mode = IcmpMode::Raw;
-        let mut v4 = FamilySockets::open_icmp(Family::V4, config.identifier, &filter_ports);
-        let mut v6 = FamilySockets::open_icmp(Family::V6, config.identifier, &filter_ports);
+        let mut v4 = FamilySockets::open_icmp(Family::V4, config.identifier, &filter_ports, config.hard);
+        let mut v6 = FamilySockets::open_icmp(Family::V6, config.identifier, &filter_ports, config.hard);
         if let (Err(e4), Err(_)) = (&v4, &v6) {
             if e4.kind() != io::ErrorKind::PermissionDenied {
-                let e6 = v6
-                    .as_ref()
-                    .err()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
+                let e6 = v6.as_ref().err().map(ToString::to_string).unwrap_or_default();
                 return Err(EngineError::Start(format!("IPv4: {e4}; IPv6: {e6}")));
             }
             // No CAP_NET_RAW: unprivileged ICMP sockets, if ping_group_range lets us.
@@ -252,14 +287,13 @@ impl Engine {
         });
         let (tx, rx) = mpsc::channel();
         let (has_v4, has_v6) = (v4.is_some(), v6.is_some());
-        let mut engine_loop =
-            EngineLoop::new(config, icmp_mode, v4, v6, rx, wake.clone(), shared.clone());
+        let config_hard = config.hard;
+        let mut engine_loop = EngineLoop::new(config, icmp_mode, v4, v6, rx, wake.clone(), shared.clone());
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("netprobe".into())
             .spawn(move || {
-                let result =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine_loop.run()));
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine_loop.run()));
                 let failure = match result {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(format!("engine loop failed: {e}")),
@@ -291,6 +325,8 @@ impl Engine {
             tcp_ports,
             tcp: Mutex::new(TcpState::NotOpen),
             icmp_mode,
+            hard: config_hard,
+            hw_changes: Mutex::new(hw_guard.disarm()),
         })
     }
 
@@ -310,11 +346,7 @@ impl Engine {
     }
 
     fn send(&self, cmd: Command) -> Result<(), EngineError> {
-        let sent = self
-            .commands
-            .lock()
-            .map_err(|_| self.stopped_error())?
-            .send(cmd);
+        let sent = self.commands.lock().map_err(|_| self.stopped_error())?.send(cmd);
         sent.map_err(|_| self.stopped_error())?;
         // A failed write means the counter is already non-zero: the thread will wake anyway.
         let _ = self.wake.write(1);
@@ -329,10 +361,7 @@ impl Engine {
                 Ok(transports) => {
                     let families = (transports.v4.is_some(), transports.v6.is_some());
                     self.send(Command::OpenTcp(transports))?;
-                    TcpState::Open {
-                        v4: families.0,
-                        v6: families.1,
-                    }
+                    TcpState::Open { v4: families.0, v6: families.1 }
                 }
                 Err(why) => TcpState::Failed(why),
             };
@@ -346,20 +375,15 @@ impl Engine {
 
     fn open_tcp(&self) -> Result<TcpTransports, String> {
         let range = self.tcp_ports.clone()?;
-        let ports = PortPool::open(range.clone())
-            .map_err(|e| format!("holding source ports {range:?}: {e}"))?;
-        let v4 = FamilySockets::open_tcp(Family::V4, &range);
-        let v6 = FamilySockets::open_tcp(Family::V6, &range);
+        let ports = PortPool::open(range.clone()).map_err(|e| format!("holding source ports {range:?}: {e}"))?;
+        let v4 = FamilySockets::open_tcp(Family::V4, &range, self.hard);
+        let v6 = FamilySockets::open_tcp(Family::V6, &range, self.hard);
         match (v4, v6) {
             (Err(e4), Err(_)) if e4.kind() == io::ErrorKind::PermissionDenied => {
                 Err("SYN probing needs CAP_NET_RAW (raw TCP sockets)".into())
             }
             (Err(e4), Err(e6)) => Err(format!("raw TCP sockets: IPv4: {e4}; IPv6: {e6}")),
-            (v4, v6) => Ok(TcpTransports {
-                v4: v4.ok(),
-                v6: v6.ok(),
-                ports,
-            }),
+            (v4, v6) => Ok(TcpTransports { v4: v4.ok(), v6: v6.ok(), ports }),
         }
     }
 
@@ -396,9 +420,7 @@ impl Engine {
     pub fn snapshot(&self, ids: Vec<TargetId>) -> Result<Vec<Option<TargetSnapshot>>, EngineError> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.send(Command::Snapshot { ids, reply })?;
-        answer
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| self.stopped_error())
+        answer.recv_timeout(Duration::from_secs(10)).map_err(|_| self.stopped_error())
     }
 
     pub fn counters(&self, proto: Proto) -> CountersSnapshot {
@@ -410,12 +432,20 @@ impl Engine {
         self.shared.failure.lock().ok().and_then(|f| f.clone())
     }
 
-    /// Stops the thread and closes the sockets. Idempotent.
+    /// Stops the thread, closes the sockets, and puts back the NIC settings `-hard` changed.
+    /// Idempotent.
     pub fn stop(&self) {
         let _ = self.send(Command::Stop);
         let handle = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(h) = handle {
             let _ = h.join();
+        }
+        if let Ok(mut changes) = self.hw_changes.lock() {
+            for change in changes.drain(..) {
+                // Without CAP_NET_ADMIN (after -drop) this fails: the NIC keeps stamping, which
+                // turns nothing off for anyone else.
+                let _ = hwstamp::restore(&change);
+            }
         }
     }
 }

@@ -24,25 +24,13 @@ const WINDOW_SCALE: u8 = 7;
 /// The source address the kernel would use towards `dst` from interface `ifindex` (a UDP
 /// connect sends nothing).
 fn route_source(dst: IpAddr, port: u16, ifindex: Option<u32>) -> io::Result<IpAddr> {
-    let domain = if dst.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
+    let domain = if dst.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let s = Socket::new(domain, Type::DGRAM.cloexec(), None)?;
     if let Some(index) = ifindex {
-        setsockopt(
-            &s,
-            libc::SOL_SOCKET,
-            libc::SO_BINDTOIFINDEX,
-            &(index as libc::c_int),
-        )?;
+        setsockopt(&s, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, &(index as libc::c_int))?;
     }
     s.connect(&SockAddr::from(SocketAddr::new(dst, port)))?;
-    s.local_addr()?
-        .as_socket()
-        .map(|a| a.ip())
-        .ok_or_else(|| io::Error::other("no source address"))
+    s.local_addr()?.as_socket().map(|a| a.ip()).ok_or_else(|| io::Error::other("no source address"))
 }
 
 impl EngineLoop {
@@ -53,18 +41,9 @@ impl EngineLoop {
 
     /// The IPv4 source for a target's SYN checksum, looked up again every few seconds so an
     /// address change is followed.
-    fn source_for(
-        &mut self,
-        index: usize,
-        id: TargetId,
-        dst: IpAddr,
-        port: u16,
-        now: Instant,
-    ) -> io::Result<IpAddr> {
+    fn source_for(&mut self, index: usize, id: TargetId, dst: IpAddr, port: u16, now: Instant) -> io::Result<IpAddr> {
         let bound = self.bound[usize::from(dst.is_ipv6())];
-        let target = self
-            .target_mut(index, id)
-            .ok_or_else(|| io::Error::other("target gone"))?;
+        let target = self.target_mut(index, id).ok_or_else(|| io::Error::other("target gone"))?;
         match target.source {
             Some((src, at)) if now.saturating_duration_since(at) < SOURCE_TTL => Ok(src),
             _ => {
@@ -103,9 +82,7 @@ impl EngineLoop {
             window_scale: WINDOW_SCALE,
             ts_val: now.saturating_duration_since(self.started).as_millis() as u32,
         };
-        let buf: &mut [u8; SYN_LEN] = (&mut self.packet[..SYN_LEN])
-            .try_into()
-            .expect("packet buffer holds a SYN");
+        let buf: &mut [u8; SYN_LEN] = (&mut self.packet[..SYN_LEN]).try_into().expect("packet buffer holds a SYN");
         tcp::emit_syn(&repr, addrs, buf);
         Ok((SYN_LEN, u64::from(isn)))
     }
@@ -122,9 +99,8 @@ impl EngineLoop {
             // answer still has to acknowledge a secret-derived ISN to count. On IPv6 the
             // kernel verifies it (IPV6_CHECKSUM).
             let parsed = match family {
-                Family::V4 => Ipv4Header::new_checked(data).and_then(|ip| {
-                    tcp::parse(ip.payload(), None).map(|seg| (Some(IpAddr::V4(ip.src())), seg))
-                }),
+                Family::V4 => Ipv4Header::new_checked(data)
+                    .and_then(|ip| tcp::parse(ip.payload(), None).map(|seg| (Some(IpAddr::V4(ip.src())), seg))),
                 Family::V6 => tcp::parse(data, None).map(|seg| (r.src, seg)),
             };
             let c = self.counters(Proto::Tcp);
@@ -151,6 +127,7 @@ impl EngineLoop {
                 seq: seg.dst_port,
                 reply: Reply {
                     rx_stamp_ns: info.software.map(|t| t.0),
+                    rx_hw_ns: info.hardware.map(|t| t.0),
                     at,
                     closed: seg.is_rst(),
                 },

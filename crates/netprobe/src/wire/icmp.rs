@@ -140,12 +140,7 @@ fn echo_fields(icmp: &[u8]) -> Result<EchoFields, ParseError> {
 
 fn echo_reply(icmp: &[u8]) -> Result<Message, ParseError> {
     match echo_fields(icmp)? {
-        (ident, seq, Some((key, token))) => Ok(Message::EchoReply(EchoRepr {
-            ident,
-            seq,
-            key,
-            token,
-        })),
+        (ident, seq, Some((key, token))) => Ok(Message::EchoReply(EchoRepr { ident, seq, key, token })),
         // A reply too short to carry our payload is not an answer to our probe.
         (_, _, None) => Ok(Message::Other),
     }
@@ -175,8 +170,7 @@ pub fn parse_v4_message(icmp: &[u8]) -> Result<Message, ParseError> {
     }
     Ok(match icmp[field::TYPE] {
         types::V4_ECHO_REPLY => echo_reply(icmp)?,
-        t
-        @ (types::V4_DEST_UNREACHABLE | types::V4_TIME_EXCEEDED | types::V4_PARAMETER_PROBLEM) => {
+        t @ (types::V4_DEST_UNREACHABLE | types::V4_TIME_EXCEEDED | types::V4_PARAMETER_PROBLEM) => {
             quoted_v4(t, icmp[field::CODE], &icmp[HEADER_LEN..])?
         }
         _ => Message::Other,
@@ -184,27 +178,15 @@ pub fn parse_v4_message(icmp: &[u8]) -> Result<Message, ParseError> {
 }
 
 /// The quoted probe: an echo request of `echo_type`, or a TCP segment.
-fn quoted_probe(
-    protocol: u8,
-    echo_type: u8,
-    transport: &[u8],
-) -> Result<Option<Quoted>, ParseError> {
+fn quoted_probe(protocol: u8, echo_type: u8, transport: &[u8]) -> Result<Option<Quoted>, ParseError> {
     match protocol {
         ipv4::PROTO_ICMP | NEXT_HEADER_ICMPV6 if transport.first() == Some(&echo_type) => {
             let (ident, seq, key_token) = echo_fields(transport)?;
-            Ok(Some(Quoted::Echo {
-                ident,
-                seq,
-                key_token,
-            }))
+            Ok(Some(Quoted::Echo { ident, seq, key_token }))
         }
         tcp::PROTO_TCP => {
             let (src_port, dst_port, seq) = tcp::parse_quoted(transport)?;
-            Ok(Some(Quoted::Tcp {
-                src_port,
-                dst_port,
-                seq,
-            }))
+            Ok(Some(Quoted::Tcp { src_port, dst_port, seq }))
         }
         _ => Ok(None),
     }
@@ -212,16 +194,10 @@ fn quoted_probe(
 
 fn quoted_v4(icmp_type: u8, code: u8, quote: &[u8]) -> Result<Message, ParseError> {
     let inner = Ipv4Header::new_checked(quote)?;
-    let Some(quoted) = quoted_probe(inner.protocol(), types::V4_ECHO_REQUEST, inner.payload())?
-    else {
+    let Some(quoted) = quoted_probe(inner.protocol(), types::V4_ECHO_REQUEST, inner.payload())? else {
         return Ok(Message::Other);
     };
-    Ok(Message::Error(QuotedError {
-        icmp_type,
-        code,
-        original_dst: IpAddr::V4(inner.dst()),
-        quoted,
-    }))
+    Ok(Message::Error(QuotedError { icmp_type, code, original_dst: IpAddr::V4(inner.dst()), quoted }))
 }
 
 /// Parses what a raw ICMPv6 socket delivers: the ICMPv6 message alone (the kernel has
@@ -245,34 +221,19 @@ fn quoted_v6(icmp_type: u8, code: u8, quote: &[u8]) -> Result<Message, ParseErro
         return Err(ParseError::Truncated);
     }
     // Probes carry no extension headers, so the quoted probe follows the fixed header.
-    let Some(quoted) = quoted_probe(
-        quote[IPV6_NEXT_HEADER],
-        types::V6_ECHO_REQUEST,
-        &quote[IPV6_HEADER_LEN..],
-    )?
-    else {
+    let Some(quoted) = quoted_probe(quote[IPV6_NEXT_HEADER], types::V6_ECHO_REQUEST, &quote[IPV6_HEADER_LEN..])? else {
         return Ok(Message::Other);
     };
     let mut dst = [0u8; 16];
     dst.copy_from_slice(&quote[IPV6_DST]);
-    Ok(Message::Error(QuotedError {
-        icmp_type,
-        code,
-        original_dst: IpAddr::V6(Ipv6Addr::from(dst)),
-        quoted,
-    }))
+    Ok(Message::Error(QuotedError { icmp_type, code, original_dst: IpAddr::V6(Ipv6Addr::from(dst)), quoted }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const REPR: EchoRepr = EchoRepr {
-        ident: 0x1234,
-        seq: 7,
-        key: 0x0010_0003,
-        token: 0x0102_0304_0506_0708,
-    };
+    const REPR: EchoRepr = EchoRepr { ident: 0x1234, seq: 7, key: 0x0010_0003, token: 0x0102_0304_0506_0708 };
 
     fn request(family: Family) -> [u8; PROBE_LEN] {
         let mut buf = [0u8; PROBE_LEN];
@@ -285,10 +246,7 @@ mod tests {
         let buf = request(Family::V4);
         assert_eq!(
             &buf[..20],
-            &[
-                8, 0, 0xf4, 0x54, 0x12, 0x34, 0x00, 0x07, 0x00, 0x10, 0x00, 0x03, 1, 2, 3, 4, 5, 6,
-                7, 8
-            ]
+            &[8, 0, 0xf4, 0x54, 0x12, 0x34, 0x00, 0x07, 0x00, 0x10, 0x00, 0x03, 1, 2, 3, 4, 5, 6, 7, 8]
         );
         assert_eq!(&buf[20..34], b"icmp-exporter ");
         assert!(checksum::verify(&buf));
@@ -309,9 +267,7 @@ mod tests {
         icmp[3] = 0;
         let sum = checksum::internet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        let mut packet = vec![
-            0x45, 0, 0, 84, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1,
-        ];
+        let mut packet = vec![0x45, 0, 0, 84, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1];
         packet.extend_from_slice(&icmp);
         packet
     }
@@ -326,14 +282,8 @@ mod tests {
     #[test]
     fn v4_message_without_ip_header() {
         let packet = v4_reply_packet();
-        assert_eq!(
-            parse_v4_message(&packet[20..]).unwrap(),
-            Message::EchoReply(REPR)
-        );
-        assert_eq!(
-            parse_v4_message(&packet[20..27]).unwrap_err(),
-            ParseError::Truncated
-        );
+        assert_eq!(parse_v4_message(&packet[20..]).unwrap(), Message::EchoReply(REPR));
+        assert_eq!(parse_v4_message(&packet[20..27]).unwrap_err(), ParseError::Truncated);
     }
 
     #[test]
@@ -358,9 +308,7 @@ mod tests {
         let mut icmp = vec![0u8, 0, 0, 0, 0x12, 0x34, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8];
         let sum = checksum::internet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        let mut packet = vec![
-            0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1,
-        ];
+        let mut packet = vec![0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1];
         packet.extend_from_slice(&icmp);
         assert_eq!(parse_v4(&packet).unwrap().1, Message::Other);
     }
@@ -369,17 +317,13 @@ mod tests {
     fn v4_destination_unreachable_quotes_the_probe() {
         // Host unreachable from a router 198.18.0.254 quoting our request to 198.18.200.1.
         let probe = request(Family::V4);
-        let mut quote = vec![
-            0x45, 0, 0, 84, 0, 0, 0x40, 0, 63, 1, 0, 0, 198, 18, 0, 1, 198, 18, 200, 1,
-        ];
+        let mut quote = vec![0x45, 0, 0, 84, 0, 0, 0x40, 0, 63, 1, 0, 0, 198, 18, 0, 1, 198, 18, 200, 1];
         quote.extend_from_slice(&probe);
         let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&quote);
         let sum = checksum::internet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        let mut packet = vec![
-            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 254, 198, 18, 0, 1,
-        ];
+        let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 254, 198, 18, 0, 1];
         packet.extend_from_slice(&icmp);
         let (src, msg) = parse_v4(&packet).unwrap();
         assert_eq!(src, Ipv4Addr::new(198, 18, 0, 254));
@@ -389,11 +333,7 @@ mod tests {
                 icmp_type: 3,
                 code: 1,
                 original_dst: IpAddr::V4(Ipv4Addr::new(198, 18, 200, 1)),
-                quoted: Quoted::Echo {
-                    ident: REPR.ident,
-                    seq: REPR.seq,
-                    key_token: Some((REPR.key, REPR.token))
-                },
+                quoted: Quoted::Echo { ident: REPR.ident, seq: REPR.seq, key_token: Some((REPR.key, REPR.token)) },
             })
         );
     }
@@ -402,27 +342,16 @@ mod tests {
     fn v4_error_with_minimal_quote_has_no_key() {
         let probe = request(Family::V4);
         let mut icmp = vec![11, 0, 0, 0, 0, 0, 0, 0];
-        icmp.extend_from_slice(&[
-            0x45, 0, 0, 84, 0, 0, 0x40, 0, 1, 1, 0, 0, 198, 18, 0, 1, 198, 18, 200, 1,
-        ]);
+        icmp.extend_from_slice(&[0x45, 0, 0, 84, 0, 0, 0x40, 0, 1, 1, 0, 0, 198, 18, 0, 1, 198, 18, 200, 1]);
         icmp.extend_from_slice(&probe[..8]);
         let sum = checksum::internet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        let mut packet = vec![
-            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 254, 198, 18, 0, 1,
-        ];
+        let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 254, 198, 18, 0, 1];
         packet.extend_from_slice(&icmp);
         match parse_v4(&packet).unwrap().1 {
             Message::Error(e) => {
                 assert_eq!(e.icmp_type, 11);
-                assert_eq!(
-                    e.quoted,
-                    Quoted::Echo {
-                        ident: REPR.ident,
-                        seq: 7,
-                        key_token: None
-                    }
-                );
+                assert_eq!(e.quoted, Quoted::Echo { ident: REPR.ident, seq: 7, key_token: None });
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -447,11 +376,7 @@ mod tests {
                 assert_eq!(e.original_dst, "2001:2::99".parse::<IpAddr>().unwrap());
                 assert_eq!(
                     e.quoted,
-                    Quoted::Echo {
-                        ident: REPR.ident,
-                        seq: REPR.seq,
-                        key_token: Some((REPR.key, REPR.token))
-                    }
+                    Quoted::Echo { ident: REPR.ident, seq: REPR.seq, key_token: Some((REPR.key, REPR.token)) }
                 );
             }
             other => panic!("unexpected {other:?}"),
@@ -475,21 +400,13 @@ mod tests {
         };
         tcp::emit_syn(&repr, None, &mut syn);
         let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
-        icmp.extend_from_slice(&[
-            0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 128, 9,
-        ]);
+        icmp.extend_from_slice(&[0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 128, 9]);
         icmp.extend_from_slice(&syn[..8]);
         let sum = checksum::internet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        let mut packet = vec![
-            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 128, 9, 198, 18, 0, 1,
-        ];
+        let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 128, 9, 198, 18, 0, 1];
         packet.extend_from_slice(&icmp);
-        let quoted = Quoted::Tcp {
-            src_port: 61001,
-            dst_port: 22,
-            seq: 77,
-        };
+        let quoted = Quoted::Tcp { src_port: 61001, dst_port: 22, seq: 77 };
         match parse_v4(&packet).unwrap().1 {
             Message::Error(e) => {
                 assert_eq!((e.icmp_type, e.code, e.quoted), (3, 3, quoted));
@@ -509,9 +426,6 @@ mod tests {
 
     #[test]
     fn v6_other_types_are_other() {
-        assert_eq!(
-            parse_v6(&[135, 0, 0, 0, 0, 0, 0, 0]).unwrap(),
-            Message::Other
-        );
+        assert_eq!(parse_v6(&[135, 0, 0, 0, 0, 0, 0, 0]).unwrap(), Message::Other);
     }
 }

@@ -41,10 +41,7 @@ impl<'a> Ipv4Header<'a> {
     }
     /// True for every fragment but the first: those carry no transport header.
     pub fn is_later_fragment(&self) -> bool {
-        let v = u16::from_be_bytes([
-            self.bytes[field::FLAGS_FRAG.start],
-            self.bytes[field::FLAGS_FRAG.start + 1],
-        ]);
+        let v = u16::from_be_bytes([self.bytes[field::FLAGS_FRAG.start], self.bytes[field::FLAGS_FRAG.start + 1]]);
         v & 0x1fff != 0
     }
     pub fn src(&self) -> Ipv4Addr {
@@ -66,8 +63,8 @@ mod tests {
 
     // IPv4 header of an echo reply 198.18.0.2 -> 198.18.0.1, protocol ICMP, then 4 payload bytes.
     const REPLY: [u8; 24] = [
-        0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 198, 18, 0, 2, 198,
-        18, 0, 1, 0xde, 0xad, 0xbe, 0xef,
+        0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 198, 18, 0, 2, 198, 18, 0, 1, 0xde,
+        0xad, 0xbe, 0xef,
     ];
 
     #[test]
@@ -94,14 +91,8 @@ mod tests {
 
     #[test]
     fn rejects_truncated_and_bad_versions() {
-        assert_eq!(
-            Ipv4Header::new_checked(&REPLY[..19]).unwrap_err(),
-            ParseError::Truncated
-        );
-        assert_eq!(
-            Ipv4Header::new_checked(&[]).unwrap_err(),
-            ParseError::Truncated
-        );
+        assert_eq!(Ipv4Header::new_checked(&REPLY[..19]).unwrap_err(), ParseError::Truncated);
+        assert_eq!(Ipv4Header::new_checked(&[]).unwrap_err(), ParseError::Truncated);
         let mut v6 = REPLY;
         v6[0] = 0x65;
         assert!(Ipv4Header::new_checked(&v6).is_err());

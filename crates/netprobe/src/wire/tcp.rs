@@ -126,11 +126,7 @@ pub fn parse_quoted(quote: &[u8]) -> Result<(u16, u16, u32), ParseError> {
     if quote.len() < 8 {
         return Err(ParseError::Truncated);
     }
-    Ok((
-        be16(quote, field::SRC_PORT),
-        be16(quote, field::DST_PORT),
-        be32(quote, field::SEQ),
-    ))
+    Ok((be16(quote, field::SRC_PORT), be16(quote, field::DST_PORT), be32(quote, field::SEQ)))
 }
 
 #[cfg(test)]
@@ -155,34 +151,20 @@ mod tests {
     fn syn_v4_bytes_and_checksum() {
         // Checksum computed independently (Python, RFC 793 pseudo-header).
         let mut buf = [0u8; SYN_LEN];
-        emit_syn(
-            &SYN,
-            Some((addr("198.18.0.1"), addr("198.18.128.1"))),
-            &mut buf,
-        );
+        emit_syn(&SYN, Some((addr("198.18.0.1"), addr("198.18.128.1"))), &mut buf);
         let expected: [u8; SYN_LEN] = [
-            0xee, 0x48, 0x01, 0xbb, 0x01, 0x02, 0x03, 0x04, 0, 0, 0, 0, 0xa0, 0x02, 0xfa, 0xf0,
-            0x08, 0x78, 0, 0, 2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0, 1,
-            3, 3, 7,
+            0xee, 0x48, 0x01, 0xbb, 0x01, 0x02, 0x03, 0x04, 0, 0, 0, 0, 0xa0, 0x02, 0xfa, 0xf0, 0x08, 0x78, 0, 0, 2, 4,
+            0x05, 0xb4, 4, 2, 8, 10, 0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0, 1, 3, 3, 7,
         ];
         assert_eq!(buf, expected);
-        assert!(checksum::verify_transport(
-            addr("198.18.0.1"),
-            addr("198.18.128.1"),
-            PROTO_TCP,
-            &buf
-        ));
+        assert!(checksum::verify_transport(addr("198.18.0.1"), addr("198.18.128.1"), PROTO_TCP, &buf));
     }
 
     #[test]
     fn syn_v6_checksum_uses_the_v6_pseudo_header() {
         let mut buf = [0u8; SYN_LEN];
         let v6 = SynRepr { mss: 1440, ..SYN };
-        emit_syn(
-            &v6,
-            Some((addr("2001:2::1"), addr("2001:2:0:8000::1"))),
-            &mut buf,
-        );
+        emit_syn(&v6, Some((addr("2001:2::1"), addr("2001:2:0:8000::1"))), &mut buf);
         assert_eq!(&buf[16..18], &[0x54, 0xab], "independently computed");
         let mut left_to_kernel = [0u8; SYN_LEN];
         emit_syn(&v6, None, &mut left_to_kernel);
@@ -195,37 +177,18 @@ mod tests {
         let src = addr("198.18.128.1");
         let dst = addr("198.18.0.1");
         let mut seg = vec![
-            0x01, 0xbb, 0xee, 0x48, 0xaa, 0xbb, 0xcc, 0xdd, 0x01, 0x02, 0x03, 0x05, 0x50, 0x12,
-            0xff, 0xff, 0, 0, 0, 0,
+            0x01, 0xbb, 0xee, 0x48, 0xaa, 0xbb, 0xcc, 0xdd, 0x01, 0x02, 0x03, 0x05, 0x50, 0x12, 0xff, 0xff, 0, 0, 0, 0,
         ];
         let sum = checksum::transport_checksum(src, dst, PROTO_TCP, &seg);
         seg[16..18].copy_from_slice(&sum.to_be_bytes());
         let r = parse(&seg, Some((src, dst))).unwrap();
-        assert_eq!(
-            r,
-            SegmentRepr {
-                src_port: 443,
-                dst_port: 61000,
-                seq: 0xaabb_ccdd,
-                ack: 0x0102_0305,
-                flags: 0x12
-            }
-        );
+        assert_eq!(r, SegmentRepr { src_port: 443, dst_port: 61000, seq: 0xaabb_ccdd, ack: 0x0102_0305, flags: 0x12 });
         assert!(r.is_syn_ack() && !r.is_rst());
         seg[17] ^= 1;
-        assert_eq!(
-            parse(&seg, Some((src, dst))).unwrap_err(),
-            ParseError::BadChecksum
-        );
-        assert!(
-            parse(&seg, None).is_ok(),
-            "kernel-verified (IPv6) segments skip the check"
-        );
+        assert_eq!(parse(&seg, Some((src, dst))).unwrap_err(), ParseError::BadChecksum);
+        assert!(parse(&seg, None).is_ok(), "kernel-verified (IPv6) segments skip the check");
 
-        let rst = SegmentRepr {
-            flags: flags::RST | flags::ACK,
-            ..r
-        };
+        let rst = SegmentRepr { flags: flags::RST | flags::ACK, ..r };
         assert!(rst.is_rst() && !rst.is_syn_ack());
     }
 
@@ -236,11 +199,7 @@ mod tests {
         for len in 0..SYN_LEN {
             let _ = parse(&buf[..len], None);
         }
-        assert_eq!(
-            parse(&buf[..39], None).unwrap_err(),
-            ParseError::Truncated,
-            "options cut off"
-        );
+        assert_eq!(parse(&buf[..39], None).unwrap_err(), ParseError::Truncated, "options cut off");
         let mut bad_offset = buf;
         bad_offset[12] = 0x40;
         assert_eq!(parse(&bad_offset, None).unwrap_err(), ParseError::Truncated);
