@@ -218,6 +218,26 @@ mod tests {
     }
 
     #[test]
+    fn tx_hardware_stamp_from_error_queue() {
+        // With OPT_TX_SWHW the NIC's stamp arrives as its own message: ts[0] empty, ts[2] set.
+        for (level, kind) in [(libc::SOL_IP, libc::IP_RECVERR), (libc::SOL_IPV6, libc::IPV6_RECVERR)] {
+            let mut buf = cmsg(libc::SOL_SOCKET, 37, &ts3((0, 0), (1_700_000_000, 250)));
+            buf.extend(cmsg(level, kind, &ext_err(libc::ENOMSG as u32, 4, 0, 7)));
+            let info = parse(&buf);
+            assert_eq!(info.software, None);
+            assert_eq!(info.hardware, Some(Timestamp(1_700_000_000_000_000_250)));
+            assert!(info.extended_err.unwrap().is_tx_timestamp());
+            assert_eq!(info.extended_err.unwrap().data, 7);
+        }
+    }
+
+    #[test]
+    fn rx_both_clocks_v6() {
+        let info = parse(&cmsg(libc::SOL_SOCKET, 37, &ts3((3, 1), (4, 2))));
+        assert_eq!((info.software, info.hardware), (Some(Timestamp(3_000_000_001)), Some(Timestamp(4_000_000_002))));
+    }
+
+    #[test]
     fn icmp_origin_and_sched_stamps_are_not_tx_stamps() {
         let icmp = parse(&cmsg(libc::SOL_IP, libc::IP_RECVERR, &ext_err(libc::EHOSTUNREACH as u32, 2, 0, 0)));
         assert!(!icmp.extended_err.unwrap().is_tx_timestamp());

@@ -1,4 +1,4 @@
-//! NIC hardware timestamping (`-hard`): what an interface can do (`ETHTOOL_GET_TS_INFO`), its
+//! NIC hardware timestamping (`-hard`), through nix ioctls: what an interface can do (`ETHTOOL_GET_TS_INFO`), its
 //! current setting (`SIOCGHWTSTAMP`), and a change that never turns a mode off (a running
 //! ptp4l may depend on it), undone at exit. The struct layouts and the decisions are pure and
 //! tested with bytes; the ioctls need CAP_NET_ADMIN and a NIC that stamps.
@@ -111,16 +111,19 @@ fn control_socket() -> io::Result<socket2::Socket> {
     socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM.cloexec(), None)
 }
 
-fn ioctl(request: libc::c_ulong, req: &mut IfreqData) -> io::Result<()> {
+nix::ioctl_readwrite_bad!(siocethtool, SIOCETHTOOL, IfreqData);
+nix::ioctl_readwrite_bad!(siocghwtstamp, libc::SIOCGHWTSTAMP, IfreqData);
+nix::ioctl_readwrite_bad!(siocshwtstamp, libc::SIOCSHWTSTAMP, IfreqData);
+
+/// Runs one of the ioctls above on a throw-away control socket.
+fn ioctl(
+    call: unsafe fn(libc::c_int, *mut IfreqData) -> nix::Result<libc::c_int>,
+    req: &mut IfreqData,
+) -> io::Result<()> {
     let sock = control_socket()?;
     // SAFETY: `req` is a valid ifreq whose data pointer points at a live buffer of the size
     // the request expects.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, req as *mut IfreqData) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    unsafe { call(sock.as_raw_fd(), req as *mut IfreqData) }.map(|_| ()).map_err(io::Error::from)
 }
 
 /// What `ifname` can stamp.
@@ -128,7 +131,7 @@ pub fn ts_info(ifname: &str) -> io::Result<TsInfo> {
     let mut buf = [0u8; TS_INFO_LEN];
     buf[0..4].copy_from_slice(&ETHTOOL_GET_TS_INFO.to_ne_bytes());
     let mut req = ifreq(ifname, buf.as_mut_ptr().cast())?;
-    ioctl(SIOCETHTOOL, &mut req)?;
+    ioctl(siocethtool, &mut req)?;
     Ok(TsInfo::from_bytes(&buf))
 }
 
@@ -136,7 +139,7 @@ pub fn ts_info(ifname: &str) -> io::Result<TsInfo> {
 pub fn get_config(ifname: &str) -> io::Result<HwConfig> {
     let mut buf = [0u8; HW_CONFIG_LEN];
     let mut req = ifreq(ifname, buf.as_mut_ptr().cast())?;
-    ioctl(libc::SIOCGHWTSTAMP, &mut req)?;
+    ioctl(siocghwtstamp, &mut req)?;
     Ok(HwConfig::from_bytes(&buf))
 }
 
@@ -144,7 +147,7 @@ pub fn get_config(ifname: &str) -> io::Result<HwConfig> {
 pub fn set_config(ifname: &str, wanted: HwConfig) -> io::Result<HwConfig> {
     let mut buf = wanted.to_bytes();
     let mut req = ifreq(ifname, buf.as_mut_ptr().cast())?;
-    ioctl(libc::SIOCSHWTSTAMP, &mut req)?;
+    ioctl(siocshwtstamp, &mut req)?;
     Ok(HwConfig::from_bytes(&buf))
 }
 
