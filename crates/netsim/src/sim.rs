@@ -1,0 +1,182 @@
+//! The simulator: decides what each request gets (by its host's profile and a seeded random
+//! stream), schedules the answers on a heap by due time, and keeps the ground truth.
+use crate::profile::{Dist, ErrorKind, Hosts, Profile, TcpAction};
+use crate::respond::{self, Request};
+use crate::truth::Truth;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// A copy of an answer follows the original this much later.
+const DUPLICATE_GAP: Duration = Duration::from_micros(100);
+
+pub struct Sim {
+    hosts: Hosts,
+    pub truth: Truth,
+    queue: BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>,
+    order: u64,
+    rng: u64,
+    started: Instant,
+}
+
+impl Sim {
+    pub fn new(hosts: Hosts, started: Instant) -> Sim {
+        let rng = if hosts.seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { hosts.seed };
+        Sim { hosts, truth: Truth::default(), queue: BinaryHeap::new(), order: 0, rng, started }
+    }
+
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn delay(&mut self, p: &Profile) -> Duration {
+        let jitter = match p.jitter {
+            Dist::Uniform => (2.0 * self.uniform() - 1.0) * p.jitter_ms,
+            Dist::Normal => {
+                // Box-Muller.
+                let (u1, u2) = (self.uniform().max(f64::MIN_POSITIVE), self.uniform());
+                (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * p.jitter_ms
+            }
+        };
+        Duration::from_secs_f64(((p.delay_ms + jitter).max(0.0)) / 1000.0)
+    }
+
+    fn schedule(&mut self, at: Instant, packet: Vec<u8>) {
+        self.order += 1;
+        self.queue.push(Reverse((at, self.order, packet)));
+    }
+
+    /// Takes one packet the prober sent.
+    pub fn handle(&mut self, packet: &[u8], now: Instant) {
+        let request = match respond::classify(packet) {
+            Ok(r) => r,
+            Err(_) => {
+                self.truth.malformed += 1;
+                return;
+            }
+        };
+        let (dst, tcp_port) = match request {
+            Request::Echo { dst, .. } => (dst, None),
+            Request::Syn { dst, dst_port, .. } => (dst, Some(dst_port)),
+            Request::Other => {
+                self.truth.ignored += 1;
+                return;
+            }
+        };
+        let elapsed = now.saturating_duration_since(self.started).as_millis() as u64;
+        let Some(profile) = self.hosts.profile(dst, elapsed).cloned() else {
+            self.truth.ignored += 1;
+            return;
+        };
+        self.truth.host(dst).requests += 1;
+        if self.uniform() < profile.loss {
+            self.truth.host(dst).dropped += 1;
+            return;
+        }
+        let action = tcp_port.map(|port| profile.tcp_action(port));
+        if action == Some(TcpAction::Silence) {
+            self.truth.host(dst).dropped += 1;
+            return;
+        }
+        let as_error = self.uniform() < profile.icmp_error;
+        let answer = if as_error {
+            respond::icmp_error(packet, profile.error == ErrorKind::TimeExceeded)
+        } else if let Some(action) = action {
+            let seq = (self.uniform() * f64::from(u32::MAX)) as u32;
+            respond::syn_answer(packet, action == TcpAction::Synack, seq)
+        } else {
+            respond::echo_reply(packet)
+        };
+        let Ok(answer) = answer else {
+            self.truth.malformed += 1;
+            return;
+        };
+        let delay = self.delay(&profile);
+        let host = self.truth.host(dst);
+        if as_error {
+            host.errors += 1;
+        } else {
+            host.replies += 1;
+            let ns = delay.as_nanos() as f64;
+            host.delay_sum_ns += ns;
+            host.delay_sq_sum_ns2 += ns * ns;
+        }
+        if self.uniform() < profile.duplicate {
+            self.truth.host(dst).duplicates += 1;
+            self.schedule(now + delay + DUPLICATE_GAP, answer.clone());
+        }
+        self.schedule(now + delay, answer);
+    }
+
+    /// The next answer due by `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+        match self.queue.peek() {
+            Some(Reverse((at, _, _))) if *at <= now => self.queue.pop().map(|Reverse((_, _, p))| p),
+            _ => None,
+        }
+    }
+
+    pub fn next_due(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse((at, _, _))| *at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Config;
+
+    fn sim(json: &str) -> (Sim, Instant) {
+        let start = Instant::now();
+        (Sim::new(Hosts::new(serde_json::from_str::<Config>(json).unwrap()).unwrap(), start), start)
+    }
+
+    fn echo_request(dst: [u8; 4]) -> Vec<u8> {
+        use netprobe::wire::icmp::{emit_echo_request, EchoRepr, Family, PROBE_LEN};
+        let mut icmp = [0u8; PROBE_LEN];
+        emit_echo_request(Family::V4, &EchoRepr { ident: 1, seq: 2, key: 3, token: 4 }, &mut icmp);
+        let mut h = vec![0x45, 0, 0, 84, 0, 0, 0x40, 0, 64, 1, 0, 0, 198, 18, 0, 1];
+        h.extend_from_slice(&dst);
+        let sum = netprobe::checksum::internet_checksum(&h);
+        h[10..12].copy_from_slice(&sum.to_be_bytes());
+        h.extend_from_slice(&icmp);
+        h
+    }
+
+    #[test]
+    fn delays_and_loss_follow_the_profile_and_the_truth_adds_up() {
+        let (mut s, t0) = sim(
+            r#"{"seed": 3, "hosts": [{"prefix": "198.18.200.0/24", "delay_ms": 20, "jitter_ms": 2, "loss": 0.3, "duplicate": 0.1}]}"#,
+        );
+        let n = 10_000;
+        for _ in 0..n {
+            s.handle(&echo_request([198, 18, 200, 1]), t0);
+        }
+        let h = s.truth.hosts.values().next().unwrap().clone();
+        assert_eq!(h.requests, n);
+        assert_eq!(h.dropped + h.replies, n);
+        let loss = h.dropped as f64 / n as f64;
+        assert!((loss - 0.3).abs() < 5.0 * (0.21f64 / n as f64).sqrt(), "loss {loss}");
+        let mean_ms = h.delay_sum_ns / h.replies as f64 / 1e6;
+        assert!((mean_ms - 20.0).abs() < 0.1, "mean delay {mean_ms} ms");
+        let mut answers = 0;
+        while s.pop_due(t0 + Duration::from_millis(23)).is_some() {
+            answers += 1;
+        }
+        assert_eq!(answers as u64, h.replies + h.duplicates, "every answer due within delay + jitter");
+        assert!(s.pop_due(t0 + Duration::from_secs(1)).is_none());
+    }
+
+    #[test]
+    fn unknown_hosts_and_garbage_are_counted_not_answered() {
+        let (mut s, t0) = sim(r#"{"hosts": [{"prefix": "198.18.200.0/24"}]}"#);
+        s.handle(&echo_request([198, 18, 9, 9]), t0);
+        s.handle(&[0x45, 0, 0], t0);
+        assert_eq!((s.truth.ignored, s.truth.malformed), (1, 1));
+        assert!(s.next_due().is_none());
+    }
+}
