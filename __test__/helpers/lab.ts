@@ -6,11 +6,17 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+export const NETSIM = fileURLToPath(new URL('../../target/release/netsim', import.meta.url));
+/** What netsim's TUN device carries: the exporter's probes to these go to simulated hosts. */
+export const SIMULATED_V4 = '198.18.192.0/18';
+export const SIMULATED_V6 = '2001:2:0:c000::/50';
 
 /** Addresses the peer answers for (AnyIP ranges on its loopback). */
 export const ANSWERED_V4 = '198.18.128.0/17';
@@ -148,6 +154,36 @@ export class Lab {
     return stats[0]?.stats64.tx.packets ?? 0;
   }
 
+  /**
+   * Starts netsim in the prober namespace with `config` (see crates/netsim), its TUN device
+   * carrying the simulated ranges. Resolves once it answers.
+   */
+  async startNetsim(config: object): Promise<Netsim> {
+    const dir = mkdtempSync(join(tmpdir(), `netsim-${this.suffix}-`));
+    this.netnsDirs.push(dir);
+    const tun = `ixs${this.suffix}`;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+    const child = this.spawn(this.prober, NETSIM, ['--tun', tun, '--config', join(dir, 'config.json'), '--truth', join(dir, 'truth.json')]);
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      let err = '';
+      const timer = setTimeout(() => reject(new Error(`netsim did not start: ${err}`)), 10_000);
+      child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+      child.stdout?.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('netsim ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`netsim exited with ${code}: ${err}`)));
+    });
+    this.ip(this.prober, 'link', 'set', tun, 'up');
+    this.ip(this.prober, 'route', 'add', SIMULATED_V4, 'dev', tun);
+    this.ip(this.prober, '-6', 'route', 'add', SIMULATED_V6, 'dev', tun);
+    return new Netsim(child, join(dir, 'truth.json'));
+  }
+
   /** Loads an nftables ruleset into a namespace. */
   nft(ns: string, ruleset: string): void {
     this.exec(ns, 'nft', ['-f', '-'], ruleset);
@@ -219,6 +255,34 @@ export class Lab {
       // removed with the prober namespace
     }
     for (const dir of this.netnsDirs) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export interface HostTruth {
+  requests: number;
+  replies: number;
+  dropped: number;
+  duplicates: number;
+  errors: number;
+  delay_sum_ns: number;
+  delay_sq_sum_ns2: number;
+}
+
+export class Netsim {
+  constructor(
+    readonly child: ChildProcess,
+    private readonly truthPath: string,
+  ) {}
+
+  /** netsim's ground truth now, per host address. */
+  async truth(): Promise<{ hosts: Record<string, HostTruth>; malformed: number; ignored: number }> {
+    const before = existsSync(this.truthPath) ? statSync(this.truthPath).mtimeMs : 0;
+    this.child.kill('SIGUSR1');
+    for (let i = 0; i < 100; i++) {
+      if (existsSync(this.truthPath) && statSync(this.truthPath).mtimeMs !== before) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return JSON.parse(readFileSync(this.truthPath, 'utf8'));
   }
 }
 

@@ -1,0 +1,126 @@
+/**
+ * Accuracy against ground truth: netsim answers for simulated hosts with known loss, delay,
+ * jitter, duplicates and ICMP errors, and counts what it did; the exporter's numbers must
+ * match. Tolerances are statistical bounds, never timings.
+ */
+import test from 'ava';
+import { Lab, type ExporterProcess } from './helpers/lab.js';
+import { parseSamples, sleep, value, type Sample } from './helpers/prom.js';
+
+const probe = async (e: ExporterProcess, ips: string[]): Promise<Sample[]> =>
+  parseSamples((await e.get(`/probe?${ips.map((ip) => `target=${ip}`).join('&')}`)).body);
+
+/** Stops every send to `ips` at once (unreachable routes) and waits until all probes are final. */
+async function freeze(lab: Lab, ips: string[], waitMs: number): Promise<void> {
+  for (const ip of ips) lab.exec(lab.prober, 'ip', [ip.includes(':') ? '-6' : '-4', 'route', 'add', 'unreachable', ip]);
+  await sleep(waitMs);
+}
+
+test('loss: counters match the truth exactly; the gauge is within a binomial bound', async (t) => {
+  const lab = Lab.create(t);
+  const shares = [0, 0.01, 0.05, 0.3, 1];
+  const ips = shares.map((_, i) => `198.18.200.${i + 1}`);
+  const sim = await lab.startNetsim({
+    seed: 11,
+    hosts: shares.map((loss, i) => ({ prefix: `${ips[i]}/32`, delay_ms: 1, loss })),
+  });
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '10', '-timeout', '300']);
+  await probe(exporter, ips);
+  await sleep(4000);
+  const running = await probe(exporter, ips);
+  await freeze(lab, ips, 600);
+  const truth = await sim.truth();
+  const final = await probe(exporter, ips);
+  shares.forEach((share, i) => {
+    const ip = ips[i] as string;
+    const h = truth.hosts[ip];
+    if (!h) return t.fail(`no truth for ${ip}`);
+    const v = (name: string) => value(final, `icmp_probe_${name}`, { ip }) ?? -1;
+    t.true(h.requests > 300, `${ip}: ${h.requests} requests`);
+    t.is(v('packets_recv_total'), h.replies, `${ip}: every answered request is a received probe`);
+    t.is(v('packets_sent_total') - v('packets_recv_total') - v('send_errors_total'), h.dropped, `${ip}: every drop is a lost probe`);
+    const n = value(running, 'icmp_probe_samples_count', { ip }) ?? 0;
+    const gauge = value(running, 'icmp_probe_loss_ratio', { ip }) ?? -1;
+    const bound = 5 * Math.sqrt((share * (1 - share)) / n);
+    t.true(Math.abs(gauge - share) <= bound, `${ip}: loss ratio ${gauge} within ${share} ± ${bound.toFixed(4)} over ${n} samples`);
+  });
+  t.is(truth.malformed, 0, 'the exporter sent nothing malformed');
+});
+
+test('latency: mean and standard deviation, gauges and PromQL over counters, match the applied delays', async (t) => {
+  const lab = Lab.create(t);
+  const profiles = [
+    { ip: '198.18.201.1', delay_ms: 1, jitter_ms: 0.2 },
+    { ip: '198.18.201.2', delay_ms: 20, jitter_ms: 2 },
+    { ip: '2001:2:0:c000::3', delay_ms: 200, jitter_ms: 20 },
+  ];
+  const ips = profiles.map((p) => p.ip);
+  const sim = await lab.startNetsim({
+    seed: 5,
+    hosts: profiles.map((p) => ({ prefix: p.ip.includes(':') ? `${p.ip}/128` : `${p.ip}/32`, delay_ms: p.delay_ms, jitter_ms: p.jitter_ms, jitter: 'normal' })),
+  });
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '10', '-timeout', '1000']);
+  await probe(exporter, ips);
+  await sleep(4000);
+  // The window gauges are read while probing runs (after the freeze the window holds failed sends).
+  const running = await probe(exporter, ips);
+  await freeze(lab, ips, 1200);
+  const truth = await sim.truth();
+  const s = await probe(exporter, ips);
+  for (const p of profiles) {
+    const h = truth.hosts[p.ip];
+    if (!h) return t.fail(`no truth for ${p.ip}`);
+    const v = (name: string) => value(s, `icmp_probe_${name}`, { ip: p.ip }) ?? NaN;
+    const recv = v('packets_recv_total');
+    t.is(recv, h.replies);
+    const trueMean = h.delay_sum_ns / h.replies / 1e9;
+    const trueSd = Math.sqrt(Math.max(0, h.delay_sq_sum_ns2 / h.replies - (h.delay_sum_ns / h.replies) ** 2)) / 1e9;
+    // PromQL over the counters (the README's formulas with increase() over the whole life).
+    const mean = v('latency_seconds_total') / recv;
+    const sd = Math.sqrt(v('latency_squared_seconds_total') / recv - mean ** 2);
+    // The kernel and the TUN device add tens of microseconds on top of the applied delay.
+    t.true(mean - trueMean >= 0 && mean - trueMean < 200e-6, `${p.ip}: mean ${mean} vs applied ${trueMean}`);
+    t.true(Math.abs(sd - trueSd) < 0.05 * trueSd + 50e-6, `${p.ip}: sd ${sd} vs applied ${trueSd}`);
+    // The window gauges (last samples of the same distribution): within 5 standard errors.
+    const g = (name: string) => value(running, `icmp_probe_${name}`, { ip: p.ip }) ?? NaN;
+    const n = g('samples_count');
+    const gaugeMean = g('latency_seconds');
+    t.true(Math.abs(gaugeMean - trueMean) < (5 * trueSd) / Math.sqrt(n) + 200e-6, `${p.ip}: gauge mean ${gaugeMean} over ${n}`);
+    const gaugeSd = g('standard_deviation_seconds');
+    t.true(Math.abs(gaugeSd - trueSd) < 0.25 * trueSd + 50e-6, `${p.ip}: gauge sd ${gaugeSd}`);
+  }
+});
+
+test('duplicates never count twice; ICMP errors are never replies', async (t) => {
+  const lab = Lab.create(t);
+  const [dup, err, err6] = ['198.18.202.1', '198.18.202.2', '2001:2:0:c000::22'];
+  const sim = await lab.startNetsim({
+    seed: 9,
+    hosts: [
+      { prefix: `${dup}/32`, delay_ms: 2, duplicate: 0.5 },
+      { prefix: `${err}/32`, delay_ms: 2, icmp_error: 0.4 },
+      { prefix: `${err6}/128`, delay_ms: 2, icmp_error: 0.4, error: 'time_exceeded' },
+    ],
+  });
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '10', '-timeout', '300']);
+  const ips = [dup, err, err6];
+  await probe(exporter, ips);
+  await sleep(3000);
+  await freeze(lab, ips, 500);
+  const truth = await sim.truth();
+  const s = await probe(exporter, ips);
+  const v = (name: string, ip: string) => value(s, `icmp_probe_${name}`, { ip }) ?? -1;
+  const d = truth.hosts[dup];
+  if (!d) return t.fail('no truth');
+  t.true(d.duplicates > 50);
+  t.is(v('packets_recv_total', dup), d.replies, 'each answer once, whatever its copies');
+  for (const ip of [err, err6]) {
+    const h = truth.hosts[ip];
+    if (!h) return t.fail('no truth');
+    t.true(h.errors > 50, `${ip}: ${h.errors} errors`);
+    t.is(v('icmp_errors_total', ip), h.errors, `${ip}: every ICMP error ended its probe`);
+    t.is(v('packets_recv_total', ip), h.replies, `${ip}: and none counted as a reply`);
+  }
+  const m = parseSamples((await exporter.get('/metrics')).body);
+  t.true((value(m, 'icmp_replies_ignored_total', { reason: 'duplicate' }) ?? 0) >= d.duplicates - 2);
+});
