@@ -5,15 +5,27 @@ use crate::respond::{self, Request};
 use crate::truth::Truth;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// A copy of an answer follows the original this much later.
 const DUPLICATE_GAP: Duration = Duration::from_micros(100);
 
+/// An answer waiting for its time.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Pending {
+    due: Instant,
+    order: u64,
+    packet: Vec<u8>,
+    /// For answers that count as replies (not errors, not copies): the host and when the
+    /// request came, so the truth holds the delay actually applied.
+    reply_of: Option<(IpAddr, Instant)>,
+}
+
 pub struct Sim {
     hosts: Hosts,
     pub truth: Truth,
-    queue: BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>,
+    queue: BinaryHeap<Reverse<Pending>>,
     order: u64,
     rng: u64,
     started: Instant,
@@ -45,9 +57,9 @@ impl Sim {
         Duration::from_secs_f64(((p.delay_ms + jitter).max(0.0)) / 1000.0)
     }
 
-    fn schedule(&mut self, at: Instant, packet: Vec<u8>) {
+    fn schedule(&mut self, due: Instant, packet: Vec<u8>, reply_of: Option<(IpAddr, Instant)>) {
         self.order += 1;
-        self.queue.push(Reverse((at, self.order, packet)));
+        self.queue.push(Reverse(Pending { due, order: self.order, packet, reply_of }));
     }
 
     /// Takes one packet the prober sent.
@@ -101,27 +113,40 @@ impl Sim {
             host.errors += 1;
         } else {
             host.replies += 1;
-            let ns = delay.as_nanos() as f64;
-            host.delay_sum_ns += ns;
-            host.delay_sq_sum_ns2 += ns * ns;
         }
         if self.uniform() < profile.duplicate {
             self.truth.host(dst).duplicates += 1;
-            self.schedule(now + delay + DUPLICATE_GAP, answer.clone());
+            self.schedule(now + delay + DUPLICATE_GAP, answer.clone(), None);
         }
-        self.schedule(now + delay, answer);
+        self.schedule(now + delay, answer, (!as_error).then_some((dst, now)));
     }
 
     /// The next answer due by `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
         match self.queue.peek() {
-            Some(Reverse((at, _, _))) if *at <= now => self.queue.pop().map(|Reverse((_, _, p))| p),
+            Some(Reverse(p)) if p.due <= now => self.queue.pop().map(|Reverse(p)| self.sent(p, now)),
             _ => None,
         }
     }
 
+    /// Books an answer as sent at `now`: the delay it really got goes into the truth (the
+    /// scheduled one plus however late this thread was), and so does the lateness.
+    fn sent(&mut self, p: Pending, now: Instant) -> Vec<u8> {
+        let late = now.saturating_duration_since(p.due).as_nanos() as f64;
+        self.truth.late_sum_ns += late;
+        self.truth.late_max_ns = self.truth.late_max_ns.max(late);
+        self.truth.sent += 1;
+        if let Some((host, received)) = p.reply_of {
+            let ns = now.saturating_duration_since(received).as_nanos() as f64;
+            let h = self.truth.host(host);
+            h.delay_sum_ns += ns;
+            h.delay_sq_sum_ns2 += ns * ns;
+        }
+        p.packet
+    }
+
     pub fn next_due(&self) -> Option<Instant> {
-        self.queue.peek().map(|Reverse((at, _, _))| *at)
+        self.queue.peek().map(|Reverse(p)| p.due)
     }
 }
 
@@ -161,14 +186,18 @@ mod tests {
         assert_eq!(h.dropped + h.replies, n);
         let loss = h.dropped as f64 / n as f64;
         assert!((loss - 0.3).abs() < 5.0 * (0.21f64 / n as f64).sqrt(), "loss {loss}");
-        let mean_ms = h.delay_sum_ns / h.replies as f64 / 1e6;
-        assert!((mean_ms - 20.0).abs() < 0.1, "mean delay {mean_ms} ms");
+        // Sent at each answer's due time exactly: the truth then holds the applied delays.
         let mut answers = 0;
-        while s.pop_due(t0 + Duration::from_millis(23)).is_some() {
+        while let Some(due) = s.next_due().filter(|d| *d <= t0 + Duration::from_millis(23)) {
+            assert!(s.pop_due(due).is_some());
             answers += 1;
         }
         assert_eq!(answers as u64, h.replies + h.duplicates, "every answer due within delay + jitter");
         assert!(s.pop_due(t0 + Duration::from_secs(1)).is_none());
+        let h = s.truth.hosts.values().next().unwrap().clone();
+        let mean_ms = h.delay_sum_ns / h.replies as f64 / 1e6;
+        assert!((mean_ms - 20.0).abs() < 0.1, "mean delay {mean_ms} ms");
+        assert_eq!(s.truth.late_max_ns, 0.0);
     }
 
     #[test]

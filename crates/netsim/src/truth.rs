@@ -15,7 +15,8 @@ pub struct HostTruth {
     pub duplicates: u64,
     /// Requests answered by an ICMP error instead.
     pub errors: u64,
-    /// Sum and sum of squares of the delays applied to the answers, in nanoseconds.
+    /// Sum and sum of squares of the delays the answers really got (request read to answer
+    /// written), in nanoseconds.
     pub delay_sum_ns: f64,
     pub delay_sq_sum_ns2: f64,
 }
@@ -27,6 +28,10 @@ pub struct Truth {
     pub malformed: u64,
     /// Packets for addresses nobody simulates, or that are not requests.
     pub ignored: u64,
+    /// Answers written, and how late against their due time (the simulator's own precision).
+    pub sent: u64,
+    pub late_sum_ns: f64,
+    pub late_max_ns: f64,
 }
 
 impl Truth {
