@@ -275,7 +275,7 @@ export class Netsim {
   ) {}
 
   /** netsim's ground truth now, per host address. */
-  async truth(): Promise<{ hosts: Record<string, HostTruth>; malformed: number; ignored: number; sent: number; late_sum_ns: number; late_max_ns: number }> {
+  async truth(): Promise<{ hosts: Record<string, HostTruth>; malformed: number; ignored: number; sent: number; late_sum_ns: number; late_sq_sum_ns2: number; late_max_ns: number }> {
     const before = existsSync(this.truthPath) ? statSync(this.truthPath).mtimeMs : 0;
     this.child.kill('SIGUSR1');
     for (let i = 0; i < 100; i++) {

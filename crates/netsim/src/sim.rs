@@ -134,6 +134,7 @@ impl Sim {
     fn sent(&mut self, p: Pending, now: Instant) -> Vec<u8> {
         let late = now.saturating_duration_since(p.due).as_nanos() as f64;
         self.truth.late_sum_ns += late;
+        self.truth.late_sq_sum_ns2 += late * late;
         self.truth.late_max_ns = self.truth.late_max_ns.max(late);
         self.truth.sent += 1;
         if let Some((host, received)) = p.reply_of {

@@ -31,6 +31,7 @@ pub struct Truth {
     /// Answers written, and how late against their due time (the simulator's own precision).
     pub sent: u64,
     pub late_sum_ns: f64,
+    pub late_sq_sum_ns2: f64,
     pub late_max_ns: f64,
 }
 
