@@ -121,3 +121,24 @@ test('1,000 simulated hosts at once: every host\'s counters match its truth', as
   t.is(value(m, 'icmp_active_probes'), 1000);
   t.is(value(m, 'icmp_replies_ignored_total', { reason: 'foreign' }), 0);
 });
+
+test('reordered replies are each matched to their own probe', async (t) => {
+  const lab = Lab.create(t);
+  const ip = '198.18.203.30';
+  const sim = await lab.startNetsim({ seed: 4, hosts: [{ prefix: `${ip}/32`, delay_ms: 2, reorder: 0.3, reorder_ms: 25 }] });
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '10', '-timeout', '300']);
+  await probe(exporter, `target=${ip}`);
+  await sleep(2500);
+  lab.exec(lab.prober, 'ip', ['route', 'add', 'unreachable', ip]);
+  await sleep(400);
+  const truth = await sim.truth();
+  const s = await probe(exporter, `target=${ip}`);
+  const h = truth.hosts[ip] as { replies: number; reordered: number; delay_sum_ns: number } | undefined;
+  if (!h) return t.fail('no truth');
+  t.true(h.reordered > 30, `${h.reordered} answers overtaken`);
+  const recv = value(s, 'icmp_probe_packets_recv_total', { ip }) ?? -1;
+  t.is(recv, h.replies);
+  const mean = (value(s, 'icmp_probe_latency_seconds_total', { ip }) ?? 0) / recv;
+  const trueMean = h.delay_sum_ns / h.replies / 1e9;
+  t.true(Math.abs(mean - trueMean) < 1e-3, `each reply timed against its own probe: ${mean} vs ${trueMean}`);
+});

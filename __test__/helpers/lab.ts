@@ -64,7 +64,8 @@ export class Lab {
     this.httpAddress = `198.19.${n >> 8}.${(n & 0xff) + 2}`;
   }
 
-  static create(t: ExecutionContext): Lab {
+  /** `t` is an ava test (or anything with `teardown`, such as the benchmark's registry). */
+  static create(t: Pick<ExecutionContext, 'teardown'>): Lab {
     const lab = new Lab();
     t.teardown(() => lab.destroy());
     lab.build();

@@ -44,6 +44,11 @@ pub struct Profile {
     pub loss: f64,
     #[serde(default)]
     pub duplicate: f64,
+    /// Share of answers held back by `reorder_ms` more, so that later answers overtake them.
+    #[serde(default)]
+    pub reorder: f64,
+    #[serde(default)]
+    pub reorder_ms: f64,
     /// Share of requests answered by an ICMP error instead of a reply.
     #[serde(default)]
     pub icmp_error: f64,
@@ -163,7 +168,9 @@ impl Hosts {
 }
 
 fn check(p: &Profile) -> Result<(), String> {
-    for (name, v) in [("loss", p.loss), ("duplicate", p.duplicate), ("icmp_error", p.icmp_error)] {
+    for (name, v) in
+        [("loss", p.loss), ("duplicate", p.duplicate), ("reorder", p.reorder), ("icmp_error", p.icmp_error)]
+    {
         if !(0.0..=1.0).contains(&v) {
             return Err(format!("{name} must be between 0 and 1, got {v}"));
         }
@@ -174,8 +181,8 @@ fn check(p: &Profile) -> Result<(), String> {
             _ => return Err(format!("TCP port {port:?} must be between 1 and 65535")),
         }
     }
-    if p.delay_ms < 0.0 || p.jitter_ms < 0.0 || !p.delay_ms.is_finite() || !p.jitter_ms.is_finite() {
-        return Err("delay_ms and jitter_ms must be finite and not negative".into());
+    if [p.delay_ms, p.jitter_ms, p.reorder_ms].iter().any(|v| *v < 0.0 || !v.is_finite()) {
+        return Err("delay_ms, jitter_ms and reorder_ms must be finite and not negative".into());
     }
     Ok(())
 }

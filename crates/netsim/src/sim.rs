@@ -107,7 +107,11 @@ impl Sim {
             self.truth.malformed += 1;
             return;
         };
-        let delay = self.delay(&profile);
+        let mut delay = self.delay(&profile);
+        if self.uniform() < profile.reorder {
+            delay += Duration::from_secs_f64(profile.reorder_ms / 1000.0);
+            self.truth.host(dst).reordered += 1;
+        }
         let host = self.truth.host(dst);
         if as_error {
             host.errors += 1;
@@ -199,6 +203,30 @@ mod tests {
         let mean_ms = h.delay_sum_ns / h.replies as f64 / 1e6;
         assert!((mean_ms - 20.0).abs() < 0.1, "mean delay {mean_ms} ms");
         assert_eq!(s.truth.late_max_ns, 0.0);
+    }
+
+    #[test]
+    fn reordered_answers_are_overtaken() {
+        let (mut s, t0) = sim(
+            r#"{"seed": 1, "hosts": [{"prefix": "198.18.200.0/24", "delay_ms": 1, "reorder": 0.5, "reorder_ms": 10}]}"#,
+        );
+        for i in 0..100u64 {
+            s.handle(&echo_request([198, 18, 200, 1]), t0 + Duration::from_millis(i));
+        }
+        let h = s.truth.hosts.values().next().unwrap().clone();
+        assert!(h.reordered > 30 && h.reordered < 70, "{}", h.reordered);
+        // Answers leave in due order; a held-back one is due after requests that came later.
+        let mut dues = Vec::new();
+        while let Some(due) = s.next_due() {
+            assert!(s.pop_due(due).is_some());
+            dues.push(due);
+        }
+        assert!(dues.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(dues.len(), 100);
+        assert!(
+            *dues.last().unwrap() > t0 + Duration::from_millis(100),
+            "held-back answers leave after the last request's"
+        );
     }
 
     #[test]

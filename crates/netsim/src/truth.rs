@@ -15,6 +15,8 @@ pub struct HostTruth {
     pub duplicates: u64,
     /// Requests answered by an ICMP error instead.
     pub errors: u64,
+    /// Answers held back so that later ones overtook them.
+    pub reordered: u64,
     /// Sum and sum of squares of the delays the answers really got (request read to answer
     /// written), in nanoseconds.
     pub delay_sum_ns: f64,
