@@ -96,7 +96,10 @@ test.serial('latency: mean and standard deviation, gauges and PromQL over counte
     const gaugeMean = g('latency_seconds');
     t.true(Math.abs(gaugeMean - trueMean) < (5 * trueSd) / Math.sqrt(n) + READ_SLACK, `${p.ip}: gauge mean ${gaugeMean} over ${n}`);
     const gaugeSd = g('standard_deviation_seconds');
-    t.true(gaugeSd > 0.75 * trueSd - 50e-6 && gaugeSd < 1.25 * expectedSd + 2 * lateSd + 50e-6, `${p.ip}: gauge sd ${gaugeSd}`);
+    // The window is the last few seconds: it may miss the rare late outliers in the whole-run
+    // truth, so its floor is the configured jitter (netsim's lateness only adds to it).
+    const configuredSd = p.jitter_ms / 1000;
+    t.true(gaugeSd > 0.75 * configuredSd && gaugeSd < 1.25 * expectedSd + 2 * lateSd + 50e-6, `${p.ip}: gauge sd ${gaugeSd} (configured ${configuredSd}, truth ${trueSd})`);
   }
 });
 
