@@ -11,6 +11,7 @@ pub mod inflight;
 pub mod ports;
 pub mod routes;
 pub mod rtt;
+pub mod schedule;
 pub mod sockets;
 pub mod stats;
 pub mod sys;

@@ -8,6 +8,7 @@ use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply};
 use crate::ports::PortPool;
 use crate::routes;
 use crate::rtt;
+use crate::schedule;
 use crate::sockets::{FamilySockets, Received};
 use crate::stats::{Outcome, TargetStats};
 use crate::token::TokenKey;
@@ -122,7 +123,6 @@ pub(super) struct EngineLoop {
     deadlines: VecDeque<(Instant, Key)>,
     pacer_next: Instant,
     gap: Duration,
-    rng: u64,
     pub tokens: TokenKey,
     pub packet: [u8; MAX_PROBE_LEN],
     opt_id: OptIdCmsg,
@@ -133,18 +133,6 @@ pub(super) struct EngineLoop {
     /// The interface index each family's sockets are bound to (IPv4, IPv6).
     pub bound: [Option<u32>; 2],
     next_interface_check: Instant,
-}
-
-fn seed() -> u64 {
-    let mut s = [0u8; 8];
-    // SAFETY: writes at most 8 bytes into `s`.
-    let n = unsafe { libc::getrandom(s.as_mut_ptr().cast(), s.len(), 0) };
-    let from_kernel = u64::from_ne_bytes(s);
-    if n == 8 && from_kernel != 0 {
-        from_kernel
-    } else {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
-    }
 }
 
 impl EngineLoop {
@@ -173,7 +161,6 @@ impl EngineLoop {
             inflight: InFlight::default(),
             deadlines: VecDeque::new(),
             pacer_next: Instant::now(),
-            rng: seed(),
             tokens: TokenKey::new(),
             packet: [0; MAX_PROBE_LEN],
             opt_id: OptIdCmsg::new(),
@@ -228,14 +215,6 @@ impl EngineLoop {
                 }
             }
         }
-    }
-
-    fn random(&mut self) -> u64 {
-        // xorshift64*: cheap; used for schedule phases only.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
     pub fn counters(&self, proto: Proto) -> &EngineCounters {
@@ -352,9 +331,9 @@ impl EngineLoop {
             }
         };
         self.index_of.insert(id, index);
-        // A random phase within one interval spreads targets tracked together over the round.
-        let frac = (self.random() >> 11) as f64 / (1u64 << 53) as f64;
-        let due = Instant::now() + self.config.interval.mul_f64(frac);
+        // Its slot's fixed phase in the round: targets spread evenly, and nobody else's moves.
+        let fraction = schedule::phase_fraction(index);
+        let due = schedule::first_due(self.started, Instant::now(), self.config.interval, fraction);
         self.schedule.push(Reverse((due, index, id)));
     }
 
