@@ -90,7 +90,6 @@ export const FLAGS = {
   },
 } satisfies ArgsDef;
 
-const NOT_YET: string[] = [];
 const LOCKED = ['interval', 'maxpps', 'identifier'];
 
 /**
@@ -161,11 +160,6 @@ export function parseFlags(argv: readonly string[]): ExporterOptions {
     }
     if (def.type === 'boolean' && v !== undefined && typeof v !== 'boolean') {
       throw new FlagError(`-${name} takes no value`);
-    }
-  }
-  for (const name of NOT_YET) {
-    if (values[name] !== undefined) {
-      throw new FlagError(`-${name} is not supported yet by this version of icmp-exporter`);
     }
   }
   const unlocked = values['i-wont-be-evil'] === true;
