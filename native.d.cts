@@ -54,6 +54,8 @@ export interface EngineCounters {
   rttHardware: number
   rttSoftware: number
   rttMonotonic: number
+  sendDelaySumNs: number
+  sendDelayMaxNs: number
 }
 
 export interface EngineOptions {

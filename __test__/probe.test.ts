@@ -98,4 +98,8 @@ test('/metrics: engine counters typed as counters, process and HTTP metrics; / s
   t.not(value(m, 'nodejs_eventloop_lag_seconds'), undefined);
   t.true((value(m, 'http_request_duration_seconds_count', { path: '/probe', method: 'GET', status: '200' }) ?? 0) >= 1);
   t.not(value(m, 'http_requests_inflight'), undefined);
+  // How late probes leave against their schedule: a mean (counter) and the worst (gauge).
+  t.regex(body, /^# TYPE icmp_send_schedule_delay_seconds_total counter$/m);
+  const worst = value(m, 'icmp_send_schedule_delay_max_seconds') ?? -1;
+  t.true(worst >= 0 && worst < 1, `worst send delay ${worst} s`);
 });

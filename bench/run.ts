@@ -6,7 +6,8 @@
  *
  * Measured per step: probes/s sustained (exporter's sent counter), answered share, CPU seconds
  * per 1,000 probes (exporter process, and netsim), resident memory per target beyond the
- * exporter's base, and netsim's own lateness (how far it is from keeping up).
+ * exporter's base, how late probes left against their schedule (mean in the window, worst
+ * since start, which includes adding thousands of targets), and netsim's own lateness.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Lab, type ExporterProcess } from '../__test__/helpers/lab.js';
@@ -26,9 +27,14 @@ function rssBytes(pid: number): number {
   return Number(m?.[1] ?? 0) * 1024;
 }
 
-async function counters(e: ExporterProcess): Promise<{ sent: number; recv: number }> {
+async function counters(e: ExporterProcess): Promise<{ sent: number; recv: number; delaySum: number; delayMax: number }> {
   const m = parseSamples((await e.get('/metrics')).body);
-  return { sent: value(m, 'icmp_packets_sent_total') ?? 0, recv: value(m, 'icmp_packets_recv_total') ?? 0 };
+  return {
+    sent: value(m, 'icmp_packets_sent_total') ?? 0,
+    recv: value(m, 'icmp_packets_recv_total') ?? 0,
+    delaySum: value(m, 'icmp_send_schedule_delay_seconds_total') ?? 0,
+    delayMax: value(m, 'icmp_send_schedule_delay_max_seconds') ?? 0,
+  };
 }
 
 async function main(): Promise<void> {
@@ -70,6 +76,8 @@ async function main(): Promise<void> {
         exporter_cpu_s_per_1k: Number((((cpu1 - cpu0) / Math.max(1, sent)) * 1000).toFixed(4)),
         netsim_cpu_s_per_1k: Number((((simCpu1 - simCpu0) / Math.max(1, sent)) * 1000).toFixed(4)),
         rss_per_target_bytes: Math.round((rssBytes(pid) - baseRss) / targets),
+        send_delay_mean_us: Math.round(((c1.delaySum - c0.delaySum) / Math.max(1, sent)) * 1e6),
+        send_delay_max_us_since_start: Math.round(c1.delayMax * 1e6),
         netsim_late_mean_us: Math.round(truth.late_sum_ns / Math.max(1, truth.sent) / 1000),
         netsim_late_max_us: Math.round(truth.late_max_ns / 1000),
       });

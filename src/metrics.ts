@@ -150,6 +150,23 @@ export function createMetricsRegistry(sources: MetricsSources): { registry: Regi
     engineCounter(
       registry,
       protocol,
+      'send_schedule_delay_seconds_total',
+      'Sum of how late probes left against their schedule (divide by packets_sent_total for the mean)',
+      (c) => one(c.sendDelaySumNs / 1e9),
+      sources,
+    );
+    new Gauge({
+      name: `${protocol}_send_schedule_delay_max_seconds`,
+      help: 'The latest any probe has left against its schedule since start',
+      registers,
+      collect() {
+        const c = sources.counters(protocol);
+        if (c) this.set(c.sendDelayMaxNs / 1e9);
+      },
+    });
+    engineCounter(
+      registry,
+      protocol,
       'tx_timestamps_unmatched_total',
       'Kernel transmit timestamps that matched no probe in flight',
       (c) => one(c.txTimestampsUnmatched),

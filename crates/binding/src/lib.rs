@@ -74,6 +74,8 @@ pub struct EngineCounters {
     pub rtt_hardware: f64,
     pub rtt_software: f64,
     pub rtt_monotonic: f64,
+    pub send_delay_sum_ns: f64,
+    pub send_delay_max_ns: f64,
 }
 
 fn to_js_error(e: EngineError) -> Error {
@@ -227,6 +229,8 @@ impl Engine {
             rtt_hardware: c.rtt_hardware as f64,
             rtt_software: c.rtt_software as f64,
             rtt_monotonic: c.rtt_monotonic as f64,
+            send_delay_sum_ns: c.send_delay_sum_ns as f64,
+            send_delay_max_ns: c.send_delay_max_ns as f64,
         })
     }
 

@@ -55,10 +55,17 @@ engine_counters! {
     rtt_software,
     /// Answered probes whose RTT came from the engine's monotonic clock.
     rtt_monotonic,
+    /// How late probes left against their schedule: sum, and the worst, in nanoseconds.
+    send_delay_sum_ns,
+    send_delay_max_ns,
 }
 
 impl EngineCounters {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn raise(counter: &AtomicU64, n: u64) {
+        counter.fetch_max(n, Ordering::Relaxed);
     }
 }

@@ -371,6 +371,12 @@ impl EngineLoop {
                 continue; // untracked since it was scheduled
             }
             self.pacer_next = self.pacer_next.max(now.checked_sub(PACER_CATCH_UP).unwrap_or(now)) + self.gap;
+            let late = Instant::now().saturating_duration_since(due).as_nanos() as u64;
+            if let Some(kind) = self.targets.get(index).and_then(|t| t.as_ref()).map(|t| t.kind) {
+                let c = self.counters(proto_of(kind));
+                EngineCounters::add(&c.send_delay_sum_ns, late);
+                EngineCounters::raise(&c.send_delay_max_ns, late);
+            }
             self.send_probe(index, id, now);
             let mut next = due + self.config.interval;
             if next < now {
