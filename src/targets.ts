@@ -25,6 +25,7 @@ function isInvalidArg(e: unknown): boolean {
 
 export class Targets {
   private readonly byKey = new Map<string, Target>();
+  private tcpCount = 0;
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
@@ -33,11 +34,18 @@ export class Targets {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Targets being probed, ICMP (`tcp` false) or TCP. */
+  /** Targets being probed, ICMP (`tcp` false) or TCP; kept as they come and go, not counted per scrape. */
   count(tcp: boolean): number {
-    let n = 0;
-    for (const t of this.byKey.values()) if (t.port !== 0 === tcp) n += 1;
-    return n;
+    return tcp ? this.tcpCount : this.byKey.size - this.tcpCount;
+  }
+
+  private add(key: string, target: Target): void {
+    this.byKey.set(key, target);
+    if (target.port !== 0) this.tcpCount += 1;
+  }
+
+  private remove(key: string, target: Target): void {
+    if (this.byKey.delete(key) && target.port !== 0) this.tcpCount -= 1;
   }
 
   /**
@@ -56,7 +64,7 @@ export class Targets {
           target = { address, port, id, lastAccess: 0 };
         } catch (e) {
           for (const t of started) {
-            this.byKey.delete(`${t.address}|${t.port}`);
+            this.remove(`${t.address}|${t.port}`, t);
             this.engine.untrack(t.id);
           }
           const what = port === 0 ? address : `${address} port ${port}`;
@@ -64,7 +72,7 @@ export class Targets {
           throw isInvalidArg(e) ? new BadRequestError(message) : new UnavailableError(message);
         }
         started.push(target);
-        this.byKey.set(key, target);
+        this.add(key, target);
       }
       out.push(target);
     }
@@ -85,7 +93,7 @@ export class Targets {
   /** Stops these probes now. */
   release(probes: readonly Probe[]): void {
     for (const t of this.find(probes)) {
-      this.byKey.delete(`${t.address}|${t.port}`);
+      this.remove(`${t.address}|${t.port}`, t);
       this.engine.untrack(t.id);
     }
   }
@@ -96,7 +104,7 @@ export class Targets {
     let expired = 0;
     for (const [key, t] of this.byKey) {
       if (t.lastAccess <= cutoff) {
-        this.byKey.delete(key);
+        this.remove(key, t);
         this.engine.untrack(t.id);
         expired += 1;
       }

@@ -1,0 +1,40 @@
+/** The target registry's bookkeeping (pure: the engine is two recording functions here). */
+import test from 'ava';
+import { BadRequestError } from '../src/errors.js';
+import { Targets } from '../src/targets.js';
+
+function registry(refuse = new Set<string>()) {
+  const tracked = new Map<number, string>();
+  let next = 1;
+  let now = 0;
+  const engine = {
+    track(address: string, protocol: 'icmp' | 'tcp', port?: number) {
+      if (refuse.has(address)) throw Object.assign(new Error(`${address} cannot be probed`), { code: 'InvalidArg' });
+      tracked.set(next, `${address}|${protocol}|${port ?? 0}`);
+      return next++;
+    },
+    untrack(id: number) {
+      tracked.delete(id);
+    },
+  };
+  const targets = new Targets(engine, 1000, () => now);
+  return { targets, tracked, tick: (ms: number) => (now += ms) };
+}
+
+test('counts per protocol follow additions, rollbacks, releases and expiry', (t) => {
+  const { targets, tracked, tick } = registry(new Set(['224.0.0.1']));
+  targets.acquire([{ address: '198.18.0.1', port: 0 }, { address: '198.18.0.1', port: 80 }, { address: '198.18.0.2', port: 443 }]);
+  t.is(targets.count(false), 1);
+  t.is(targets.count(true), 2);
+  t.throws(() => targets.acquire([{ address: '198.18.0.3', port: 22 }, { address: '224.0.0.1', port: 22 }]), { instanceOf: BadRequestError });
+  t.is(targets.count(true), 2, 'the refused request started nothing');
+  t.is(tracked.size, 3);
+  targets.release([{ address: '198.18.0.2', port: 443 }, { address: '198.18.9.9', port: 0 }]);
+  t.is(targets.count(true), 1);
+  tick(600);
+  targets.acquire([{ address: '198.18.0.1', port: 80 }]);
+  tick(600);
+  t.is(targets.sweep(), 1, 'the ICMP target nobody asked for expired');
+  t.deepEqual([targets.count(false), targets.count(true)], [0, 1]);
+  t.deepEqual([...tracked.values()], ['198.18.0.1|tcp|80']);
+});
