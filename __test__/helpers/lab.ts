@@ -90,26 +90,7 @@ export class Lab {
       this.exec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0']);
       this.ip(ns, 'link', 'set', 'lo', 'up');
     }
-    sh('ip', ['link', 'add', `ixa${s}`, 'netns', this.prober, 'type', 'veth', 'peer', 'name', `ixb${s}`, 'netns', this.peer]);
-    this.ip(this.prober, 'addr', 'add', '198.18.0.1/24', 'dev', `ixa${s}`);
-    this.ip(this.prober, 'addr', 'add', '2001:2::1/64', 'dev', `ixa${s}`, 'nodad');
-    this.ip(this.peer, 'addr', 'add', `${PEER_V4}/24`, 'dev', `ixb${s}`);
-    this.ip(this.peer, 'addr', 'add', `${PEER_V6}/64`, 'dev', `ixb${s}`, 'nodad');
-    this.ip(this.prober, 'link', 'set', `ixa${s}`, 'up');
-    this.ip(this.peer, 'link', 'set', `ixb${s}`, 'up');
-    // Static neighbours: no ARP or neighbour discovery delay, so the first probe already counts.
-    const mac = (ns: string, dev: string) =>
-      (JSON.parse(sh('ip', ['-n', ns, '-j', 'link', 'show', 'dev', dev])) as Array<{ address: string }>)[0]?.address ?? '';
-    const proberMac = mac(this.prober, `ixa${s}`);
-    const peerMac = mac(this.peer, `ixb${s}`);
-    for (const [ns, dev, addr, lladdr] of [
-      [this.prober, `ixa${s}`, PEER_V4, peerMac],
-      [this.prober, `ixa${s}`, PEER_V6, peerMac],
-      [this.peer, `ixb${s}`, '198.18.0.1', proberMac],
-      [this.peer, `ixb${s}`, '2001:2::1', proberMac],
-    ] as const) {
-      this.ip(ns, 'neigh', 'replace', addr, 'lladdr', lladdr, 'dev', dev, 'nud', 'permanent');
-    }
+    this.link(`ixa${s}`, `ixb${s}`, ['198.18.0.1/24', '2001:2::1/64'], [`${PEER_V4}/24`, `${PEER_V6}/64`]);
     this.ip(this.prober, 'route', 'add', 'default', 'via', PEER_V4);
     this.ip(this.prober, '-6', 'route', 'add', 'default', 'via', PEER_V6);
     this.ip(this.peer, 'route', 'add', 'local', ANSWERED_V4, 'dev', 'lo');
@@ -123,25 +104,40 @@ export class Lab {
   }
 
   /**
+   * A veth pair from the prober (`a`) to the peer (`b`) with an IPv4 and an IPv6 address on
+   * each end, up, and static neighbours both ways: no ARP or neighbour discovery delay, so the
+   * first probe already counts.
+   */
+  private link(a: string, b: string, proberAddrs: readonly string[], peerAddrs: readonly string[]): void {
+    sh('ip', ['link', 'add', a, 'netns', this.prober, 'type', 'veth', 'peer', 'name', b, 'netns', this.peer]);
+    const prober = { ns: this.prober, dev: a, addrs: proberAddrs };
+    const peer = { ns: this.peer, dev: b, addrs: peerAddrs };
+    for (const { ns, dev, addrs } of [prober, peer]) {
+      for (const addr of addrs) this.ip(ns, 'addr', 'add', addr, 'dev', dev, ...(addr.includes(':') ? ['nodad'] : []));
+      this.ip(ns, 'link', 'set', dev, 'up');
+    }
+    const mac = (ns: string, dev: string) =>
+      (JSON.parse(sh('ip', ['-n', ns, '-j', 'link', 'show', 'dev', dev])) as Array<{ address: string }>)[0]?.address ?? '';
+    const directions: Array<[typeof prober, typeof peer]> = [
+      [prober, peer],
+      [peer, prober],
+    ];
+    for (const [here, there] of directions) {
+      const lladdr = mac(there.ns, there.dev);
+      for (const addr of there.addrs) {
+        this.ip(here.ns, 'neigh', 'replace', addr.split('/')[0] ?? addr, 'lladdr', lladdr, 'dev', here.dev, 'nud', 'permanent');
+      }
+    }
+  }
+
+  /**
    * A second prober-peer link (prober 198.18.2.1, 2001:2:2::1) with a default route through it
    * of higher metric than the first one. Returns the prober's end.
    */
   addSecondLink(): string {
     const s = this.suffix;
     const [a, b] = [`ixc${s}`, `ixd${s}`];
-    sh('ip', ['link', 'add', a, 'netns', this.prober, 'type', 'veth', 'peer', 'name', b, 'netns', this.peer]);
-    this.ip(this.prober, 'addr', 'add', '198.18.2.1/24', 'dev', a);
-    this.ip(this.prober, 'addr', 'add', '2001:2:2::1/64', 'dev', a, 'nodad');
-    this.ip(this.peer, 'addr', 'add', '198.18.2.2/24', 'dev', b);
-    this.ip(this.peer, 'addr', 'add', '2001:2:2::2/64', 'dev', b, 'nodad');
-    this.ip(this.prober, 'link', 'set', a, 'up');
-    this.ip(this.peer, 'link', 'set', b, 'up');
-    const mac = (ns: string, dev: string) =>
-      (JSON.parse(sh('ip', ['-n', ns, '-j', 'link', 'show', 'dev', dev])) as Array<{ address: string }>)[0]?.address ?? '';
-    this.ip(this.prober, 'neigh', 'replace', '198.18.2.2', 'lladdr', mac(this.peer, b), 'dev', a, 'nud', 'permanent');
-    this.ip(this.prober, 'neigh', 'replace', '2001:2:2::2', 'lladdr', mac(this.peer, b), 'dev', a, 'nud', 'permanent');
-    this.ip(this.peer, 'neigh', 'replace', '198.18.2.1', 'lladdr', mac(this.prober, a), 'dev', b, 'nud', 'permanent');
-    this.ip(this.peer, 'neigh', 'replace', '2001:2:2::1', 'lladdr', mac(this.prober, a), 'dev', b, 'nud', 'permanent');
+    this.link(a, b, ['198.18.2.1/24', '2001:2:2::1/64'], ['198.18.2.2/24', '2001:2:2::2/64']);
     this.ip(this.prober, 'route', 'add', 'default', 'via', '198.18.2.2', 'metric', '2000');
     this.ip(this.prober, '-6', 'route', 'add', 'default', 'via', '2001:2:2::2', 'metric', '2000');
     return a;
@@ -165,20 +161,7 @@ export class Lab {
     const tun = `ixs${this.suffix}`;
     writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
     const child = this.spawn(this.prober, NETSIM, ['--tun', tun, '--config', join(dir, 'config.json'), '--truth', join(dir, 'truth.json')]);
-    await new Promise<void>((resolve, reject) => {
-      let out = '';
-      let err = '';
-      const timer = setTimeout(() => reject(new Error(`netsim did not start: ${err}`)), 10_000);
-      child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-      child.stdout?.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes('netsim ready')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`netsim exited with ${code}: ${err}`)));
-    });
+    await startupLine(child, /netsim ready/, 'netsim', 10_000);
     this.ip(this.prober, 'link', 'set', tun, 'up');
     this.ip(this.prober, 'route', 'add', SIMULATED_V4, 'dev', tun);
     this.ip(this.prober, '-6', 'route', 'add', SIMULATED_V6, 'dev', tun);
@@ -259,6 +242,33 @@ export class Lab {
   }
 }
 
+/** Waits for a child's stdout to show `line`; rejects with its stderr if it exits or times out first. */
+function startupLine(
+  child: ChildProcess,
+  line: RegExp,
+  what: string,
+  ms: number,
+): Promise<{ match: RegExpExecArray; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${err}`)), ms);
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      const match = line.exec(out);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ match, stderr: err });
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${code}: ${err}`));
+    });
+  });
+}
+
 export interface HostTruth {
   requests: number;
   replies: number;
@@ -296,28 +306,12 @@ export class ExporterProcess {
     readonly identifier: number,
   ) {}
 
-  static started(child: ChildProcess): Promise<ExporterProcess> {
-    return new Promise((resolve, reject) => {
-      let out = '';
-      let err = '';
-      const timer = setTimeout(() => reject(new Error(`exporter did not start: ${err}`)), 20_000);
-      child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-      child.stdout?.on('data', (d: Buffer) => {
-        out += d.toString();
-        const m = /listening on (http:\/\/\S+) .*identifier (\d+)/.exec(out);
-        if (m?.[1] && m[2]) {
-          clearTimeout(timer);
-          const p = new ExporterProcess(child, m[1], Number(m[2]));
-          p.stderr = err;
-          child.stderr?.on('data', (d: Buffer) => (p.stderr += d.toString()));
-          resolve(p);
-        }
-      });
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`exporter exited with ${code}: ${err}`));
-      });
-    });
+  static async started(child: ChildProcess): Promise<ExporterProcess> {
+    const { match, stderr } = await startupLine(child, /listening on (http:\/\/\S+) .*identifier (\d+)/, 'exporter', 20_000);
+    const p = new ExporterProcess(child, match[1] ?? '', Number(match[2]));
+    p.stderr = stderr;
+    child.stderr?.on('data', (d: Buffer) => (p.stderr += d.toString()));
+    return p;
   }
 
   async get(path: string): Promise<{ status: number; body: string; headers: Headers }> {
