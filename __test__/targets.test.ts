@@ -38,3 +38,23 @@ test('counts per protocol follow additions, rollbacks, releases and expiry', (t)
   t.deepEqual([targets.count(false), targets.count(true)], [0, 1]);
   t.deepEqual([...tracked.values()], ['198.18.0.1|tcp|80']);
 });
+
+test('thousands of targets: slots grow, are reused, and keep their ids and access times', (t) => {
+  const { targets, tracked, tick } = registry();
+  const probes = Array.from({ length: 3000 }, (_, n) => ({ address: `198.18.${n >> 8}.${n & 0xff}`, port: n % 3 === 0 ? 443 : 0 }));
+  const first = targets.acquire(probes);
+  t.is(new Set(first.map((x) => x.id)).size, 3000);
+  t.deepEqual(targets.acquire(probes).map((x) => x.id), first.map((x) => x.id), 'the same ids on a second request');
+  targets.release(probes.slice(0, 1000));
+  t.deepEqual([targets.count(false), targets.count(true)], [1334, 666]);
+  tick(600);
+  const again = targets.acquire(probes.slice(0, 1500)); // 1000 new ones take the freed slots
+  t.deepEqual(again.slice(1000).map((x) => x.id), first.slice(1000, 1500).map((x) => x.id));
+  tick(600);
+  t.is(targets.sweep(), 1500, 'only the targets not asked for in the second request expired');
+  t.deepEqual(
+    targets.all().map((x) => `${x.address}|${x.port}`).sort(),
+    probes.slice(0, 1500).map((p) => `${p.address}|${p.port}`).sort(),
+  );
+  t.is(tracked.size, 1500);
+});

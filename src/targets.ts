@@ -14,7 +14,6 @@ export interface Probe {
 
 export interface Target extends Probe {
   id: number;
-  lastAccess: number;
 }
 
 type EngineHandle = Pick<Engine, 'track' | 'untrack'>;
@@ -23,8 +22,35 @@ function isInvalidArg(e: unknown): boolean {
   return (e as { code?: unknown }).code === 'InvalidArg';
 }
 
+/** ICMP targets are keyed by their address alone, so the key is the only string kept. */
+function keyOf(address: string, port: number): string {
+  return port === 0 ? address : `${address}|${port}`;
+}
+
+function probeOf(key: string): Probe {
+  const bar = key.indexOf('|');
+  return bar < 0 ? { address: key, port: 0 } : { address: key.slice(0, bar), port: Number(key.slice(bar + 1)) };
+}
+
+/**
+ * A flat copy of a string. Addresses come out of URL parsing as slices that keep the whole
+ * parsed text alive; a copy held for hours should not.
+ */
+function ownCopy(s: string): string {
+  return Buffer.from(s, 'latin1').toString('latin1');
+}
+
+/**
+ * What is kept per target is a map entry from its key to a slot, and the slot's engine id and
+ * last access in typed arrays: about 100 bytes a target, where an object per target cost three
+ * times that at 100,000 targets.
+ */
 export class Targets {
-  private readonly byKey = new Map<string, Target>();
+  private readonly slotOf = new Map<string, number>();
+  private ids = new Uint32Array(1024);
+  private lastAccess = new Float64Array(1024);
+  private readonly freeSlots: number[] = [];
+  private slotsUsed = 0;
   private tcpCount = 0;
   private sweeper: NodeJS.Timeout | undefined;
 
@@ -36,16 +62,40 @@ export class Targets {
 
   /** Targets being probed, ICMP (`tcp` false) or TCP; kept as they come and go, not counted per scrape. */
   count(tcp: boolean): number {
-    return tcp ? this.tcpCount : this.byKey.size - this.tcpCount;
+    return tcp ? this.tcpCount : this.slotOf.size - this.tcpCount;
   }
 
-  private add(key: string, target: Target): void {
-    this.byKey.set(key, target);
-    if (target.port !== 0) this.tcpCount += 1;
+  private add(key: string, port: number, id: number): number {
+    let slot = this.freeSlots.pop();
+    if (slot === undefined) {
+      if (this.slotsUsed === this.ids.length) {
+        const ids = new Uint32Array(this.ids.length * 2);
+        ids.set(this.ids);
+        const lastAccess = new Float64Array(this.lastAccess.length * 2);
+        lastAccess.set(this.lastAccess);
+        [this.ids, this.lastAccess] = [ids, lastAccess];
+      }
+      slot = this.slotsUsed++;
+    }
+    this.ids[slot] = id;
+    this.slotOf.set(key, slot);
+    if (port !== 0) this.tcpCount += 1;
+    return slot;
   }
 
-  private remove(key: string, target: Target): void {
-    if (this.byKey.delete(key) && target.port !== 0) this.tcpCount -= 1;
+  /** Forgets a target and stops its probe; false when it was not there. */
+  private remove(key: string): boolean {
+    const slot = this.slotOf.get(key);
+    if (slot === undefined) return false;
+    this.slotOf.delete(key);
+    this.freeSlots.push(slot);
+    if (probeOf(key).port !== 0) this.tcpCount -= 1;
+    this.engine.untrack(this.ids[slot] as number);
+    return true;
+  }
+
+  private target(key: string, slot: number): Target {
+    return { ...probeOf(key), id: this.ids[slot] as number };
   }
 
   /**
@@ -53,63 +103,58 @@ export class Targets {
    * probed, the probes this call started are stopped again.
    */
   acquire(probes: readonly Probe[]): Target[] {
-    const started: Target[] = [];
+    const started: string[] = [];
+    const slots: number[] = [];
     const out: Target[] = [];
     for (const { address, port } of probes) {
-      const key = `${address}|${port}`;
-      let target = this.byKey.get(key);
-      if (!target) {
+      let key = keyOf(address, port);
+      let slot = this.slotOf.get(key);
+      if (slot === undefined) {
+        let id: number;
         try {
-          const id = port === 0 ? this.engine.track(address, 'icmp') : this.engine.track(address, 'tcp', port);
-          target = { address, port, id, lastAccess: 0 };
+          id = port === 0 ? this.engine.track(address, 'icmp') : this.engine.track(address, 'tcp', port);
         } catch (e) {
-          for (const t of started) {
-            this.remove(`${t.address}|${t.port}`, t);
-            this.engine.untrack(t.id);
-          }
+          for (const k of started) this.remove(k);
           const what = port === 0 ? address : `${address} port ${port}`;
           const message = `cannot probe ${what}: ${(e as Error).message}`;
           throw isInvalidArg(e) ? new BadRequestError(message) : new UnavailableError(message);
         }
-        started.push(target);
-        this.add(key, target);
+        key = ownCopy(key);
+        slot = this.add(key, port, id);
+        started.push(key);
       }
-      out.push(target);
+      slots.push(slot);
+      out.push({ address, port, id: this.ids[slot] as number });
     }
     const now = this.now();
-    for (const t of out) t.lastAccess = now;
+    for (const slot of slots) this.lastAccess[slot] = now;
     return out;
   }
 
   /** The targets of these probes that exist, in order. */
   find(probes: readonly Probe[]): Target[] {
-    return probes.flatMap((p) => this.byKey.get(`${p.address}|${p.port}`) ?? []);
+    return probes.flatMap(({ address, port }) => {
+      const slot = this.slotOf.get(keyOf(address, port));
+      return slot === undefined ? [] : [{ address, port, id: this.ids[slot] as number }];
+    });
   }
 
   all(): Target[] {
-    return [...this.byKey.values()];
+    return [...this.slotOf].map(([key, slot]) => this.target(key, slot));
   }
 
   /** Stops these probes now. */
   release(probes: readonly Probe[]): void {
-    for (const t of this.find(probes)) {
-      this.remove(`${t.address}|${t.port}`, t);
-      this.engine.untrack(t.id);
-    }
+    for (const { address, port } of probes) this.remove(keyOf(address, port));
   }
 
   /** Stops the probes nobody asked for during the expiry time; returns how many. */
   sweep(): number {
     const cutoff = this.now() - this.expiryMs;
-    let expired = 0;
-    for (const [key, t] of this.byKey) {
-      if (t.lastAccess <= cutoff) {
-        this.remove(key, t);
-        this.engine.untrack(t.id);
-        expired += 1;
-      }
-    }
-    return expired;
+    const stale: string[] = [];
+    for (const [key, slot] of this.slotOf) if ((this.lastAccess[slot] as number) <= cutoff) stale.push(key);
+    for (const key of stale) this.remove(key);
+    return stale.length;
   }
 
   startSweeping(): void {

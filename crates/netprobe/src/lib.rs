@@ -9,6 +9,7 @@ pub mod filter;
 pub mod hwstamp;
 pub mod inflight;
 pub mod ports;
+pub mod ring;
 pub mod routes;
 pub mod rtt;
 pub mod schedule;

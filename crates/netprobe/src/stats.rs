@@ -1,12 +1,7 @@
 //! Per-target statistics: monotonic counters for PromQL over any range, and a ring of the
 //! most recent samples for the window gauges (see `window`).
+use crate::ring::{SampleRing, RING_LEN};
 use crate::window::{self, Window};
-
-/// Samples kept for the window gauges, as in the reference exporter.
-pub const RING_LEN: usize = 250;
-/// RTTs are kept in the ring in units of 10 ns, so one sample costs 4 bytes.
-const RING_UNIT_NS: u64 = 10;
-const LOST: u32 = u32::MAX;
 
 /// Counters since the target was first tracked. Sums are u128 nanoseconds: no overflow
 /// and no precision loss for any realistic life time.
@@ -42,18 +37,15 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct TargetStats {
     counters: Counters,
-    ring: Box<[u32; RING_LEN]>,
-    /// Index of the next write.
-    head: usize,
-    /// Samples written to the ring, capped at RING_LEN.
-    filled: usize,
+    /// The last 250 samples, for the window gauges (as many as the reference keeps).
+    ring: SampleRing,
     /// How many of the newest samples the window may look at (the change rule shrinks it).
-    limit: usize,
+    limit: u8,
 }
 
 impl Default for TargetStats {
     fn default() -> Self {
-        Self { counters: Counters::default(), ring: Box::new([LOST; RING_LEN]), head: 0, filled: 0, limit: 0 }
+        Self { counters: Counters::default(), ring: SampleRing::default(), limit: 0 }
     }
 }
 
@@ -61,52 +53,39 @@ impl TargetStats {
     pub fn record(&mut self, outcome: Outcome) {
         let c = &mut self.counters;
         c.sent += 1;
-        let slot = match outcome {
+        let sample = match outcome {
             Outcome::Reply { rtt_ns, closed } => {
                 c.received += 1;
                 c.closed += u64::from(closed);
                 let ns = u128::from(rtt_ns);
                 c.rtt_sum_ns = c.rtt_sum_ns.saturating_add(ns);
                 c.rtt_sq_sum_ns2 = c.rtt_sq_sum_ns2.saturating_add(ns * ns);
-                u32::try_from(rtt_ns / RING_UNIT_NS).unwrap_or(LOST - 1).min(LOST - 1)
+                Some(rtt_ns)
             }
-            Outcome::Timeout => LOST,
+            Outcome::Timeout => None,
             Outcome::IcmpError => {
                 c.icmp_errors += 1;
-                LOST
+                None
             }
             Outcome::SendError => {
                 c.send_errors += 1;
-                LOST
+                None
             }
         };
-        self.ring[self.head] = slot;
-        self.head = (self.head + 1) % RING_LEN;
-        self.filled = (self.filled + 1).min(RING_LEN);
-        self.limit = (self.limit + 1).min(RING_LEN);
+        self.ring.push(sample);
+        self.limit = (usize::from(self.limit) + 1).min(RING_LEN) as u8;
     }
 
     pub fn counters(&self) -> Counters {
         self.counters
     }
 
-    /// Samples from newest to oldest, `None` for a lost probe, RTT in seconds otherwise.
-    fn newest_first(&self) -> impl Iterator<Item = Option<f64>> + '_ {
-        (0..self.filled).map(move |age| {
-            let idx = (self.head + RING_LEN - 1 - age) % RING_LEN;
-            match self.ring[idx] {
-                LOST => None,
-                units => Some((u64::from(units) * RING_UNIT_NS) as f64 / 1e9),
-            }
-        })
-    }
-
     /// Computes the window gauges. May narrow the window for later calls, as the change rule says.
     pub fn window(&mut self) -> Window {
-        let samples: Vec<Option<f64>> = self.newest_first().take(self.limit).collect();
+        let samples: Vec<Option<f64>> = self.ring.newest_first().take(usize::from(self.limit)).collect();
         let (w, sticky_limit) = window::compute(&samples);
         if let Some(limit) = sticky_limit {
-            self.limit = limit;
+            self.limit = limit.min(RING_LEN) as u8;
         }
         w
     }
@@ -139,17 +118,5 @@ mod tests {
         }
         assert_eq!(s.counters().rtt_sq_sum_ns2, 3 * 900_000_000_000_000_000_000);
         assert!(s.counters().rtt_sq_sum_ns2 > u128::from(u64::MAX));
-    }
-
-    #[test]
-    fn ring_keeps_the_newest_250() {
-        let mut s = TargetStats::default();
-        for i in 0..300u64 {
-            s.record(Outcome::Reply { rtt_ns: (i + 1) * 1_000, closed: false });
-        }
-        let newest: Vec<_> = s.newest_first().collect();
-        assert_eq!(newest.len(), RING_LEN);
-        assert_eq!(newest[0], Some(300e-6));
-        assert_eq!(newest[RING_LEN - 1], Some(51e-6));
     }
 }

@@ -1,0 +1,63 @@
+/** Reading a process's cost from /proc: CPU time (whole process, or one named thread) and resident memory. */
+import { readdirSync, readFileSync } from 'node:fs';
+
+const TICKS = 100; // USER_HZ
+
+function statCpu(path: string): number {
+  const fields = readFileSync(path, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / TICKS; // utime + stime
+}
+
+/** CPU seconds (user + system) a process has used. */
+export function cpuSeconds(pid: number): number {
+  return statCpu(`/proc/${pid}/stat`);
+}
+
+/** CPU seconds of the threads of `pid` named `name` (0 when there is none). */
+export function threadCpuSeconds(pid: number, name: string): number {
+  let total = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() === name) total += statCpu(`/proc/${pid}/task/${tid}/stat`);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return total;
+}
+
+/** Resident memory of a process, in bytes. */
+export function rssBytes(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0) * 1024;
+}
+
+/** CPU seconds of a whole process tree, by the pids found under `root` (children included). */
+export function treeCpuSeconds(root: number): number {
+  const kids = (pid: number): number[] => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  let total = 0;
+  const stack = [root];
+  while (stack.length > 0) {
+    const pid = stack.pop() as number;
+    try {
+      total += cpuSeconds(pid);
+    } catch {
+      continue;
+    }
+    stack.push(...kids(pid));
+  }
+  return total;
+}
+
+/** The value at quantile `q` (0..1) of `xs` (nearest rank). */
+export function quantile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] as number;
+}

@@ -1,0 +1,116 @@
+/**
+ * Scale: the exporter against the lab's kernel peer (AnyIP ranges answer every address) at
+ * rising target counts, 2 s interval, -maxpps 100000. Per step: probes/s against what is due,
+ * answered share, CPU per 1,000 probes (process and engine thread), resident memory per target
+ * beyond the base, send-schedule delay, and /probe latency for 1 and 256 targets.
+ */
+import { Lab, type ExporterProcess } from '../__test__/helpers/lab.js';
+import { parseSamples, sleep, value } from '../__test__/helpers/prom.js';
+import { cpuSeconds, quantile, rssBytes, threadCpuSeconds } from './proc.js';
+
+const INTERVAL_MS = 2000;
+/** Addresses in the peer's IPv4 AnyIP range (198.18.128.0/17); targets beyond it are IPv6. */
+const V4_TARGETS = 32_768;
+
+/** The n-th bench target: IPv4 first, then IPv6 in the peer's 2001:2:0:8000::/49. */
+export function targetAddress(n: number): string {
+  if (n < V4_TARGETS) return `198.18.${128 + (n >> 8)}.${n & 0xff}`;
+  const m = n - V4_TARGETS;
+  return `2001:2:0:8000::${(m >> 16).toString(16)}:${(m & 0xffff).toString(16)}`;
+}
+
+interface Counters {
+  sent: number;
+  recv: number;
+  delaySum: number;
+  delayMax: number;
+}
+
+async function counters(e: ExporterProcess): Promise<Counters> {
+  const m = parseSamples((await e.get('/metrics')).body);
+  return {
+    sent: value(m, 'icmp_packets_sent_total') ?? 0,
+    recv: value(m, 'icmp_packets_recv_total') ?? 0,
+    delaySum: value(m, 'icmp_send_schedule_delay_seconds_total') ?? 0,
+    delayMax: value(m, 'icmp_send_schedule_delay_max_seconds') ?? 0,
+  };
+}
+
+/** Milliseconds each of `n` sequential GETs of `path` took, seen by the client (keep-alive). */
+async function latencies(e: ExporterProcess, path: string, n: number): Promise<{ client: number[]; server: number[] }> {
+  const client: number[] = [];
+  const server: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    const res = await e.get(path);
+    client.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    const dur = /dur=([\d.]+)/.exec(res.headers.get('server-timing') ?? '');
+    if (dur?.[1]) server.push(Number(dur[1]));
+    if (res.status !== 200) throw new Error(`${path}: HTTP ${res.status}`);
+  }
+  return { client, server };
+}
+
+/** Adds targets [from, to) through /probe, 256 per request. */
+async function addTargets(e: ExporterProcess, from: number, to: number): Promise<void> {
+  for (let i = from; i < to; i += 256) {
+    const ips = Array.from({ length: Math.min(256, to - i) }, (_, k) => targetAddress(i + k));
+    const res = await e.get(`/probe?${ips.map((ip) => `target=${ip}`).join('&')}`);
+    if (res.status !== 200) throw new Error(`adding targets: HTTP ${res.status} ${res.body}`);
+  }
+}
+
+export async function scale(
+  teardown: (f: () => void) => void,
+  steps: readonly number[],
+  windowMs: number,
+): Promise<Array<Record<string, number>>> {
+  const lab = Lab.create({ teardown });
+  const args = ['-i-wont-be-evil', '-interval', String(INTERVAL_MS), '-timeout', '1000', '-maxpps', '100000'];
+  const exporter = await lab.startExporter(args);
+  const pid = exporter.child.pid ?? 0;
+  await sleep(500);
+  const baseRss = rssBytes(pid);
+  const rows: Array<Record<string, number>> = [];
+  let tracked = 0;
+  for (const targets of steps) {
+    const before = await counters(exporter);
+    await addTargets(exporter, tracked, targets);
+    tracked = targets;
+    // Two rounds to settle; the worst delay while adding is the max gauge's rise, if any.
+    await sleep(2 * INTERVAL_MS);
+    const c0 = await counters(exporter);
+    const [cpu0, eng0, t0] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now()];
+    await sleep(windowMs);
+    const [cpu1, eng1, t1] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now()];
+    const c1 = await counters(exporter);
+    const rss = rssBytes(pid);
+    const one = await latencies(exporter, `/probe?target=${targetAddress(0)}`, 200);
+    const many = Array.from({ length: 256 }, (_, k) => `target=${targetAddress(k)}`).join('&');
+    const batch = await latencies(exporter, `/probe?${many}`, 50);
+    const sent = c1.sent - c0.sent;
+    const seconds = (t1 - t0) / 1000;
+    const per1k = (cpu: number) => Number(((cpu / Math.max(1, sent)) * 1000).toFixed(4));
+    const ms = (x: number) => Number(x.toFixed(3));
+    rows.push({
+      targets,
+      due_per_s: (targets * 1000) / INTERVAL_MS,
+      probes_per_s: Math.round(sent / seconds),
+      answered_share: Number(((c1.recv - c0.recv) / Math.max(1, sent)).toFixed(4)),
+      cpu_s_per_1k: per1k(cpu1 - cpu0),
+      engine_cpu_s_per_1k: per1k(eng1 - eng0),
+      engine_core_share: Number(((eng1 - eng0) / seconds).toFixed(3)),
+      rss_per_target_bytes: Math.round((rss - baseRss) / targets),
+      send_delay_mean_us: Math.round(((c1.delaySum - c0.delaySum) / Math.max(1, sent)) * 1e6),
+      send_delay_max_us_adding: Math.round(Math.max(0, c0.delayMax - before.delayMax) * 1e6),
+      send_delay_max_us: Math.round(c1.delayMax * 1e6),
+      probe1_p50_ms: ms(quantile(one.client, 0.5)),
+      probe1_p99_ms: ms(quantile(one.client, 0.99)),
+      probe1_server_p99_ms: ms(quantile(one.server, 0.99)),
+      probe256_p50_ms: ms(quantile(batch.client, 0.5)),
+      probe256_p99_ms: ms(quantile(batch.client, 0.99)),
+      probe256_server_p99_ms: ms(quantile(batch.server, 0.99)),
+    });
+  }
+  return rows;
+}
