@@ -77,14 +77,15 @@ impl SampleRing {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// How many samples the ring holds.
+    pub fn filled(&self) -> usize {
         usize::from(self.filled)
     }
 
     /// Samples from newest to oldest: `None` for a lost probe, the RTT in seconds otherwise.
     pub fn newest_first(&self) -> impl Iterator<Item = Option<f64>> + '_ {
         let unit_s = (1u64 << self.shift) as f64 / 1e6;
-        (0..self.len()).map(move |age| {
+        (0..self.filled()).map(move |age| {
             let idx = (usize::from(self.head) + RING_LEN - 1 - age) % RING_LEN;
             match self.samples[idx] {
                 LOST => None,

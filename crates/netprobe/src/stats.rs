@@ -34,19 +34,13 @@ pub enum Outcome {
     SendError,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TargetStats {
     counters: Counters,
     /// The last 250 samples, for the window gauges (as many as the reference keeps).
     ring: SampleRing,
     /// How many of the newest samples the window may look at (the change rule shrinks it).
     limit: u8,
-}
-
-impl Default for TargetStats {
-    fn default() -> Self {
-        Self { counters: Counters::default(), ring: SampleRing::default(), limit: 0 }
-    }
 }
 
 impl TargetStats {
