@@ -101,16 +101,68 @@ export async function scale(
       engine_cpu_s_per_1k: per1k(eng1 - eng0),
       engine_core_share: Number(((eng1 - eng0) / seconds).toFixed(3)),
       rss_per_target_bytes: Math.round((rss - baseRss) / targets),
+      rss_mb: Number((rss / 1e6).toFixed(1)),
       send_delay_mean_us: Math.round(((c1.delaySum - c0.delaySum) / Math.max(1, sent)) * 1e6),
       send_delay_max_us_adding: Math.round(Math.max(0, c0.delayMax - before.delayMax) * 1e6),
       send_delay_max_us: Math.round(c1.delayMax * 1e6),
       probe1_p50_ms: ms(quantile(one.client, 0.5)),
       probe1_p99_ms: ms(quantile(one.client, 0.99)),
+      probe1_server_p50_ms: ms(quantile(one.server, 0.5)),
       probe1_server_p99_ms: ms(quantile(one.server, 0.99)),
       probe256_p50_ms: ms(quantile(batch.client, 0.5)),
       probe256_p99_ms: ms(quantile(batch.client, 0.99)),
+      probe256_server_p50_ms: ms(quantile(batch.server, 0.5)),
       probe256_server_p99_ms: ms(quantile(batch.server, 0.99)),
     });
   }
   return rows;
+}
+
+/**
+ * Churn: 1,000 targets kept alive by requests every second while 20,000 more are added at
+ * once and then expire together (-expiry 4000). The engine's worst send delay is a maximum
+ * since start, so it is read before, after the additions and after the expiry: a stall in
+ * either shows as a rise.
+ */
+export async function churn(teardown: (f: () => void) => void): Promise<Array<Record<string, number>>> {
+  const lab = Lab.create({ teardown });
+  const args = ['-i-wont-be-evil', '-interval', String(INTERVAL_MS), '-timeout', '1000', '-maxpps', '100000', '-expiry', '4000'];
+  const exporter = await lab.startExporter(args);
+  const keep = 1000;
+  let keeping = true;
+  const keepAlive = (async () => {
+    while (keeping) {
+      await addTargets(exporter, 0, keep);
+      await sleep(1000);
+    }
+  })();
+  const active = async () => value(parseSamples((await exporter.get('/metrics')).body), 'icmp_active_probes') ?? NaN;
+  try {
+    await sleep(3 * INTERVAL_MS);
+    const settled = await counters(exporter);
+    const t0 = Date.now();
+    await addTargets(exporter, keep, keep + 20_000);
+    const addMs = Date.now() - t0;
+    await sleep(INTERVAL_MS);
+    const added = await counters(exporter);
+    const activeAdded = await active();
+    await sleep(6000); // expiry 4 s after the last request, swept within 0.4 s
+    const expired = await counters(exporter);
+    const activeExpired = await active();
+    return [
+      {
+        kept: keep,
+        added: 20_000,
+        adding_ms: addMs,
+        active_after_adding: activeAdded,
+        active_after_expiry: activeExpired,
+        send_delay_max_us_before: Math.round(settled.delayMax * 1e6),
+        send_delay_max_us_after_adding: Math.round(added.delayMax * 1e6),
+        send_delay_max_us_after_expiry: Math.round(expired.delayMax * 1e6),
+      },
+    ];
+  } finally {
+    keeping = false;
+    await keepAlive;
+  }
 }
