@@ -56,6 +56,9 @@ export interface EngineCounters {
   rttMonotonic: number
   sendDelaySumNs: number
   sendDelayMaxNs: number
+  sendDelayOver100Us: number
+  sendDelayOver1Ms: number
+  sendDelayOver10Ms: number
 }
 
 export interface EngineOptions {

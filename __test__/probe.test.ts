@@ -102,4 +102,8 @@ test('/metrics: engine counters typed as counters, process and HTTP metrics; / s
   t.regex(body, /^# TYPE icmp_send_schedule_delay_seconds_total counter$/m);
   const worst = value(m, 'icmp_send_schedule_delay_max_seconds') ?? -1;
   t.true(worst >= 0 && worst < 1, `worst send delay ${worst} s`);
+  // Probes beyond each lateness threshold: nested counts, none beyond what left at all.
+  const late = ['0.0001', '0.001', '0.01'].map((over) => value(m, 'icmp_send_schedule_late_total', { over }) ?? -1);
+  t.true(late.every((n) => n >= 0), `late counts ${late}`);
+  t.true(late[0]! >= late[1]! && late[1]! >= late[2]! && late[0]! <= (value(m, 'icmp_packets_sent_total') ?? 0));
 });

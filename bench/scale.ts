@@ -24,6 +24,9 @@ interface Counters {
   recv: number;
   delaySum: number;
   delayMax: number;
+  /** Probes that left more than 1 ms / 10 ms late. */
+  over1ms: number;
+  over10ms: number;
 }
 
 async function counters(e: ExporterProcess): Promise<Counters> {
@@ -33,6 +36,8 @@ async function counters(e: ExporterProcess): Promise<Counters> {
     recv: value(m, 'icmp_packets_recv_total') ?? 0,
     delaySum: value(m, 'icmp_send_schedule_delay_seconds_total') ?? 0,
     delayMax: value(m, 'icmp_send_schedule_delay_max_seconds') ?? 0,
+    over1ms: value(m, 'icmp_send_schedule_late_total', { over: '0.001' }) ?? 0,
+    over10ms: value(m, 'icmp_send_schedule_late_total', { over: '0.01' }) ?? 0,
   };
 }
 
@@ -103,8 +108,10 @@ export async function scale(
       rss_per_target_bytes: Math.round((rss - baseRss) / targets),
       rss_mb: Number((rss / 1e6).toFixed(1)),
       send_delay_mean_us: Math.round(((c1.delaySum - c0.delaySum) / Math.max(1, sent)) * 1e6),
-      send_delay_max_us_adding: Math.round(Math.max(0, c0.delayMax - before.delayMax) * 1e6),
-      send_delay_max_us: Math.round(c1.delayMax * 1e6),
+      late_over_1ms_adding: c0.over1ms - before.over1ms,
+      late_over_10ms_adding: c0.over10ms - before.over10ms,
+      late_over_1ms_window: c1.over1ms - c0.over1ms,
+      send_delay_max_us_since_start: Math.round(c1.delayMax * 1e6),
       probe1_p50_ms: ms(quantile(one.client, 0.5)),
       probe1_p99_ms: ms(quantile(one.client, 0.99)),
       probe1_server_p50_ms: ms(quantile(one.server, 0.5)),
@@ -120,9 +127,8 @@ export async function scale(
 
 /**
  * Churn: 1,000 targets kept alive by requests every second while 20,000 more are added at
- * once and then expire together (-expiry 4000). The engine's worst send delay is a maximum
- * since start, so it is read before, after the additions and after the expiry: a stall in
- * either shows as a rise.
+ * once and then expire together (-expiry 4000): how many probes left more than 1 ms and
+ * 10 ms late while it happened, against the same span before.
  */
 export async function churn(teardown: (f: () => void) => void): Promise<Array<Record<string, number>>> {
   const lab = Lab.create({ teardown });
@@ -138,7 +144,9 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
   })();
   const active = async () => value(parseSamples((await exporter.get('/metrics')).body), 'icmp_active_probes') ?? NaN;
   try {
-    await sleep(3 * INTERVAL_MS);
+    await sleep(2 * INTERVAL_MS);
+    const quiet = await counters(exporter);
+    await sleep(INTERVAL_MS + 6000);
     const settled = await counters(exporter);
     const t0 = Date.now();
     await addTargets(exporter, keep, keep + 20_000);
@@ -156,9 +164,12 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
         adding_ms: addMs,
         active_after_adding: activeAdded,
         active_after_expiry: activeExpired,
-        send_delay_max_us_before: Math.round(settled.delayMax * 1e6),
-        send_delay_max_us_after_adding: Math.round(added.delayMax * 1e6),
-        send_delay_max_us_after_expiry: Math.round(expired.delayMax * 1e6),
+        late_over_1ms_quiet: settled.over1ms - quiet.over1ms,
+        late_over_1ms_adding: added.over1ms - settled.over1ms,
+        late_over_10ms_adding: added.over10ms - settled.over10ms,
+        late_over_1ms_expiring: expired.over1ms - added.over1ms,
+        late_over_10ms_expiring: expired.over10ms - added.over10ms,
+        send_delay_max_us_since_start: Math.round(expired.delayMax * 1e6),
       },
     ];
   } finally {

@@ -155,6 +155,19 @@ export function createMetricsRegistry(sources: MetricsSources): { registry: Regi
       (c) => one(c.sendDelaySumNs / 1e9),
       sources,
     );
+    engineCounter(
+      registry,
+      protocol,
+      'send_schedule_late_total',
+      'Probes that left more than `over` seconds late against their schedule (bursts and stalls of the engine)',
+      (c) => [
+        [{ over: '0.0001' }, c.sendDelayOver100Us],
+        [{ over: '0.001' }, c.sendDelayOver1Ms],
+        [{ over: '0.01' }, c.sendDelayOver10Ms],
+      ],
+      sources,
+      ['over'],
+    );
     new Gauge({
       name: `${protocol}_send_schedule_delay_max_seconds`,
       help: 'The latest any probe has left against its schedule since start',

@@ -76,6 +76,9 @@ pub struct EngineCounters {
     pub rtt_monotonic: f64,
     pub send_delay_sum_ns: f64,
     pub send_delay_max_ns: f64,
+    pub send_delay_over_100us: f64,
+    pub send_delay_over_1ms: f64,
+    pub send_delay_over_10ms: f64,
 }
 
 fn to_js_error(e: EngineError) -> Error {
@@ -231,6 +234,9 @@ impl Engine {
             rtt_monotonic: c.rtt_monotonic as f64,
             send_delay_sum_ns: c.send_delay_sum_ns as f64,
             send_delay_max_ns: c.send_delay_max_ns as f64,
+            send_delay_over_100us: c.send_delay_over_100us as f64,
+            send_delay_over_1ms: c.send_delay_over_1ms as f64,
+            send_delay_over_10ms: c.send_delay_over_10ms as f64,
         })
     }
 

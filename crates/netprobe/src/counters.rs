@@ -58,6 +58,10 @@ engine_counters! {
     /// How late probes left against their schedule: sum, and the worst, in nanoseconds.
     send_delay_sum_ns,
     send_delay_max_ns,
+    /// Probes that left more than 100 us, 1 ms, 10 ms late: bursts and stalls, per window.
+    send_delay_over_100us,
+    send_delay_over_1ms,
+    send_delay_over_10ms,
 }
 
 impl EngineCounters {

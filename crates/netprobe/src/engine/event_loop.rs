@@ -375,6 +375,15 @@ impl EngineLoop {
                 let c = self.counters(proto_of(kind));
                 EngineCounters::add(&c.send_delay_sum_ns, late);
                 EngineCounters::raise(&c.send_delay_max_ns, late);
+                for (over_ns, counter) in [
+                    (100_000, &c.send_delay_over_100us),
+                    (1_000_000, &c.send_delay_over_1ms),
+                    (10_000_000, &c.send_delay_over_10ms),
+                ] {
+                    if late > over_ns {
+                        EngineCounters::add(counter, 1);
+                    }
+                }
             }
             self.send_probe(index, id, now);
             let mut next = due + self.config.interval;
