@@ -23,6 +23,8 @@ test('a live peer over IPv4 and IPv6: no loss, sub-millisecond RTT, valid exposi
   const first = await exporter.get(path);
   t.is(first.status, 200, first.body);
   t.is(first.headers.get('x-target-count'), '2');
+  // The exporter's own time on the request, for operators and the bench.
+  t.regex(first.headers.get('server-timing') ?? '', /^probe;dur=\d+\.\d{3}$/);
   await sleep(2000);
   const { body } = await exporter.get(path);
   t.is(promtoolProblems(body), '');

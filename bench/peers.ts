@@ -7,7 +7,8 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, type ExporterProcess } from '../__test__/helpers/lab.js';
+import { Lab } from '../__test__/helpers/lab.js';
+import { addTargets, timedGets } from './http.js';
 import { parseSamples, sleep, value } from '../__test__/helpers/prom.js';
 import { cpuSeconds, quantile, rssBytes } from './proc.js';
 
@@ -105,19 +106,6 @@ async function waitHttp(url: string, ms: number): Promise<void> {
   }
 }
 
-/** Milliseconds each of up to `n` sequential GETs took; stops after `budgetMs` (a slow peer takes seconds a scrape). */
-async function timedGets(url: string, n: number, budgetMs = 15_000): Promise<number[]> {
-  const ms: number[] = [];
-  const until = Date.now() + budgetMs;
-  for (let i = 0; i < n && (i < 5 || Date.now() < until); i++) {
-    const t0 = process.hrtime.bigint();
-    const res = await fetch(url);
-    await res.text();
-    ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
-  }
-  return ms;
-}
-
 export interface CostRow extends Record<string, string | number> {
   tool: string;
   targets: number;
@@ -132,13 +120,6 @@ export interface CostRow extends Record<string, string | number> {
 /** Kernel-peer addresses 198.18.128.1 onwards. */
 function kernelTargets(n: number): string[] {
   return Array.from({ length: n }, (_, k) => `198.18.${128 + ((k + 1) >> 8)}.${(k + 1) & 0xff}`);
-}
-
-async function addToExporter(e: ExporterProcess, ips: readonly string[]): Promise<void> {
-  for (let i = 0; i < ips.length; i += 256) {
-    const res = await e.get(`/probe?${ips.slice(i, i + 256).map((ip) => `target=${ip}`).join('&')}`);
-    if (res.status !== 200) throw new Error(`adding targets: HTTP ${res.status} ${res.body}`);
-  }
 }
 
 /**
@@ -167,12 +148,12 @@ export async function cost(teardown: (f: () => void) => void, targets: number, w
   // Ours: the base is the same process with one target.
   const ours = await lab.startExporter(['-i-wont-be-evil', '-interval', '1000', '-timeout', '1000']);
   const ourPid = ours.child.pid ?? 0;
-  await addToExporter(ours, ips.slice(0, 1));
+  await addTargets(ours.url, ips.slice(0, 1));
   await sleep(1000);
   const ourBase = rssBytes(ourPid);
-  await addToExporter(ours, ips);
+  await addTargets(ours.url, ips);
   const o = await measure(ourPid, 2000);
-  const scrape = await timedGets(`${ours.url}/probe?target=${ips[0]}`, 100);
+  const { client: scrape } = await timedGets(`${ours.url}/probe?target=${ips[0]}`, 100);
   rows.push({ tool: 'icmp-exporter', targets, probes_per_s: o.probesPerS, cpu_s_per_1k: o.cpuPer1k, rss_per_target_bytes: perTarget(o.rss, ourBase), rss_mb: mb(o.rss), scrape_p50_ms: ms(quantile(scrape, 0.5)), scrape_p99_ms: ms(quantile(scrape, 0.99)) });
   ours.child.kill('SIGKILL');
   await exited(ours.child, 2000);
@@ -187,7 +168,7 @@ export async function cost(teardown: (f: () => void) => void, targets: number, w
   const sp = startSmokeping(lab, dir, ips, false);
   await waitHttp(`${sp.url}/metrics`, 10_000);
   const s = await measure(sp.child.pid ?? 0, 3000);
-  const spScrape = await timedGets(`${sp.url}/metrics`, 100);
+  const { client: spScrape } = await timedGets(`${sp.url}/metrics`, 100);
   rows.push({ tool: 'smokeping_prober', targets, probes_per_s: s.probesPerS, cpu_s_per_1k: s.cpuPer1k, rss_per_target_bytes: perTarget(s.rss, spBase), rss_mb: mb(s.rss), scrape_p50_ms: ms(quantile(spScrape, 0.5)), scrape_p99_ms: ms(quantile(spScrape, 0.99)) });
   sp.child.kill('SIGKILL');
   await exited(sp.child, 2000);
@@ -245,7 +226,7 @@ export async function precision(
   const all = [...kernel, ...simulated];
 
   const ours = await lab.startExporter(['-i-wont-be-evil', '-interval', '1000', '-timeout', '1000']);
-  await addToExporter(ours, all);
+  await addTargets(ours.url, all);
   const sp = startSmokeping(lab, dir, all, true);
   await waitHttp(`${sp.url}/metrics`, 10_000);
   const stress = busy ? lab.spawn(lab.prober, 'stress-ng', ['--cpu', '0', '--timeout', `${Math.ceil(windowMs / 1000) + 10}s`]) : undefined;

@@ -6,6 +6,7 @@
  */
 import { Lab, type ExporterProcess } from '../__test__/helpers/lab.js';
 import { parseSamples, sleep, value } from '../__test__/helpers/prom.js';
+import { addTargets, timedGets } from './http.js';
 import { cpuSeconds, quantile, rssBytes, threadCpuSeconds } from './proc.js';
 
 const INTERVAL_MS = 2000;
@@ -41,28 +42,9 @@ async function counters(e: ExporterProcess): Promise<Counters> {
   };
 }
 
-/** Milliseconds each of `n` sequential GETs of `path` took, seen by the client (keep-alive). */
-async function latencies(e: ExporterProcess, path: string, n: number): Promise<{ client: number[]; server: number[] }> {
-  const client: number[] = [];
-  const server: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = process.hrtime.bigint();
-    const res = await e.get(path);
-    client.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    const dur = /dur=([\d.]+)/.exec(res.headers.get('server-timing') ?? '');
-    if (dur?.[1]) server.push(Number(dur[1]));
-    if (res.status !== 200) throw new Error(`${path}: HTTP ${res.status}`);
-  }
-  return { client, server };
-}
-
-/** Adds targets [from, to) through /probe, 256 per request. */
-async function addTargets(e: ExporterProcess, from: number, to: number): Promise<void> {
-  for (let i = from; i < to; i += 256) {
-    const ips = Array.from({ length: Math.min(256, to - i) }, (_, k) => targetAddress(i + k));
-    const res = await e.get(`/probe?${ips.map((ip) => `target=${ip}`).join('&')}`);
-    if (res.status !== 200) throw new Error(`adding targets: HTTP ${res.status} ${res.body}`);
-  }
+/** Targets [from, to) of the bench's address sequence. */
+function range(from: number, to: number): string[] {
+  return Array.from({ length: Math.max(0, to - from) }, (_, k) => targetAddress(from + k));
 }
 
 export async function scale(
@@ -80,7 +62,7 @@ export async function scale(
   let tracked = 0;
   for (const targets of steps) {
     const before = await counters(exporter);
-    await addTargets(exporter, tracked, targets);
+    await addTargets(exporter.url, range(tracked, targets));
     tracked = targets;
     // Two rounds to settle; the worst delay while adding is the max gauge's rise, if any.
     await sleep(2 * INTERVAL_MS);
@@ -90,9 +72,9 @@ export async function scale(
     const [cpu1, eng1, t1] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now()];
     const c1 = await counters(exporter);
     const rss = rssBytes(pid);
-    const one = await latencies(exporter, `/probe?target=${targetAddress(0)}`, 200);
+    const one = await timedGets(`${exporter.url}/probe?target=${targetAddress(0)}`, 200);
     const many = Array.from({ length: 256 }, (_, k) => `target=${targetAddress(k)}`).join('&');
-    const batch = await latencies(exporter, `/probe?${many}`, 50);
+    const batch = await timedGets(`${exporter.url}/probe?${many}`, 50);
     const sent = c1.sent - c0.sent;
     const seconds = (t1 - t0) / 1000;
     const per1k = (cpu: number) => Number(((cpu / Math.max(1, sent)) * 1000).toFixed(4));
@@ -138,7 +120,7 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
   let keeping = true;
   const keepAlive = (async () => {
     while (keeping) {
-      await addTargets(exporter, 0, keep);
+      await addTargets(exporter.url, range(0, keep));
       await sleep(1000);
     }
   })();
@@ -149,7 +131,7 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
     await sleep(INTERVAL_MS + 6000);
     const settled = await counters(exporter);
     const t0 = Date.now();
-    await addTargets(exporter, keep, keep + 20_000);
+    await addTargets(exporter.url, range(keep, keep + 20_000));
     const addMs = Date.now() - t0;
     await sleep(INTERVAL_MS);
     const added = await counters(exporter);
