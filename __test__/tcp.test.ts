@@ -162,3 +162,36 @@ test('a retransmitted SYN-ACK (our RST lost) counts once and does not inflate th
   t.true(ignored >= 5, `${ignored} retransmitted SYN-ACKs ignored`);
   t.true((lab.nftCounters(lab.prober).dropped_resets ?? 0) >= 5);
 });
+
+test('IPv4 SYNs follow a change of the source address the kernel routes from', async (t) => {
+  const { lab, exporter } = await startLab(t);
+  const query = `/probe?target=${V4}&tcp_port=${CLOSED}`;
+  const counts = async () => {
+    const s = parseSamples((await exporter.get(query)).body);
+    return { sent: get(s, 'packets_sent_total', V4, CLOSED), recv: get(s, 'packets_recv_total', V4, CLOSED) };
+  };
+  await exporter.get(query);
+  await sleep(600);
+  const before = await counts();
+  t.true(before.recv > 5 && before.recv === before.sent, `answered from the first address: ${JSON.stringify(before)}`);
+  // The kernel now writes 198.18.0.3 into the IP header; the SYN's checksum (ours) must cover it.
+  lab.exec(lab.prober, 'ip', ['addr', 'add', '198.18.0.3/24', 'dev', lab.proberLink]);
+  lab.exec(lab.prober, 'ip', ['route', 'replace', 'default', 'via', PEER_V4, 'src', '198.18.0.3']);
+  lab.nft(
+    lab.peer,
+    `table inet lab {
+      counter from_new {}
+      chain count {
+        type filter hook input priority -10;
+        ip saddr 198.18.0.3 tcp dport ${CLOSED} counter name "from_new"
+      }
+    }`,
+  );
+  await sleep(7000); // the looked-up source is trusted for 5 s
+  const mid = await counts();
+  await sleep(1000);
+  const after = await counts();
+  t.true(after.sent - mid.sent >= 10, `${after.sent - mid.sent} probes in a second`);
+  t.is(after.recv - mid.recv, after.sent - mid.sent, 'answered again from the new address');
+  t.true((lab.nftCounters(lab.peer).from_new ?? 0) >= after.sent - mid.sent, 'and they came from it');
+});

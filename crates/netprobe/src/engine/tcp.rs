@@ -2,7 +2,7 @@
 //! closed, host up). The kernel answers every SYN-ACK with a RST, since no connection of its
 //! own uses our held source ports, so the target keeps no half-open connection.
 use super::event_loop::{Answer, EngineLoop, BATCH};
-use super::{family_of, ProbeKind, Proto, TargetId};
+use super::{family_of, ProbeKind, Proto};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
@@ -39,28 +39,31 @@ impl EngineLoop {
         Key(isn ^ self.tokens.tcp_mask(dst, dst_port, src_port))
     }
 
-    /// The IPv4 source for a target's SYN checksum, looked up again every few seconds so an
-    /// address change is followed.
-    fn source_for(&mut self, index: usize, id: TargetId, dst: IpAddr, port: u16, now: Instant) -> io::Result<IpAddr> {
-        let bound = self.bound[usize::from(dst.is_ipv6())];
-        let target = self.target_mut(index, id).ok_or_else(|| io::Error::other("target gone"))?;
-        match target.source {
-            Some((src, at)) if now.saturating_duration_since(at) < SOURCE_TTL => Ok(src),
-            _ => {
-                let looked_up = route_source(dst, port, bound);
-                target.source = looked_up.as_ref().ok().map(|src| (*src, now));
-                looked_up
+    /// The IPv4 source for a SYN's checksum, looked up again every few seconds so an address
+    /// change is followed.
+    fn source_for(&mut self, dst: IpAddr, port: u16, now: Instant) -> io::Result<IpAddr> {
+        if let Some(&(src, at)) = self.route_sources.get(&dst) {
+            if now.saturating_duration_since(at) < SOURCE_TTL {
+                return Ok(src);
             }
         }
+        let looked_up = route_source(dst, port, self.bound[usize::from(dst.is_ipv6())]);
+        match &looked_up {
+            Ok(src) => self.route_sources.insert(dst, (*src, now)),
+            Err(_) => self.route_sources.remove(&dst),
+        };
+        looked_up
+    }
+
+    /// Drops looked-up sources too old to be used again (the targets may be gone).
+    pub(super) fn forget_stale_sources(&mut self, now: Instant) {
+        self.route_sources.retain(|_, (_, at)| now.saturating_duration_since(*at) < SOURCE_TTL);
     }
 
     /// Writes the SYN of in-flight `key` into the packet buffer; returns its length and its
     /// initial sequence number (the token an answer must acknowledge).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn write_syn(
         &mut self,
-        index: usize,
-        id: TargetId,
         key: Key,
         src_port: u16,
         dst: IpAddr,
@@ -69,7 +72,7 @@ impl EngineLoop {
     ) -> io::Result<(usize, u64)> {
         // IPv6 raw sockets checksum TCP themselves (IPV6_CHECKSUM); IPv4 needs the source.
         let addrs = match family_of(dst) {
-            Family::V4 => Some((self.source_for(index, id, dst, dst_port, now)?, dst)),
+            Family::V4 => Some((self.source_for(dst, dst_port, now)?, dst)),
             Family::V6 => None,
         };
         let isn = key.0 ^ self.tokens.tcp_mask(dst, dst_port, src_port);
