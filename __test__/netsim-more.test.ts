@@ -142,3 +142,30 @@ test('reordered replies are each matched to their own probe', async (t) => {
   const trueMean = h.delay_sum_ns / h.replies / 1e9;
   t.true(Math.abs(mean - trueMean) < 1e-3, `each reply timed against its own probe: ${mean} vs ${trueMean}`);
 });
+
+test('answers the kernel drops for a full receive buffer are counted apart, and every answer is accounted for', async (t) => {
+  const lab = Lab.create(t);
+  // 20,000 probes a second with answers 2 s away: ~40,000 in flight, far more than the socket buffer holds.
+  const sim = await lab.startNetsim({ seed: 5, hosts: [{ prefix: '198.18.192.0/18', delay_ms: 2000 }] });
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '250', '-timeout', '5000', '-maxpps', '30000']);
+  const ips = Array.from({ length: 5000 }, (_, i) => `198.18.${192 + (i >> 8)}.${i & 0xff}`);
+  for (let i = 0; i < ips.length; i += 250) await probe(exporter, ips.slice(i, i + 250).map((ip) => `target=${ip}`).join('&'));
+  await sleep(2500);
+  // The engine stops reading while the answers keep coming.
+  const pid = exporter.child.pid ?? 0;
+  process.kill(pid, 'SIGSTOP');
+  await sleep(2500);
+  process.kill(pid, 'SIGCONT');
+  await sleep(1000);
+  lab.exec(lab.prober, 'ip', ['route', 'replace', 'unreachable', '198.18.192.0/18']);
+  await sleep(7500); // every probe sent is now final: answered, or past delay and timeout
+  const truth = await sim.truth();
+  const replies = Object.values(truth.hosts).reduce((n, h) => n + h.replies, 0);
+  const m = parseSamples((await exporter.get('/metrics')).body);
+  const drops = value(m, 'icmp_receive_queue_drops_total') ?? -1;
+  const read = value(m, 'icmp_packets_recv_total') ?? -1;
+  t.log(`${replies} answers: ${read} read, ${drops} dropped`);
+  t.true(drops > 1000, `the buffer overflowed: ${drops} dropped`);
+  t.is(read + drops, replies, `netsim answered ${replies}: ${read} read, ${drops} dropped in the socket buffer`);
+  t.is(value(m, 'tcp_receive_queue_drops_total') ?? 0, 0);
+});

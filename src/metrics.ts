@@ -180,6 +180,14 @@ export function createMetricsRegistry(sources: MetricsSources): { registry: Regi
     engineCounter(
       registry,
       protocol,
+      'receive_queue_drops_total',
+      `Packets the kernel dropped because the engine's ${P} receive socket buffer was full: answers the network delivered, whose probes then count as lost`,
+      (c) => one(c.receiveQueueDrops),
+      sources,
+    );
+    engineCounter(
+      registry,
+      protocol,
       'tx_timestamps_unmatched_total',
       'Kernel transmit timestamps that matched no probe in flight',
       (c) => one(c.txTimestampsUnmatched),

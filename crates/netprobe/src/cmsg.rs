@@ -55,6 +55,9 @@ pub struct ControlInfo {
     /// `ts[2]` of `SCM_TIMESTAMPING`, when set.
     pub hardware: Option<Timestamp>,
     pub extended_err: Option<ExtendedErr>,
+    /// `SO_RXQ_OVFL`: how many packets the socket has dropped for a full receive buffer since
+    /// it opened (a wrapping count; the kernel attaches it once it is not zero).
+    pub dropped: Option<u32>,
     /// A control message was cut short (`MSG_CTRUNC` or a malformed length).
     pub truncated: bool,
 }
@@ -97,6 +100,13 @@ pub fn parse(ctrl: &[u8]) -> ControlInfo {
                 if data.len() >= 3 * TIMESPEC_LEN {
                     info.software = timespec(&data[0..TIMESPEC_LEN]);
                     info.hardware = timespec(&data[2 * TIMESPEC_LEN..3 * TIMESPEC_LEN]);
+                } else {
+                    info.truncated = true;
+                }
+            }
+            (SOL_SOCKET, libc::SO_RXQ_OVFL) => {
+                if data.len() >= 4 {
+                    info.dropped = Some(ne_u32(data));
                 } else {
                     info.truncated = true;
                 }
@@ -243,6 +253,19 @@ mod tests {
         assert!(!icmp.extended_err.unwrap().is_tx_timestamp());
         let sched = parse(&cmsg(libc::SOL_IP, libc::IP_RECVERR, &ext_err(libc::ENOMSG as u32, 4, 1, 9)));
         assert!(!sched.extended_err.unwrap().is_tx_timestamp());
+    }
+
+    #[test]
+    fn receive_drop_count_beside_a_stamp() {
+        let mut buf = cmsg(libc::SOL_SOCKET, 37, &ts3((1, 0), (0, 0)));
+        buf.extend(cmsg(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &4_000_000_123u32.to_ne_bytes()));
+        let info = parse(&buf);
+        assert_eq!(info.software, Some(Timestamp(1_000_000_000)));
+        assert_eq!(info.dropped, Some(4_000_000_123));
+        assert!(!info.truncated);
+        assert_eq!(parse(&cmsg(libc::SOL_SOCKET, 37, &ts3((1, 0), (0, 0)))).dropped, None, "none reported: none");
+        let short = parse(&cmsg(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &[1, 0]));
+        assert_eq!((short.dropped, short.truncated), (None, true));
     }
 
     #[test]

@@ -47,6 +47,9 @@ engine_counters! {
     timestamp_inconsistent,
     /// Transmit timestamps that matched no probe in flight.
     tx_timestamps_unmatched,
+    /// Packets the kernel dropped because a receive socket's buffer was full (`SO_RXQ_OVFL`):
+    /// answers, mostly, whose probes then end as lost although the network delivered them.
+    receive_queue_drops,
     /// Probes not sent because the in-flight table was full.
     inflight_full,
     /// Answered probes whose RTT came from the NIC's clock (`-hard`).

@@ -53,6 +53,8 @@ impl StampKeys {
 struct Transport {
     sockets: FamilySockets,
     keys: StampKeys,
+    /// The receive socket's drop count as last reported (`SO_RXQ_OVFL`).
+    drops_seen: u32,
 }
 
 /// Transports by slot: ICMP v4, ICMP v6, TCP v4, TCP v6.
@@ -189,7 +191,7 @@ impl EngineLoop {
             StampKeyMode::Auto => StampKeys::PerSend,
             StampKeyMode::Counter => StampKeys::counter(),
         };
-        self.transports[slot(proto, family)] = sockets.map(|sockets| Transport { sockets, keys });
+        self.transports[slot(proto, family)] = sockets.map(|sockets| Transport { sockets, keys, drops_seen: 0 });
         if let Some(t) = &self.transports[slot(proto, family)] {
             // A transport opened later joins its family's binding. Without CAP_NET_RAW it cannot.
             let _ = t.sockets.bind_to_interface(self.bound[usize::from(family == Family::V6)]);
@@ -626,6 +628,19 @@ impl EngineLoop {
                 None
             }
         }
+    }
+
+    /// Counts what a receive socket reports it dropped for a full buffer since the last report.
+    pub fn count_receive_drops(&mut self, proto: Proto, family: Family, reported: Option<u32>) {
+        let Some(total) = reported else {
+            return;
+        };
+        let Some(t) = self.transports[slot(proto, family)].as_mut() else {
+            return;
+        };
+        let new = total.wrapping_sub(t.drops_seen);
+        t.drops_seen = total;
+        EngineCounters::add(&self.shared.counters(proto).receive_queue_drops, u64::from(new));
     }
 
     /// Drains one transport's error queue of transmit timestamps.

@@ -26,6 +26,7 @@ impl EngineLoop {
                 return;
             };
             let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
+            self.count_receive_drops(Proto::Icmp, family, info.dropped);
             let data = &self.buf[..r.len.min(self.buf.len())];
             let parsed = match (family, self.icmp_mode) {
                 (Family::V4, IcmpMode::Raw) => icmp::parse_v4(data).map(|(src, m)| (Some(IpAddr::V4(src)), m)),

@@ -96,6 +96,7 @@ impl EngineLoop {
                 return;
             };
             let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
+            self.count_receive_drops(Proto::Tcp, family, info.dropped);
             let data = &self.buf[..r.len.min(self.buf.len())];
             // No checksum check on IPv4: segments from this host's own stack (over lo or veth)
             // carry a partial, offloaded checksum that a raw socket sees unfinished. A wrong
