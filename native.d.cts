@@ -50,6 +50,7 @@ export interface EngineCounters {
   rxTimestampMissing: number
   timestampInconsistent: number
   txTimestampsUnmatched: number
+  receiveQueueDrops: number
   inflightFull: number
   rttHardware: number
   rttSoftware: number
