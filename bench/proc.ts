@@ -26,6 +26,23 @@ export function threadCpuSeconds(pid: number, name: string): number {
   return total;
 }
 
+/**
+ * Seconds the threads of `pid` named `name` waited, runnable, for a CPU (the kernel's
+ * schedstat): how much of their lateness other work on the machine caused.
+ */
+export function threadRunqueueWaitSeconds(pid: number, name: string): number {
+  let total = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== name) continue;
+      total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return total;
+}
+
 /** Resident memory of a process, in bytes. */
 export function rssBytes(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));

@@ -7,7 +7,7 @@
 import { Lab, type ExporterProcess } from '../__test__/helpers/lab.js';
 import { parseSamples, sleep, value } from '../__test__/helpers/prom.js';
 import { addTargets, timedGets } from './http.js';
-import { cpuSeconds, quantile, rssBytes, threadCpuSeconds } from './proc.js';
+import { cpuSeconds, quantile, rssBytes, threadCpuSeconds, threadRunqueueWaitSeconds } from './proc.js';
 
 const INTERVAL_MS = 2000;
 /** Addresses in the peer's IPv4 AnyIP range (198.18.128.0/17); targets beyond it are IPv6. */
@@ -62,14 +62,16 @@ export async function scale(
   let tracked = 0;
   for (const targets of steps) {
     const before = await counters(exporter);
+    const waited = () => threadRunqueueWaitSeconds(pid, 'netprobe') * 1000;
+    const waitedBefore = waited();
     await addTargets(exporter.url, range(tracked, targets));
     tracked = targets;
     // Two rounds to settle; the worst delay while adding is the max gauge's rise, if any.
     await sleep(2 * INTERVAL_MS);
     const c0 = await counters(exporter);
-    const [cpu0, eng0, t0] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now()];
+    const [cpu0, eng0, t0, waited0] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now(), waited()];
     await sleep(windowMs);
-    const [cpu1, eng1, t1] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now()];
+    const [cpu1, eng1, t1, waited1] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now(), waited()];
     const c1 = await counters(exporter);
     const rss = rssBytes(pid);
     const one = await timedGets(`${exporter.url}/probe?target=${targetAddress(0)}`, 200);
@@ -93,6 +95,8 @@ export async function scale(
       late_over_1ms_adding: c0.over1ms - before.over1ms,
       late_over_10ms_adding: c0.over10ms - before.over10ms,
       late_over_1ms_window: c1.over1ms - c0.over1ms,
+      engine_waited_for_cpu_ms_adding: Math.round(waited0 - waitedBefore),
+      engine_waited_for_cpu_ms_window: Math.round(waited1 - waited0),
       send_delay_max_us_since_start: Math.round(c1.delayMax * 1e6),
       probe1_p50_ms: ms(quantile(one.client, 0.5)),
       probe1_p99_ms: ms(quantile(one.client, 0.99)),
@@ -116,6 +120,8 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
   const lab = Lab.create({ teardown });
   const args = ['-i-wont-be-evil', '-interval', String(INTERVAL_MS), '-timeout', '1000', '-maxpps', '100000', '-expiry', '4000'];
   const exporter = await lab.startExporter(args);
+  const pid = exporter.child.pid ?? 0;
+  const waited = () => threadRunqueueWaitSeconds(pid, 'netprobe') * 1000;
   const keep = 1000;
   let keeping = true;
   const keepAlive = (async () => {
@@ -127,17 +133,17 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
   const active = async () => value(parseSamples((await exporter.get('/metrics')).body), 'icmp_active_probes') ?? NaN;
   try {
     await sleep(2 * INTERVAL_MS);
-    const quiet = await counters(exporter);
+    const [quiet, waitedQuiet] = [await counters(exporter), waited()];
     await sleep(INTERVAL_MS + 6000);
-    const settled = await counters(exporter);
+    const [settled, waitedSettled] = [await counters(exporter), waited()];
     const t0 = Date.now();
     await addTargets(exporter.url, range(keep, keep + 20_000));
     const addMs = Date.now() - t0;
     await sleep(INTERVAL_MS);
-    const added = await counters(exporter);
+    const [added, waitedAdded] = [await counters(exporter), waited()];
     const activeAdded = await active();
     await sleep(6000); // expiry 4 s after the last request, swept within 0.4 s
-    const expired = await counters(exporter);
+    const [expired, waitedExpired] = [await counters(exporter), waited()];
     const activeExpired = await active();
     return [
       {
@@ -152,6 +158,10 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
         late_over_1ms_expiring: expired.over1ms - added.over1ms,
         late_over_10ms_expiring: expired.over10ms - added.over10ms,
         send_delay_max_us_since_start: Math.round(expired.delayMax * 1e6),
+        // Same-length spans, so comparable: the engine thread runnable but not running.
+        engine_waited_for_cpu_ms_quiet: Math.round(waitedSettled - waitedQuiet),
+        engine_waited_for_cpu_ms_adding: Math.round(waitedAdded - waitedSettled),
+        engine_waited_for_cpu_ms_expiring: Math.round(waitedExpired - waitedAdded),
       },
     ];
   } finally {

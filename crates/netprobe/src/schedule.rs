@@ -2,6 +2,8 @@
 //! through the van der Corput sequence (the index's bits reversed, read as a fraction): any
 //! first N slots split the round into gaps of at most twice I/N, and a target's phase never
 //! moves when others come or go (a freed slot's phase goes to the next target that takes it).
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The phase of slot `index`, as a fraction of the interval in [0, 1).
@@ -21,9 +23,141 @@ pub fn first_due(origin: Instant, now: Instant, interval: Duration, fraction: f6
     origin + offset + interval.saturating_mul(round)
 }
 
+/// The send order: items by due time, earliest first. Every target shares one interval, so
+/// an item taken at its due time comes back one interval later, and items taken in due order
+/// come back in due order: a FIFO keeps them sorted, at O(1) a send and in sequential memory
+/// (a binary heap of 100,000 cost a cache miss per level, twice a send: 9 % of the engine
+/// thread at 50,000 probes/s, by perf). Only first due times, of items just added, are
+/// unordered; a heap holds those until they come due once.
+#[derive(Debug)]
+pub struct SendQueue<T: Ord + Copy> {
+    periodic: VecDeque<(Instant, T)>,
+    first: BinaryHeap<Reverse<(Instant, T)>>,
+}
+
+impl<T: Ord + Copy> Default for SendQueue<T> {
+    fn default() -> Self {
+        Self { periodic: VecDeque::new(), first: BinaryHeap::new() }
+    }
+}
+
+impl<T: Ord + Copy> SendQueue<T> {
+    /// A new item, first due at `due`.
+    pub fn add(&mut self, due: Instant, item: T) {
+        self.first.push(Reverse((due, item)));
+    }
+
+    /// The earliest item, not taken.
+    pub fn peek(&self) -> Option<(Instant, T)> {
+        let periodic = self.periodic.front().copied();
+        let first = self.first.peek().map(|Reverse(e)| *e);
+        match (periodic, first) {
+            (Some(p), Some(f)) => Some(if f.0 < p.0 { f } else { p }),
+            (p, f) => p.or(f),
+        }
+    }
+
+    /// Takes the earliest item.
+    pub fn pop(&mut self) -> Option<(Instant, T)> {
+        let from_first = match (self.periodic.front(), self.first.peek()) {
+            (Some(p), Some(Reverse(f))) => f.0 < p.0,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if from_first {
+            self.first.pop().map(|Reverse(e)| e)
+        } else {
+            self.periodic.pop_front()
+        }
+    }
+
+    /// Puts back an item just taken, next due at `due`. Items taken in due order and put back
+    /// one interval later (or at a later now) stay sorted; anything else still comes out in
+    /// order, through the heap.
+    pub fn put_back(&mut self, due: Instant, item: T) {
+        match self.periodic.back() {
+            Some(&(last, _)) if last > due => self.first.push(Reverse((due, item))),
+            _ => self.periodic.push_back((due, item)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.periodic.len() + self.first.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Takes everything due before `until`, putting each back one interval later; returns the
+    /// order items were taken in.
+    fn run(q: &mut SendQueue<u32>, until: Instant, interval: Duration) -> Vec<(Instant, u32)> {
+        let mut taken = Vec::new();
+        while let Some((due, item)) = q.peek() {
+            if due >= until {
+                break;
+            }
+            assert_eq!(q.pop(), Some((due, item)));
+            taken.push((due, item));
+            q.put_back(due + interval, item);
+        }
+        taken
+    }
+
+    #[test]
+    fn items_come_out_in_due_order_round_after_round() {
+        let origin = Instant::now();
+        let interval = Duration::from_secs(2);
+        let mut q = SendQueue::default();
+        for i in 0..1000u32 {
+            q.add(origin + interval.mul_f64(phase_fraction(i as usize)), i);
+        }
+        let taken = run(&mut q, origin + interval * 5, interval);
+        assert_eq!(taken.len(), 5000);
+        assert!(taken.windows(2).all(|w| w[0].0 <= w[1].0), "due order");
+        assert_eq!(q.len(), 1000);
+        assert!(q.first.is_empty(), "after one round every item is in the FIFO");
+    }
+
+    #[test]
+    fn items_added_between_rounds_merge_in_order() {
+        let origin = Instant::now();
+        let interval = Duration::from_millis(1000);
+        let ms = Duration::from_millis;
+        let mut q = SendQueue::default();
+        for i in 0..100u32 {
+            q.add(origin + ms(u64::from(i) * 10), i);
+        }
+        let mut taken = run(&mut q, origin + ms(1500), interval);
+        // Newcomers at odd moments, some before items already queued.
+        for i in 100..150u32 {
+            q.add(origin + ms(1500 + u64::from(i - 100) * 7 + 3), i);
+        }
+        taken.extend(run(&mut q, origin + ms(4000), interval));
+        assert!(taken.windows(2).all(|w| w[0].0 <= w[1].0), "due order");
+        for i in 0..150u32 {
+            let n = taken.iter().filter(|t| t.1 == i).count();
+            assert!((2..=4).contains(&n), "item {i} taken {n} times");
+        }
+    }
+
+    #[test]
+    fn an_item_put_back_out_of_order_still_comes_out_in_order() {
+        let origin = Instant::now();
+        let ms = Duration::from_millis;
+        let mut q = SendQueue::default();
+        q.put_back(origin + ms(50), 1);
+        q.put_back(origin + ms(20), 2); // earlier than the FIFO's last
+        q.add(origin + ms(30), 3);
+        let order: Vec<u32> = std::iter::from_fn(|| q.pop().map(|e| e.1)).collect();
+        assert_eq!(order, vec![2, 3, 1]);
+        assert!(q.is_empty());
+    }
 
     #[test]
     fn first_slots_halve_the_gaps() {

@@ -8,15 +8,14 @@ use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply};
 use crate::ports::PortPool;
 use crate::routes;
 use crate::rtt;
-use crate::schedule;
+use crate::schedule::{self, SendQueue};
 use crate::sockets::{FamilySockets, Received};
 use crate::stats::{Outcome, TargetStats};
 use crate::token::TokenKey;
 use crate::wire::icmp::Family;
 use nix::sys::eventfd::EventFd;
 use socket2::SockAddr;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
@@ -91,6 +90,8 @@ const PACER_CATCH_UP: Duration = Duration::from_millis(1);
 /// together, up to this late. At 50,000 probes/s a wake-up per probe took a fifth of the engine
 /// thread (measured with perf; see the README's benchmarks); a turn then sends a few probes.
 const SEND_QUANTUM: Duration = Duration::from_micros(100);
+/// Windows computed between two looks at the schedule while answering a snapshot.
+const SNAPSHOT_CHUNK: usize = 16;
 /// The longest probe written (an ICMP echo request of 64 bytes; a SYN is 40).
 pub(super) const MAX_PROBE_LEN: usize = 64;
 // So that taking a probe-sized chunk of the packet buffer can never fail.
@@ -120,7 +121,7 @@ pub(super) struct EngineLoop {
     pub targets: Vec<Option<Target>>,
     free_targets: Vec<usize>,
     index_of: HashMap<TargetId, usize>,
-    schedule: BinaryHeap<Reverse<(Instant, usize, TargetId)>>,
+    schedule: SendQueue<(usize, TargetId)>,
     pub inflight: InFlight,
     deadlines: VecDeque<(Instant, Key)>,
     pacer_next: Instant,
@@ -165,7 +166,7 @@ impl EngineLoop {
             targets: Vec::new(),
             free_targets: Vec::new(),
             index_of: HashMap::new(),
-            schedule: BinaryHeap::new(),
+            schedule: SendQueue::default(),
             inflight: InFlight::default(),
             deadlines: VecDeque::new(),
             pacer_next: Instant::now(),
@@ -257,8 +258,8 @@ impl EngineLoop {
     fn wait(&mut self) -> io::Result<()> {
         let now = Instant::now();
         let mut next: Option<Instant> = None;
-        if let Some(Reverse((due, _, _))) = self.schedule.peek() {
-            next = Some((*due).max(self.pacer_next).max(self.last_send_turn + SEND_QUANTUM));
+        if let Some((due, _)) = self.schedule.peek() {
+            next = Some(due.max(self.pacer_next).max(self.last_send_turn + SEND_QUANTUM));
         }
         if let Some((deadline, _)) = self.deadlines.front() {
             next = Some(next.map_or(*deadline, |n| n.min(*deadline)));
@@ -310,7 +311,12 @@ impl EngineLoop {
                 Command::Track { id, addr, kind } => self.track(id, addr, kind),
                 Command::Untrack { id } => self.untrack(id),
                 Command::Snapshot { ids, reply } => {
-                    let out = ids.iter().map(|id| self.snapshot(*id)).collect();
+                    // A window takes microseconds; hundreds of them must not hold back due probes.
+                    let mut out = Vec::with_capacity(ids.len());
+                    for chunk in ids.chunks(SNAPSHOT_CHUNK) {
+                        out.extend(chunk.iter().map(|id| self.snapshot(*id)));
+                        self.send_due(Instant::now());
+                    }
                     let _ = reply.send(out);
                 }
                 Command::OpenTcp(TcpTransports { v4, v6, ports }) => {
@@ -320,6 +326,8 @@ impl EngineLoop {
                 }
                 Command::Stop => self.stopping = true,
             }
+            // Thousands of targets added or removed at once still leave the due probes on time.
+            self.send_due(Instant::now());
         }
     }
 
@@ -339,7 +347,7 @@ impl EngineLoop {
         // Its slot's fixed phase in the round: targets spread evenly, and nobody else's moves.
         let fraction = schedule::phase_fraction(index);
         let due = schedule::first_due(self.started, Instant::now(), self.config.interval, fraction);
-        self.schedule.push(Reverse((due, index, id)));
+        self.schedule.add(due, (index, id));
     }
 
     fn untrack(&mut self, id: TargetId) {
@@ -365,7 +373,7 @@ impl EngineLoop {
 
     fn send_due(&mut self, now: Instant) {
         for _ in 0..BATCH {
-            let Some(Reverse((due, index, id))) = self.schedule.peek().copied() else {
+            let Some((due, (index, id))) = self.schedule.peek() else {
                 return;
             };
             if due > now || self.pacer_next > now {
@@ -397,7 +405,7 @@ impl EngineLoop {
             if next < now {
                 next = now; // the pps cap cannot keep up: send as soon as the pacer allows
             }
-            self.schedule.push(Reverse((next, index, id)));
+            self.schedule.put_back(next, (index, id));
         }
     }
 
