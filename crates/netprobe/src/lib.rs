@@ -9,6 +9,7 @@ pub mod filter;
 pub mod hwstamp;
 pub mod inflight;
 pub mod ports;
+pub mod recv_batch;
 pub mod ring;
 pub mod routes;
 pub mod rtt;

@@ -3,13 +3,13 @@
 //! filters, sees only what can answer our probes (echo replies and ICMP errors that quote
 //! our probes; TCP segments to our probe ports).
 use crate::filter::{self, Insn};
+use crate::recv_batch::RecvBatch;
 use crate::sys;
 use crate::wire::icmp::Family;
 use crate::wire::tcp;
-use socket2::{Domain, MaybeUninitSlice, MsgHdr, MsgHdrMut, Protocol, SockAddr, SockFilter, Socket, Type};
+use socket2::{Domain, MsgHdr, Protocol, SockAddr, SockFilter, Socket, Type};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::raw::{c_int, c_void};
@@ -22,13 +22,6 @@ pub struct FamilySockets {
     pub family: Family,
     pub tx: Socket,
     pub rx: Socket,
-}
-
-/// Metadata of one received message.
-pub struct Received {
-    pub len: usize,
-    pub ctrl_len: usize,
-    pub src: Option<IpAddr>,
 }
 
 pub(crate) fn setsockopt<T>(sock: &Socket, level: c_int, name: c_int, value: &T) -> io::Result<()> {
@@ -237,36 +230,13 @@ impl FamilySockets {
         self.tx.sendmsg(&msg, 0).map(|_| ())
     }
 
-    /// Reads one packet from the receive socket (non-blocking).
-    pub fn recv_reply(&self, buf: &mut [u8], ctrl: &mut [u8]) -> io::Result<Received> {
-        recv(&self.rx, buf, ctrl, 0, true)
+    /// Reads the queued packets of the receive socket into `batch` (non-blocking).
+    pub fn recv_replies(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.read(&self.rx, 0, true)
     }
 
-    /// Reads one entry of the send socket's error queue (non-blocking).
-    pub fn recv_tx_stamp(&self, buf: &mut [u8], ctrl: &mut [u8]) -> io::Result<Received> {
-        recv(&self.tx, buf, ctrl, libc::MSG_ERRQUEUE, false)
+    /// Reads queued entries of the send socket's error queue into `batch` (non-blocking).
+    pub fn recv_tx_stamps(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.read(&self.tx, libc::MSG_ERRQUEUE, false)
     }
-}
-
-fn as_uninit(b: &mut [u8]) -> &mut [MaybeUninit<u8>] {
-    // SAFETY: u8 and MaybeUninit<u8> have the same layout, and the kernel only writes
-    // initialised bytes into the buffer.
-    unsafe { &mut *(b as *mut [u8] as *mut [MaybeUninit<u8>]) }
-}
-
-fn recv(sock: &Socket, buf: &mut [u8], ctrl: &mut [u8], flags: c_int, want_addr: bool) -> io::Result<Received> {
-    // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) address to receive into;
-    // its full size tells the kernel how much it may write (socket2 does not read back the
-    // length, so an address the kernel did not fill stays AF_UNSPEC and yields None).
-    let mut addr =
-        unsafe { SockAddr::new(std::mem::zeroed(), std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t) };
-    let mut bufs = [MaybeUninitSlice::new(as_uninit(buf))];
-    let mut msg = MsgHdrMut::new().with_buffers(&mut bufs).with_control(as_uninit(ctrl));
-    if want_addr {
-        msg = msg.with_addr(&mut addr);
-    }
-    let len = sock.recvmsg(&mut msg, flags | libc::MSG_DONTWAIT)?;
-    let ctrl_len = msg.control_len();
-    let src = if want_addr { addr.as_socket().map(|s| s.ip()) } else { None };
-    Ok(Received { len, ctrl_len, src })
 }

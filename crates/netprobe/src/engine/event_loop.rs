@@ -6,10 +6,11 @@ use crate::config::{EngineConfig, Interface, StampKeyMode};
 use crate::counters::EngineCounters;
 use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply};
 use crate::ports::PortPool;
+use crate::recv_batch::{self, RecvBatch};
 use crate::routes;
 use crate::rtt;
 use crate::schedule::{self, SendQueue};
-use crate::sockets::{FamilySockets, Received};
+use crate::sockets::FamilySockets;
 use crate::stats::{Outcome, TargetStats};
 use crate::token::TokenKey;
 use crate::wire::icmp::Family;
@@ -90,6 +91,8 @@ const PACER_CATCH_UP: Duration = Duration::from_millis(1);
 /// together, up to this late. At 50,000 probes/s a wake-up per probe took a fifth of the engine
 /// thread (measured with perf; see the README's benchmarks); a turn then sends a few probes.
 const SEND_QUANTUM: Duration = Duration::from_micros(100);
+/// Messages one receive call reads at most.
+const RECV_BATCH: usize = 32;
 /// Windows computed between two looks at the schedule while answering a snapshot.
 const SNAPSHOT_CHUNK: usize = 16;
 /// The longest probe written (an ICMP echo request of 64 bytes; a SYN is 40).
@@ -131,8 +134,8 @@ pub(super) struct EngineLoop {
     pub tokens: TokenKey,
     pub packet: [u8; MAX_PROBE_LEN],
     opt_id: OptIdCmsg,
-    pub buf: Vec<u8>,
-    pub ctrl: Vec<u8>,
+    /// Messages read by one `recvmmsg` (taken out while they are handled).
+    batch: RecvBatch,
     stopping: bool,
     pub started: Instant,
     /// The interface index each family's sockets are bound to (IPv4, IPv6).
@@ -174,8 +177,7 @@ impl EngineLoop {
             tokens: TokenKey::new(),
             packet: [0; MAX_PROBE_LEN],
             opt_id: OptIdCmsg::new(),
-            buf: vec![0; 65536],
-            ctrl: vec![0; 512],
+            batch: RecvBatch::new(RECV_BATCH),
             stopping: false,
             started: Instant::now(),
             bound: [None, None],
@@ -618,24 +620,41 @@ impl EngineLoop {
         self.finish_target(probe.target_index as usize, probe.target_id, Outcome::IcmpError);
     }
 
-    /// Reads one message from a transport into the shared buffers (its send socket's error
-    /// queue when `tx_stamps`). None when there is nothing more to read; a failure is counted.
-    pub fn read_one(&mut self, proto: Proto, family: Family, tx_stamps: bool) -> Option<(Received, Instant)> {
-        let t = self.transports[slot(proto, family)].as_ref()?;
-        let result = if tx_stamps {
-            t.sockets.recv_tx_stamp(&mut self.buf, &mut self.ctrl)
-        } else {
-            t.sockets.recv_reply(&mut self.buf, &mut self.ctrl)
-        };
-        let at = Instant::now();
-        match result {
-            Ok(r) => Some((r, at)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            Err(_) => {
-                EngineCounters::add(&self.counters(proto).receive_errors, 1);
-                None
+    /// Hands what a transport has queued (its send socket's error queue when `tx_stamps`) to
+    /// `handle`, a `recvmmsg` at a time, each message with when its batch was read; up to
+    /// BATCH messages a turn. A read failure is counted and ends the turn for that socket.
+    pub(super) fn drain(
+        &mut self,
+        proto: Proto,
+        family: Family,
+        tx_stamps: bool,
+        mut handle: impl FnMut(&mut Self, recv_batch::Message<'_>, Instant),
+    ) {
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut handled = 0;
+        while handled < BATCH {
+            let Some(t) = self.transports[slot(proto, family)].as_ref() else {
+                break;
+            };
+            let read =
+                if tx_stamps { t.sockets.recv_tx_stamps(&mut batch) } else { t.sockets.recv_replies(&mut batch) };
+            let at = Instant::now();
+            let n = match read {
+                Ok(n) => n,
+                Err(_) => {
+                    EngineCounters::add(&self.counters(proto).receive_errors, 1);
+                    break;
+                }
+            };
+            for m in (0..n).filter_map(|i| batch.message(i)) {
+                handle(self, m, at);
+            }
+            handled += n;
+            if n < batch.capacity() {
+                break; // the queue is empty
             }
         }
+        self.batch = batch;
     }
 
     /// Counts what a receive socket reports it dropped for a full buffer since the last report.
@@ -654,37 +673,36 @@ impl EngineLoop {
     /// Drains one transport's error queue of transmit timestamps.
     fn receive_tx_stamps(&mut self, slot_index: usize) {
         let (proto, family) = slot_info(slot_index);
-        for _ in 0..BATCH {
-            let Some((r, _)) = self.read_one(proto, family, true) else {
-                return;
-            };
-            let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
-            // With -hard (OPT_TX_SWHW) the software and the hardware stamp come as two messages.
-            let Some(err) = info.extended_err.filter(|e| e.is_tx_timestamp()) else {
-                continue;
-            };
-            if info.software.is_none() && info.hardware.is_none() {
-                continue;
-            }
-            let Some(t) = self.transports[slot_index].as_ref() else {
-                return;
-            };
-            let key = match &t.keys {
-                StampKeys::PerSend => Key(err.data),
-                StampKeys::Counter { ring, .. } => Key(ring[err.data as usize % COUNTER_RING]),
-            };
-            let fresh = |have: Option<i64>, got: Option<crate::cmsg::Timestamp>| have.is_none() || got.is_none();
-            match self.inflight.get_mut(key) {
-                Some(p) if fresh(p.tx_stamp_ns, info.software) && fresh(p.tx_hw_ns, info.hardware) => {
-                    p.tx_stamp_ns = p.tx_stamp_ns.or(info.software.map(|t| t.0));
-                    p.tx_hw_ns = p.tx_hw_ns.or(info.hardware.map(|t| t.0));
-                    let probe = *p;
-                    if self.complete(&probe) {
-                        self.finish(key);
-                    }
+        self.drain(proto, family, true, |engine, m, _| engine.on_tx_stamp(slot_index, proto, m.ctrl));
+    }
+
+    fn on_tx_stamp(&mut self, slot_index: usize, proto: Proto, ctrl: &[u8]) {
+        let info = cmsg::parse(ctrl);
+        // With -hard (OPT_TX_SWHW) the software and the hardware stamp come as two messages.
+        let Some(err) = info.extended_err.filter(|e| e.is_tx_timestamp()) else {
+            return;
+        };
+        if info.software.is_none() && info.hardware.is_none() {
+            return;
+        }
+        let Some(t) = self.transports[slot_index].as_ref() else {
+            return;
+        };
+        let key = match &t.keys {
+            StampKeys::PerSend => Key(err.data),
+            StampKeys::Counter { ring, .. } => Key(ring[err.data as usize % COUNTER_RING]),
+        };
+        let fresh = |have: Option<i64>, got: Option<crate::cmsg::Timestamp>| have.is_none() || got.is_none();
+        match self.inflight.get_mut(key) {
+            Some(p) if fresh(p.tx_stamp_ns, info.software) && fresh(p.tx_hw_ns, info.hardware) => {
+                p.tx_stamp_ns = p.tx_stamp_ns.or(info.software.map(|t| t.0));
+                p.tx_hw_ns = p.tx_hw_ns.or(info.hardware.map(|t| t.0));
+                let probe = *p;
+                if self.complete(&probe) {
+                    self.finish(key);
                 }
-                _ => EngineCounters::add(&self.counters(proto).tx_timestamps_unmatched, 1),
             }
+            _ => EngineCounters::add(&self.counters(proto).tx_timestamps_unmatched, 1),
         }
     }
 }

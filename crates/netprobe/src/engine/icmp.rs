@@ -1,12 +1,14 @@
 //! ICMP echo probes: writing them, and reading the ICMP sockets (echo replies, and errors
 //! that quote either kind of probe).
-use super::event_loop::{Answer, EngineLoop, BATCH};
+use super::event_loop::{Answer, EngineLoop};
 use super::{family_of, IcmpMode, ProbeKind, Proto};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
+use crate::recv_batch;
 use crate::wire::icmp::{self, EchoRepr, Family, Message, Quoted, QuotedError, PROBE_LEN};
 use std::net::IpAddr;
+use std::time::Instant;
 
 impl EngineLoop {
     /// Writes the echo request of in-flight `key` into the packet buffer; returns its length
@@ -21,35 +23,33 @@ impl EngineLoop {
     }
 
     pub(super) fn receive_icmp(&mut self, family: Family) {
-        for _ in 0..BATCH {
-            let Some((r, at)) = self.read_one(Proto::Icmp, family, false) else {
-                return;
-            };
-            let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
-            self.count_receive_drops(Proto::Icmp, family, info.dropped);
-            let data = &self.buf[..r.len.min(self.buf.len())];
-            let parsed = match (family, self.icmp_mode) {
-                (Family::V4, IcmpMode::Raw) => icmp::parse_v4(data).map(|(src, m)| (Some(IpAddr::V4(src)), m)),
-                // Ping sockets deliver the ICMP message alone, the sender apart.
-                (Family::V4, IcmpMode::Datagram) => icmp::parse_v4_message(data).map(|m| (r.src, m)),
-                (Family::V6, _) => icmp::parse_v6(data).map(|m| (r.src, m)),
-            };
-            let c = self.counters(Proto::Icmp);
-            match parsed {
-                Ok((src, Message::EchoReply(echo))) => {
-                    EngineCounters::add(&c.packets_received, 1);
-                    let reply = Reply {
-                        rx_stamp_ns: info.software.map(|t| t.0),
-                        rx_hw_ns: info.hardware.map(|t| t.0),
-                        at,
-                        closed: false,
-                    };
-                    self.on_echo_reply(src, echo, reply);
-                }
-                Ok((_, Message::Error(err))) => self.on_icmp_error(err),
-                Ok((_, Message::Other)) => {}
-                Err(_) => EngineCounters::add(&c.packets_malformed, 1),
+        self.drain(Proto::Icmp, family, false, |engine, m, at| engine.on_icmp_message(family, m, at));
+    }
+
+    fn on_icmp_message(&mut self, family: Family, m: recv_batch::Message<'_>, at: Instant) {
+        let info = cmsg::parse(m.ctrl);
+        self.count_receive_drops(Proto::Icmp, family, info.dropped);
+        let parsed = match (family, self.icmp_mode) {
+            (Family::V4, IcmpMode::Raw) => icmp::parse_v4(m.data).map(|(src, msg)| (Some(IpAddr::V4(src)), msg)),
+            // Ping sockets deliver the ICMP message alone, the sender apart.
+            (Family::V4, IcmpMode::Datagram) => icmp::parse_v4_message(m.data).map(|msg| (m.src, msg)),
+            (Family::V6, _) => icmp::parse_v6(m.data).map(|msg| (m.src, msg)),
+        };
+        let c = self.counters(Proto::Icmp);
+        match parsed {
+            Ok((src, Message::EchoReply(echo))) => {
+                EngineCounters::add(&c.packets_received, 1);
+                let reply = Reply {
+                    rx_stamp_ns: info.software.map(|t| t.0),
+                    rx_hw_ns: info.hardware.map(|t| t.0),
+                    at,
+                    closed: false,
+                };
+                self.on_echo_reply(src, echo, reply);
             }
+            Ok((_, Message::Error(err))) => self.on_icmp_error(err),
+            Ok((_, Message::Other)) => {}
+            Err(_) => EngineCounters::add(&c.packets_malformed, 1),
         }
     }
 

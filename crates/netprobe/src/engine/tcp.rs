@@ -1,11 +1,12 @@
 //! TCP SYN probes: writing them, and reading the TCP sockets (SYN-ACK: port open; RST: port
 //! closed, host up). The kernel answers every SYN-ACK with a RST, since no connection of its
 //! own uses our held source ports, so the target keeps no half-open connection.
-use super::event_loop::{Answer, EngineLoop, BATCH};
+use super::event_loop::{Answer, EngineLoop};
 use super::{family_of, ProbeKind, Proto};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
+use crate::recv_batch;
 use crate::sockets::setsockopt;
 use crate::wire::icmp::Family;
 use crate::wire::ipv4::Ipv4Header;
@@ -91,54 +92,47 @@ impl EngineLoop {
     }
 
     pub(super) fn receive_tcp(&mut self, family: Family) {
-        for _ in 0..BATCH {
-            let Some((r, at)) = self.read_one(Proto::Tcp, family, false) else {
-                return;
-            };
-            let info = cmsg::parse(&self.ctrl[..r.ctrl_len.min(self.ctrl.len())]);
-            self.count_receive_drops(Proto::Tcp, family, info.dropped);
-            let data = &self.buf[..r.len.min(self.buf.len())];
-            // No checksum check on IPv4: segments from this host's own stack (over lo or veth)
-            // carry a partial, offloaded checksum that a raw socket sees unfinished. A wrong
-            // answer still has to acknowledge a secret-derived ISN to count. On IPv6 the
-            // kernel verifies it (IPV6_CHECKSUM).
-            let parsed = match family {
-                Family::V4 => Ipv4Header::new_checked(data)
-                    .and_then(|ip| tcp::parse(ip.payload(), None).map(|seg| (Some(IpAddr::V4(ip.src())), seg))),
-                Family::V6 => tcp::parse(data, None).map(|seg| (r.src, seg)),
-            };
-            let c = self.counters(Proto::Tcp);
-            let (src, seg) = match parsed {
-                Ok(p) => p,
-                Err(_) => {
-                    EngineCounters::add(&c.packets_malformed, 1);
-                    continue;
-                }
-            };
-            // Only a SYN-ACK or a RST acknowledging our SYN can answer a probe.
-            if !(seg.is_syn_ack() || seg.is_rst()) || seg.flags & flags::ACK == 0 {
-                EngineCounters::add(&c.replies_foreign, 1);
-                continue;
-            }
-            EngineCounters::add(&c.packets_received, 1);
-            let Some(from) = src else { continue };
-            let isn = seg.ack.wrapping_sub(1);
-            let answer = Answer {
-                key: self.syn_key(from, seg.src_port, seg.dst_port, isn),
-                token: u64::from(isn),
-                from: src,
-                kind: ProbeKind::Tcp { port: seg.src_port },
-                seq: seg.dst_port,
-                reply: Reply {
-                    rx_stamp_ns: info.software.map(|t| t.0),
-                    rx_hw_ns: info.hardware.map(|t| t.0),
-                    at,
-                    closed: seg.is_rst(),
-                },
-            };
-            // A SYN-ACK retransmitted after its probe's record is gone cannot be told from a
-            // stranger's segment: it counts as foreign, and changes nothing either way.
-            self.on_answer(Proto::Tcp, answer, |_| false);
+        self.drain(Proto::Tcp, family, false, |engine, m, at| engine.on_tcp_message(family, m, at));
+    }
+
+    fn on_tcp_message(&mut self, family: Family, m: recv_batch::Message<'_>, at: Instant) {
+        let info = cmsg::parse(m.ctrl);
+        self.count_receive_drops(Proto::Tcp, family, info.dropped);
+        // No checksum check on IPv4: segments from this host's own stack (over lo or veth)
+        // carry a partial, offloaded checksum that a raw socket sees unfinished. A wrong
+        // answer still has to acknowledge a secret-derived ISN to count. On IPv6 the
+        // kernel verifies it (IPV6_CHECKSUM).
+        let parsed = match family {
+            Family::V4 => Ipv4Header::new_checked(m.data)
+                .and_then(|ip| tcp::parse(ip.payload(), None).map(|seg| (Some(IpAddr::V4(ip.src())), seg))),
+            Family::V6 => tcp::parse(m.data, None).map(|seg| (m.src, seg)),
+        };
+        let c = self.counters(Proto::Tcp);
+        let Ok((src, seg)) = parsed else {
+            return EngineCounters::add(&c.packets_malformed, 1);
+        };
+        // Only a SYN-ACK or a RST acknowledging our SYN can answer a probe.
+        if !(seg.is_syn_ack() || seg.is_rst()) || seg.flags & flags::ACK == 0 {
+            return EngineCounters::add(&c.replies_foreign, 1);
         }
+        EngineCounters::add(&c.packets_received, 1);
+        let Some(from) = src else { return };
+        let isn = seg.ack.wrapping_sub(1);
+        let answer = Answer {
+            key: self.syn_key(from, seg.src_port, seg.dst_port, isn),
+            token: u64::from(isn),
+            from: src,
+            kind: ProbeKind::Tcp { port: seg.src_port },
+            seq: seg.dst_port,
+            reply: Reply {
+                rx_stamp_ns: info.software.map(|t| t.0),
+                rx_hw_ns: info.hardware.map(|t| t.0),
+                at,
+                closed: seg.is_rst(),
+            },
+        };
+        // A SYN-ACK retransmitted after its probe's record is gone cannot be told from a
+        // stranger's segment: it counts as foreign, and changes nothing either way.
+        self.on_answer(Proto::Tcp, answer, |_| false);
     }
 }
