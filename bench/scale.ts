@@ -51,9 +51,10 @@ export async function scale(
   teardown: (f: () => void) => void,
   steps: readonly number[],
   windowMs: number,
+  intervalMs = INTERVAL_MS,
 ): Promise<Array<Record<string, number>>> {
   const lab = Lab.create({ teardown });
-  const args = ['-i-wont-be-evil', '-interval', String(INTERVAL_MS), '-timeout', '1000', '-maxpps', '100000'];
+  const args = ['-i-wont-be-evil', '-interval', String(intervalMs), '-timeout', '1000', '-maxpps', '100000'];
   const exporter = await lab.startExporter(args);
   const pid = exporter.child.pid ?? 0;
   await sleep(500);
@@ -67,7 +68,7 @@ export async function scale(
     await addTargets(exporter.url, range(tracked, targets));
     tracked = targets;
     // Two rounds to settle; the worst delay while adding is the max gauge's rise, if any.
-    await sleep(2 * INTERVAL_MS);
+    await sleep(2 * intervalMs);
     const c0 = await counters(exporter);
     const [cpu0, eng0, t0, waited0] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now(), waited()];
     await sleep(windowMs);
@@ -83,7 +84,7 @@ export async function scale(
     const ms = (x: number) => Number(x.toFixed(3));
     rows.push({
       targets,
-      due_per_s: (targets * 1000) / INTERVAL_MS,
+      due_per_s: (targets * 1000) / intervalMs,
       probes_per_s: Math.round(sent / seconds),
       answered_share: Number(((c1.recv - c0.recv) / Math.max(1, sent)).toFixed(4)),
       cpu_s_per_1k: per1k(cpu1 - cpu0),
@@ -95,6 +96,7 @@ export async function scale(
       late_over_1ms_adding: c0.over1ms - before.over1ms,
       late_over_10ms_adding: c0.over10ms - before.over10ms,
       late_over_1ms_window: c1.over1ms - c0.over1ms,
+      late_share_window: Number(((c1.over1ms - c0.over1ms) / Math.max(1, sent)).toFixed(4)),
       engine_waited_for_cpu_ms_adding: Math.round(waited0 - waitedBefore),
       engine_waited_for_cpu_ms_window: Math.round(waited1 - waited0),
       send_delay_max_us_since_start: Math.round(c1.delayMax * 1e6),

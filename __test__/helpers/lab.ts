@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,55 @@ export function sh(cmd: string, args: readonly string[], input?: string): string
   return execFileSync(cmd, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'], env: SYSTEM_ENV });
 }
 
+/**
+ * Each lab notes here which process built it. A run killed before its teardowns (ava's
+ * timeout, a signal) leaves its namespaces and exporters behind; the next lab removes every
+ * lab whose builder is gone.
+ */
+const BUILDERS = join(tmpdir(), 'icmp-exporter-labs');
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes what a lab left: its processes (all run inside its namespaces), namespaces, links and files. */
+function removeLab(suffix: string): void {
+  for (const ns of [`ixp-${suffix}`, `ixq-${suffix}`]) {
+    try {
+      for (const pid of sh('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean)) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          // gone meanwhile
+        }
+      }
+      sh('ip', ['netns', 'del', ns]);
+    } catch {
+      // already gone
+    }
+  }
+  try {
+    sh('ip', ['link', 'del', `ixh${suffix}`]);
+  } catch {
+    // removed with the prober namespace
+  }
+  rmSync(`/etc/netns/ixp-${suffix}`, { recursive: true, force: true });
+  rmSync(join(BUILDERS, suffix), { force: true });
+}
+
+function removeOrphanLabs(): void {
+  if (!existsSync(BUILDERS)) return;
+  for (const suffix of readdirSync(BUILDERS)) {
+    const pid = Number(readFileSync(join(BUILDERS, suffix), 'utf8'));
+    if (!alive(pid)) removeLab(suffix);
+  }
+}
+
 export class Lab {
   readonly prober: string;
   readonly peer: string;
@@ -66,8 +115,11 @@ export class Lab {
 
   /** `t` is an ava test (or anything with `teardown`, such as the benchmark's registry). */
   static create(t: Pick<ExecutionContext, 'teardown'>): Lab {
+    removeOrphanLabs();
     const lab = new Lab();
     t.teardown(() => lab.destroy());
+    mkdirSync(BUILDERS, { recursive: true });
+    writeFileSync(join(BUILDERS, lab.suffix), String(process.pid));
     lab.build();
     return lab;
   }
@@ -226,18 +278,7 @@ export class Lab {
         // the group is gone already
       }
     }
-    for (const ns of [this.prober, this.peer]) {
-      try {
-        sh('ip', ['netns', 'del', ns]);
-      } catch {
-        // already gone
-      }
-    }
-    try {
-      sh('ip', ['link', 'del', `ixh${this.suffix}`]);
-    } catch {
-      // removed with the prober namespace
-    }
+    removeLab(this.suffix);
     for (const dir of this.netnsDirs) rmSync(dir, { recursive: true, force: true });
   }
 }
