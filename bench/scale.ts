@@ -61,11 +61,13 @@ export async function scale(
   const baseRss = rssBytes(pid);
   const rows: Array<Record<string, number>> = [];
   let tracked = 0;
+  let previousRss = baseRss;
   for (const targets of steps) {
     const before = await counters(exporter);
     const waited = () => threadRunqueueWaitSeconds(pid, 'netprobe') * 1000;
     const waitedBefore = waited();
     await addTargets(exporter.url, range(tracked, targets));
+    const added = targets - tracked;
     tracked = targets;
     // Two rounds to settle; the worst delay while adding is the max gauge's rise, if any.
     await sleep(2 * intervalMs);
@@ -75,6 +77,10 @@ export async function scale(
     const [cpu1, eng1, t1, waited1] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now(), waited()];
     const c1 = await counters(exporter);
     const rss = rssBytes(pid);
+    // Beyond everything the previous step had: the young heap, request garbage and such
+    // fixed costs are paid by then, so this is what one more target costs.
+    const perAdded = Math.round((rss - previousRss) / Math.max(1, added));
+    previousRss = rss;
     const one = await timedGets(`${exporter.url}/probe?target=${targetAddress(0)}`, 200);
     const many = Array.from({ length: 256 }, (_, k) => `target=${targetAddress(k)}`).join('&');
     const batch = await timedGets(`${exporter.url}/probe?${many}`, 50);
@@ -91,6 +97,7 @@ export async function scale(
       engine_cpu_s_per_1k: per1k(eng1 - eng0),
       engine_core_share: Number(((eng1 - eng0) / seconds).toFixed(3)),
       rss_per_target_bytes: Math.round((rss - baseRss) / targets),
+      rss_per_added_target_bytes: perAdded,
       rss_mb: Number((rss / 1e6).toFixed(1)),
       send_delay_mean_us: Math.round(((c1.delaySum - c0.delaySum) / Math.max(1, sent)) * 1e6),
       late_over_1ms_adding: c0.over1ms - before.over1ms,

@@ -65,7 +65,12 @@ impl<T: Ord + Copy> SendQueue<T> {
             _ => false,
         };
         if from_first {
-            self.first.pop().map(|Reverse(e)| e)
+            let taken = self.first.pop().map(|Reverse(e)| e);
+            if self.first.is_empty() {
+                // A burst of additions grew it; once they are all periodic, its room is waste.
+                self.first.shrink_to(64);
+            }
+            taken
         } else {
             self.periodic.pop_front()
         }
@@ -122,6 +127,7 @@ mod tests {
         assert!(taken.windows(2).all(|w| w[0].0 <= w[1].0), "due order");
         assert_eq!(q.len(), 1000);
         assert!(q.first.is_empty(), "after one round every item is in the FIFO");
+        assert!(q.first.capacity() <= 64, "and the heap gave its room back");
     }
 
     #[test]
