@@ -3,6 +3,7 @@
  * starts its background probe in the engine; every request refreshes it; a probe nobody
  * asked for during `expiryMs` is stopped.
  */
+import { AddressIndex, addressBytes } from './address-index.js';
 import { BadRequestError, UnavailableError } from './errors.js';
 import type { Engine } from './native.js';
 
@@ -22,31 +23,14 @@ function isInvalidArg(e: unknown): boolean {
   return (e as { code?: unknown }).code === 'InvalidArg';
 }
 
-/** ICMP targets are keyed by their address alone, so the key is the only string kept. */
-function keyOf(address: string, port: number): string {
-  return port === 0 ? address : `${address}|${port}`;
-}
-
-function probeOf(key: string): Probe {
-  const bar = key.indexOf('|');
-  return bar < 0 ? { address: key, port: 0 } : { address: key.slice(0, bar), port: Number(key.slice(bar + 1)) };
-}
-
 /**
- * A flat copy of a string. Addresses come out of URL parsing as slices that keep the whole
- * parsed text alive; a copy held for hours should not.
- */
-function ownCopy(s: string): string {
-  return Buffer.from(s, 'latin1').toString('latin1');
-}
-
-/**
- * What is kept per target is a map entry from its key to a slot, and the slot's engine id and
- * last access in typed arrays: about 100 bytes a target, where an object per target cost three
- * times that at 100,000 targets.
+ * What is kept per target is its slot in an address index (its address bytes and port in
+ * typed arrays, see address-index.ts), and the slot's engine id and last access in typed
+ * arrays: no object and no string per target, which at 100,000 targets cost V8 heap the
+ * engine's own share again.
  */
 export class Targets {
-  private readonly slotOf = new Map<string, number>();
+  private readonly index = new AddressIndex();
   private ids = new Uint32Array(1024);
   private lastAccess = new Float64Array(1024);
   private readonly freeSlots: number[] = [];
@@ -62,10 +46,11 @@ export class Targets {
 
   /** Targets being probed, ICMP (`tcp` false) or TCP; kept as they come and go, not counted per scrape. */
   count(tcp: boolean): number {
-    return tcp ? this.tcpCount : this.slotOf.size - this.tcpCount;
+    return tcp ? this.tcpCount : this.index.size - this.tcpCount;
   }
 
-  private add(key: string, port: number, id: number): number {
+  /** A slot for a target the engine now probes as `id`; undefined when `address` is no IP address. */
+  private add(address: string, port: number, id: number): number | undefined {
     let slot = this.freeSlots.pop();
     if (slot === undefined) {
       if (this.slotsUsed === this.ids.length) {
@@ -77,25 +62,22 @@ export class Targets {
       }
       slot = this.slotsUsed++;
     }
+    if (!this.index.set(slot, address, port)) {
+      this.freeSlots.push(slot);
+      return undefined;
+    }
     this.ids[slot] = id;
-    this.slotOf.set(key, slot);
     if (port !== 0) this.tcpCount += 1;
     return slot;
   }
 
-  /** Forgets a target and stops its probe; false when it was not there. */
-  private remove(key: string): boolean {
-    const slot = this.slotOf.get(key);
-    if (slot === undefined) return false;
-    this.slotOf.delete(key);
+  /** Forgets a target and stops its probe. */
+  private remove(slot: number): void {
+    if (!this.index.holds(slot)) return;
+    if (this.index.port(slot) !== 0) this.tcpCount -= 1;
+    this.index.delete(slot);
     this.freeSlots.push(slot);
-    if (probeOf(key).port !== 0) this.tcpCount -= 1;
     this.engine.untrack(this.ids[slot] as number);
-    return true;
-  }
-
-  private target(key: string, slot: number): Target {
-    return { ...probeOf(key), id: this.ids[slot] as number };
   }
 
   /**
@@ -103,25 +85,29 @@ export class Targets {
    * probed, the probes this call started are stopped again.
    */
   acquire(probes: readonly Probe[]): Target[] {
-    const started: string[] = [];
+    const started: number[] = [];
     const slots: number[] = [];
     const out: Target[] = [];
+    const refuse = (what: string, e: Error) => {
+      for (const s of started) this.remove(s);
+      const message = `cannot probe ${what}: ${e.message}`;
+      return isInvalidArg(e) ? new BadRequestError(message) : new UnavailableError(message);
+    };
     for (const { address, port } of probes) {
-      let key = keyOf(address, port);
-      let slot = this.slotOf.get(key);
+      let slot = this.index.get(address, port);
       if (slot === undefined) {
+        const what = port === 0 ? address : `${address} port ${port}`;
+        if (addressBytes(address, new Uint8Array(16)) === 0) {
+          throw refuse(what, Object.assign(new Error('not an IP address'), { code: 'InvalidArg' }));
+        }
         let id: number;
         try {
           id = port === 0 ? this.engine.track(address, 'icmp') : this.engine.track(address, 'tcp', port);
         } catch (e) {
-          for (const k of started) this.remove(k);
-          const what = port === 0 ? address : `${address} port ${port}`;
-          const message = `cannot probe ${what}: ${(e as Error).message}`;
-          throw isInvalidArg(e) ? new BadRequestError(message) : new UnavailableError(message);
+          throw refuse(what, e as Error);
         }
-        key = ownCopy(key);
-        slot = this.add(key, port, id);
-        started.push(key);
+        slot = this.add(address, port, id) as number;
+        started.push(slot);
       }
       slots.push(slot);
       out.push({ address, port, id: this.ids[slot] as number });
@@ -134,27 +120,38 @@ export class Targets {
   /** The targets of these probes that exist, in order. */
   find(probes: readonly Probe[]): Target[] {
     return probes.flatMap(({ address, port }) => {
-      const slot = this.slotOf.get(keyOf(address, port));
+      const slot = this.index.get(address, port);
       return slot === undefined ? [] : [{ address, port, id: this.ids[slot] as number }];
     });
   }
 
   all(): Target[] {
-    return [...this.slotOf].map(([key, slot]) => this.target(key, slot));
+    const out: Target[] = [];
+    for (let slot = 0; slot < this.slotsUsed; slot++) {
+      if (this.index.holds(slot)) out.push({ address: this.index.address(slot), port: this.index.port(slot), id: this.ids[slot] as number });
+    }
+    return out;
   }
 
   /** Stops these probes now. */
   release(probes: readonly Probe[]): void {
-    for (const { address, port } of probes) this.remove(keyOf(address, port));
+    for (const { address, port } of probes) {
+      const slot = this.index.get(address, port);
+      if (slot !== undefined) this.remove(slot);
+    }
   }
 
   /** Stops the probes nobody asked for during the expiry time; returns how many. */
   sweep(): number {
     const cutoff = this.now() - this.expiryMs;
-    const stale: string[] = [];
-    for (const [key, slot] of this.slotOf) if ((this.lastAccess[slot] as number) <= cutoff) stale.push(key);
-    for (const key of stale) this.remove(key);
-    return stale.length;
+    let stale = 0;
+    for (let slot = 0; slot < this.slotsUsed; slot++) {
+      if (this.index.holds(slot) && (this.lastAccess[slot] as number) <= cutoff) {
+        this.remove(slot);
+        stale += 1;
+      }
+    }
+    return stale;
   }
 
   startSweeping(): void {
