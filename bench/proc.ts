@@ -43,6 +43,29 @@ export function threadRunqueueWaitSeconds(pid: number, name: string): number {
   return total;
 }
 
+/**
+ * Resident bytes of a process's anonymous memory, split by mapping size: mappings under
+ * 300 KiB are V8's heap pages (256 KiB each); the rest is native (the engine's tables, typed
+ * arrays' backing stores, malloc) and V8's large objects.
+ */
+export function anonymousRss(pid: number): { v8Pages: number; rest: number } {
+  let [v8Pages, rest, small, anonymous] = [0, 0, false, false];
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const map = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (map) {
+      small = parseInt(map[2] as string, 16) - parseInt(map[1] as string, 16) < 300 * 1024;
+      anonymous = map[3] === '' || map[3] === '[heap]';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss && anonymous) {
+      if (small) v8Pages += Number(rss[1]) * 1024;
+      else rest += Number(rss[1]) * 1024;
+    }
+  }
+  return { v8Pages, rest };
+}
+
 /** Resident memory of a process, in bytes. */
 export function rssBytes(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));

@@ -7,7 +7,7 @@
 import { Lab, type ExporterProcess } from '../__test__/helpers/lab.js';
 import { parseSamples, sleep, value } from '../__test__/helpers/prom.js';
 import { addTargets, timedGets } from './http.js';
-import { cpuSeconds, quantile, rssBytes, threadCpuSeconds, threadRunqueueWaitSeconds } from './proc.js';
+import { anonymousRss, cpuSeconds, quantile, rssBytes, threadCpuSeconds, threadRunqueueWaitSeconds } from './proc.js';
 
 const INTERVAL_MS = 2000;
 /** Addresses in the peer's IPv4 AnyIP range (198.18.128.0/17); targets beyond it are IPv6. */
@@ -62,6 +62,7 @@ export async function scale(
   const rows: Array<Record<string, number>> = [];
   let tracked = 0;
   let previousRss = baseRss;
+  let previousAnon = anonymousRss(pid);
   for (const targets of steps) {
     const before = await counters(exporter);
     const waited = () => threadRunqueueWaitSeconds(pid, 'netprobe') * 1000;
@@ -81,6 +82,10 @@ export async function scale(
     // fixed costs are paid by then, so this is what one more target costs.
     const perAdded = Math.round((rss - previousRss) / Math.max(1, added));
     previousRss = rss;
+    const anon = anonymousRss(pid);
+    const nativePerAdded = Math.round((anon.rest - previousAnon.rest) / Math.max(1, added));
+    const v8PagesPerAdded = Math.round((anon.v8Pages - previousAnon.v8Pages) / Math.max(1, added));
+    previousAnon = anon;
     const one = await timedGets(`${exporter.url}/probe?target=${targetAddress(0)}`, 200);
     const many = Array.from({ length: 256 }, (_, k) => `target=${targetAddress(k)}`).join('&');
     const batch = await timedGets(`${exporter.url}/probe?${many}`, 50);
@@ -98,6 +103,9 @@ export async function scale(
       engine_core_share: Number(((eng1 - eng0) / seconds).toFixed(3)),
       rss_per_target_bytes: Math.round((rss - baseRss) / targets),
       rss_per_added_target_bytes: perAdded,
+      // Of that: native mappings (engine tables, typed arrays, malloc), and V8's heap pages.
+      rss_native_per_added_target_bytes: nativePerAdded,
+      rss_v8_pages_per_added_target_bytes: v8PagesPerAdded,
       rss_mb: Number((rss / 1e6).toFixed(1)),
       send_delay_mean_us: Math.round(((c1.delaySum - c0.delaySum) / Math.max(1, sent)) * 1e6),
       late_over_1ms_adding: c0.over1ms - before.over1ms,
