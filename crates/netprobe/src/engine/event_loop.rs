@@ -123,8 +123,9 @@ pub(super) struct EngineLoop {
     pub shared: Arc<Shared>,
     pub targets: Vec<Option<Target>>,
     free_targets: Vec<usize>,
-    index_of: HashMap<TargetId, usize>,
-    schedule: SendQueue<(usize, TargetId)>,
+    /// Slot of each target (u32: a map entry of 8 bytes).
+    index_of: HashMap<TargetId, u32>,
+    schedule: SendQueue<(u32, TargetId)>,
     pub inflight: InFlight,
     deadlines: VecDeque<(Instant, Key)>,
     pacer_next: Instant,
@@ -157,6 +158,7 @@ impl EngineLoop {
         wake: Arc<EventFd>,
         shared: Arc<Shared>,
     ) -> Self {
+        let started = Instant::now();
         let mut engine = EngineLoop {
             gap: Duration::from_secs(1) / config.max_pps,
             config,
@@ -169,7 +171,7 @@ impl EngineLoop {
             targets: Vec::new(),
             free_targets: Vec::new(),
             index_of: HashMap::new(),
-            schedule: SendQueue::default(),
+            schedule: SendQueue::new(started),
             inflight: InFlight::default(),
             deadlines: VecDeque::new(),
             pacer_next: Instant::now(),
@@ -179,7 +181,7 @@ impl EngineLoop {
             opt_id: OptIdCmsg::new(),
             batch: RecvBatch::new(RECV_BATCH),
             stopping: false,
-            started: Instant::now(),
+            started,
             bound: [None, None],
             next_interface_check: Instant::now(),
             route_sources: HashMap::new(),
@@ -345,22 +347,22 @@ impl EngineLoop {
                 self.targets.len() - 1
             }
         };
-        self.index_of.insert(id, index);
+        self.index_of.insert(id, index as u32);
         // Its slot's fixed phase in the round: targets spread evenly, and nobody else's moves.
         let fraction = schedule::phase_fraction(index);
         let due = schedule::first_due(self.started, Instant::now(), self.config.interval, fraction);
-        self.schedule.add(due, (index, id));
+        self.schedule.add(due, (index as u32, id));
     }
 
     fn untrack(&mut self, id: TargetId) {
-        if let Some(index) = self.index_of.remove(&id) {
+        if let Some(index) = self.index_of.remove(&id).map(|i| i as usize) {
             self.targets[index] = None;
             self.free_targets.push(index);
         }
     }
 
     fn snapshot(&mut self, id: TargetId) -> Option<TargetSnapshot> {
-        let index = *self.index_of.get(&id)?;
+        let index = *self.index_of.get(&id)? as usize;
         let target = self.targets.get_mut(index)?.as_mut()?;
         Some(TargetSnapshot { counters: target.stats.counters(), window: target.stats.window() })
     }
@@ -375,9 +377,10 @@ impl EngineLoop {
 
     fn send_due(&mut self, now: Instant) {
         for _ in 0..BATCH {
-            let Some((due, (index, id))) = self.schedule.peek() else {
+            let Some((due, (slot, id))) = self.schedule.peek() else {
                 return;
             };
+            let index = slot as usize;
             if due > now || self.pacer_next > now {
                 return;
             }
@@ -407,7 +410,7 @@ impl EngineLoop {
             if next < now {
                 next = now; // the pps cap cannot keep up: send as soon as the pacer allows
             }
-            self.schedule.put_back(next, (index, id));
+            self.schedule.put_back(next, (slot, id));
         }
     }
 
