@@ -28,6 +28,9 @@ interface Counters {
   /** Probes that left more than 1 ms / 10 ms late. */
   over1ms: number;
   over10ms: number;
+  /** Answers whose transmit stamp never came (a full error queue would show here) and answers the receive buffer dropped. */
+  txMissing: number;
+  queueDrops: number;
 }
 
 async function counters(e: ExporterProcess): Promise<Counters> {
@@ -39,6 +42,8 @@ async function counters(e: ExporterProcess): Promise<Counters> {
     delayMax: value(m, 'icmp_send_schedule_delay_max_seconds') ?? 0,
     over1ms: value(m, 'icmp_send_schedule_late_total', { over: '0.001' }) ?? 0,
     over10ms: value(m, 'icmp_send_schedule_late_total', { over: '0.01' }) ?? 0,
+    txMissing: value(m, 'icmp_timestamp_fallback_total', { reason: 'tx_missing' }) ?? 0,
+    queueDrops: value(m, 'icmp_receive_queue_drops_total') ?? 0,
   };
 }
 
@@ -112,6 +117,8 @@ export async function scale(
       late_over_10ms_adding: c0.over10ms - before.over10ms,
       late_over_1ms_window: c1.over1ms - c0.over1ms,
       late_share_window: Number(((c1.over1ms - c0.over1ms) / Math.max(1, sent)).toFixed(4)),
+      tx_stamps_missing_window: c1.txMissing - c0.txMissing,
+      receive_queue_drops_since_start: c1.queueDrops,
       engine_waited_for_cpu_ms_adding: Math.round(waited0 - waitedBefore),
       engine_waited_for_cpu_ms_window: Math.round(waited1 - waited0),
       send_delay_max_us_since_start: Math.round(c1.delayMax * 1e6),
