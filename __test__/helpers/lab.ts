@@ -83,7 +83,12 @@ function removeLab(suffix: string): void {
 function removeOrphanLabs(): void {
   if (!existsSync(BUILDERS)) return;
   for (const suffix of readdirSync(BUILDERS)) {
-    const pid = Number(readFileSync(join(BUILDERS, suffix), 'utf8'));
+    let pid: number;
+    try {
+      pid = Number(readFileSync(join(BUILDERS, suffix), 'utf8'));
+    } catch {
+      continue; // its lab was just torn down by its own (parallel) test
+    }
     if (!alive(pid)) removeLab(suffix);
   }
 }
