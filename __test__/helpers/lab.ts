@@ -89,7 +89,8 @@ function removeOrphanLabs(): void {
     } catch {
       continue; // its lab was just torn down by its own (parallel) test
     }
-    if (!alive(pid)) removeLab(suffix);
+    // An empty note is one being written this instant.
+    if (pid > 0 && !alive(pid)) removeLab(suffix);
   }
 }
 
