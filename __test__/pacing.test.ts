@@ -95,9 +95,9 @@ test('64 targets at 1 s: every round sends each target once, about 1/64 s apart,
   const gaps = arrivals.slice(1).map((a, i) => a.t - (arrivals[i]?.t ?? 0));
   const even = 1 / 64;
   const near = gaps.filter((g) => g > even * 0.5 && g < even * 1.5).length;
-  // A shared machine delays the odd send; the spacing, not a burst, is the rule.
-  t.true(near >= gaps.length * 0.9, `${near} of ${gaps.length} gaps within half of ${(even * 1000).toFixed(1)} ms`);
-  t.true(Math.max(...gaps) < even * 4, `no gap near a burst's: longest ${(Math.max(...gaps) * 1000).toFixed(1)} ms`);
+  // A shared machine delays the odd send (a burst would put nearly every gap near 0).
+  t.true(near >= gaps.length * 0.8, `${near} of ${gaps.length} gaps within half of ${(even * 1000).toFixed(1)} ms`);
+  t.true(Math.max(...gaps) < even * 6, `no gap like a whole burst's: longest ${(Math.max(...gaps) * 1000).toFixed(1)} ms`);
 });
 
 test('-maxpps caps the rate below what the targets are due', async (t) => {
@@ -113,7 +113,7 @@ test('-maxpps caps the rate below what the targets are due', async (t) => {
   t.true(rate > 150 && rate < 220, `${rate.toFixed(0)} probes/s for a cap of 200`);
   const gaps = arrivals.slice(1).map((a, i) => a.t - (arrivals[i]?.t ?? 0));
   const spaced = gaps.filter((g) => g > 0.5 / 200).length;
-  t.true(spaced >= gaps.length * 0.9, `${spaced} of ${gaps.length} sends at least 2.5 ms apart: paced, not bursts`);
+  t.true(spaced >= gaps.length * 0.8, `${spaced} of ${gaps.length} sends at least 2.5 ms apart: paced, not bursts`);
 });
 
 test('a target keeps its phase in the round while others are added and expire', async (t) => {
