@@ -136,6 +136,7 @@ test('a target keeps its phase in the round while others are added and expire', 
     // Phases near 0 and 1 are the same place in the round.
     const first = own[0] ?? 0;
     const drift = Math.max(...own.map((p) => Math.abs(((p - first + 1.5) % 1) - 0.5)));
-    t.true(drift < 0.005, `${ip}: phase moved by ${(drift * 1000).toFixed(2)} ms of the 1 s round`);
+    // A re-spread round would move it by a large share of the round; 20 ms allows a late send.
+    t.true(drift < 0.02, `${ip}: phase moved by ${(drift * 1000).toFixed(2)} ms of the 1 s round`);
   }
 });
