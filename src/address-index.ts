@@ -115,7 +115,10 @@ export class AddressIndex {
     if (!this.holds(slot)) return;
     const mask = this.table.length - 1;
     let i = this.home(slot);
-    while (this.table[i] !== slot) i = (i + 1) & mask;
+    for (let probes = 0; this.table[i] !== slot; probes++) {
+      if (probes > mask) throw new Error(`address index: slot ${slot} is held but not in the table`);
+      i = (i + 1) & mask;
+    }
     // Backward-shift deletion: later entries of the run move up, so no lookup stops early.
     for (let j = (i + 1) & mask; this.table[j] !== EMPTY; j = (j + 1) & mask) {
       const home = this.home(this.table[j] as number);
