@@ -13,12 +13,13 @@ export function cpuSeconds(pid: number): number {
   return statCpu(`/proc/${pid}/stat`);
 }
 
-/** CPU seconds of the threads of `pid` named `name` (0 when there is none). */
-export function threadCpuSeconds(pid: number, name: string): number {
+/** The sum of `read(<task dir>)` over the threads of `pid` named `name` (0 when there is none). */
+function sumOverThreads(pid: number, name: string, read: (task: string) => number): number {
   let total = 0;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const task = `/proc/${pid}/task/${tid}`;
     try {
-      if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() === name) total += statCpu(`/proc/${pid}/task/${tid}/stat`);
+      if (readFileSync(`${task}/comm`, 'utf8').trim() === name) total += read(task);
     } catch {
       // the thread ended between the listing and the read
     }
@@ -26,21 +27,17 @@ export function threadCpuSeconds(pid: number, name: string): number {
   return total;
 }
 
+/** CPU seconds of the threads of `pid` named `name`. */
+export function threadCpuSeconds(pid: number, name: string): number {
+  return sumOverThreads(pid, name, (task) => statCpu(`${task}/stat`));
+}
+
 /**
  * Seconds the threads of `pid` named `name` waited, runnable, for a CPU (the kernel's
  * schedstat): how much of their lateness other work on the machine caused.
  */
 export function threadRunqueueWaitSeconds(pid: number, name: string): number {
-  let total = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== name) continue;
-      total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
-    } catch {
-      // the thread ended between the listing and the read
-    }
-  }
-  return total;
+  return sumOverThreads(pid, name, (task) => Number(readFileSync(`${task}/schedstat`, 'utf8').split(' ')[1]) / 1e9);
 }
 
 /**

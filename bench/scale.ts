@@ -47,6 +47,9 @@ async function counters(e: ExporterProcess): Promise<Counters> {
   };
 }
 
+/** Milliseconds the engine thread has waited, runnable, for a CPU. */
+const engineWaitedMs = (pid: number) => threadRunqueueWaitSeconds(pid, 'netprobe') * 1000;
+
 /** Targets [from, to) of the bench's address sequence. */
 function range(from: number, to: number): string[] {
   return Array.from({ length: Math.max(0, to - from) }, (_, k) => targetAddress(from + k));
@@ -70,17 +73,16 @@ export async function scale(
   let previousAnon = anonymousRss(pid);
   for (const targets of steps) {
     const before = await counters(exporter);
-    const waited = () => threadRunqueueWaitSeconds(pid, 'netprobe') * 1000;
-    const waitedBefore = waited();
+    const waitedBefore = engineWaitedMs(pid);
     await addTargets(exporter.url, range(tracked, targets));
     const added = targets - tracked;
     tracked = targets;
     // Two rounds to settle; the worst delay while adding is the max gauge's rise, if any.
     await sleep(2 * intervalMs);
     const c0 = await counters(exporter);
-    const [cpu0, eng0, t0, waited0] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now(), waited()];
+    const [cpu0, eng0, t0, waited0] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now(), engineWaitedMs(pid)];
     await sleep(windowMs);
-    const [cpu1, eng1, t1, waited1] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now(), waited()];
+    const [cpu1, eng1, t1, waited1] = [cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), Date.now(), engineWaitedMs(pid)];
     const c1 = await counters(exporter);
     const rss = rssBytes(pid);
     // Beyond everything the previous step had: the young heap, request garbage and such
@@ -145,7 +147,6 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
   const args = ['-i-wont-be-evil', '-interval', String(INTERVAL_MS), '-timeout', '1000', '-maxpps', '100000', '-expiry', '4000'];
   const exporter = await lab.startExporter(args);
   const pid = exporter.child.pid ?? 0;
-  const waited = () => threadRunqueueWaitSeconds(pid, 'netprobe') * 1000;
   const keep = 1000;
   let keeping = true;
   const keepAlive = (async () => {
@@ -157,17 +158,17 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
   const active = async () => value(parseSamples((await exporter.get('/metrics')).body), 'icmp_active_probes') ?? NaN;
   try {
     await sleep(2 * INTERVAL_MS);
-    const [quiet, waitedQuiet] = [await counters(exporter), waited()];
+    const [quiet, waitedQuiet] = [await counters(exporter), engineWaitedMs(pid)];
     await sleep(INTERVAL_MS + 6000);
-    const [settled, waitedSettled] = [await counters(exporter), waited()];
+    const [settled, waitedSettled] = [await counters(exporter), engineWaitedMs(pid)];
     const t0 = Date.now();
     await addTargets(exporter.url, range(keep, keep + 20_000));
     const addMs = Date.now() - t0;
     await sleep(INTERVAL_MS);
-    const [added, waitedAdded] = [await counters(exporter), waited()];
+    const [added, waitedAdded] = [await counters(exporter), engineWaitedMs(pid)];
     const activeAdded = await active();
     await sleep(6000); // expiry 4 s after the last request, swept within 0.4 s
-    const [expired, waitedExpired] = [await counters(exporter), waited()];
+    const [expired, waitedExpired] = [await counters(exporter), engineWaitedMs(pid)];
     const activeExpired = await active();
     return [
       {
