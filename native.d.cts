@@ -39,6 +39,10 @@ export interface EngineCounters {
   packetsSent: number
   packetsReceived: number
   sendErrors: number
+  /** Sends the kernel had no room for (ENOBUFS, EAGAIN, ENOMEM): sent again later, not lost. */
+  sendDeferred: number
+  /** Failed waits of the engine loop (retried). */
+  pollErrors: number
   receiveErrors: number
   repliesForeign: number
   repliesDuplicate: number

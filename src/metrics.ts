@@ -65,6 +65,14 @@ export function createMetricsRegistry(sources: MetricsSources): { registry: Regi
     labelNames: ['mode'],
     registers,
   }).set({ mode: sources.icmpMode }, 1);
+  engineCounter(
+    registry,
+    'icmp',
+    'engine_poll_errors_total',
+    'Failed waits (ppoll) of the engine thread, retried: the engine never stops for one',
+    (c) => [[{}, c.pollErrors]],
+    sources,
+  );
   for (const protocol of ['icmp', 'tcp'] as const) {
     const P = protocol.toUpperCase();
     const packets = protocol === 'icmp' ? 'ICMP echo requests' : 'TCP SYNs';
@@ -86,6 +94,14 @@ export function createMetricsRegistry(sources: MetricsSources): { registry: Regi
       'packets_error_total',
       `The total number of ${P} socket errors (failed sends and receives, probes not sent for lack of room in flight)`,
       (c) => one(c.sendErrors + c.receiveErrors + c.inflightFull),
+      sources,
+    );
+    engineCounter(
+      registry,
+      protocol,
+      'send_deferred_total',
+      `${packets} this host had no room for (ENOBUFS, EAGAIN, ENOMEM): sent again a moment later, never counted as sent nor as lost`,
+      (c) => one(c.sendDeferred),
       sources,
     );
     engineCounter(

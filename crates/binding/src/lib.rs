@@ -59,6 +59,10 @@ pub struct EngineCounters {
     pub packets_sent: f64,
     pub packets_received: f64,
     pub send_errors: f64,
+    /// Sends the kernel had no room for (ENOBUFS, EAGAIN, ENOMEM): sent again later, not lost.
+    pub send_deferred: f64,
+    /// Failed waits of the engine loop (retried).
+    pub poll_errors: f64,
     pub receive_errors: f64,
     pub replies_foreign: f64,
     pub replies_duplicate: f64,
@@ -218,6 +222,8 @@ impl Engine {
             packets_sent: c.packets_sent as f64,
             packets_received: c.packets_received as f64,
             send_errors: c.send_errors as f64,
+            send_deferred: c.send_deferred as f64,
+            poll_errors: c.poll_errors as f64,
             receive_errors: c.receive_errors as f64,
             replies_foreign: c.replies_foreign as f64,
             replies_duplicate: c.replies_duplicate as f64,

@@ -90,6 +90,19 @@ impl EngineConfig {
         if self.max_pps == 0 || self.max_pps > MAX_PPS {
             return Err(ConfigError(format!("maxpps must be between 1 and {MAX_PPS}")));
         }
+        let timeout_ns = u64::try_from(self.timeout.as_nanos()).unwrap_or(u64::MAX);
+        if !crate::lifecycle::fits_in_flight(self.max_pps, timeout_ns) {
+            // Refused here rather than turned into send errors once the table is full.
+            return Err(ConfigError(format!(
+                "maxpps {} with timeout {} ms can put up to {} probes in flight, more than the {} the engine holds: \
+                 lower maxpps or timeout (maxpps x timeout must stay under about {} probe-seconds)",
+                self.max_pps,
+                self.timeout.as_millis(),
+                crate::lifecycle::peak_in_flight(self.max_pps, timeout_ns),
+                crate::inflight::MAX_SLOTS,
+                crate::inflight::MAX_SLOTS
+            )));
+        }
         Ok(())
     }
 }
@@ -107,5 +120,13 @@ mod tests {
         assert!(EngineConfig { timeout: ms(40_001), ..Default::default() }.validate().is_err());
         assert!(EngineConfig { max_pps: 0, ..Default::default() }.validate().is_err());
         assert!(EngineConfig { max_pps: MAX_PPS + 1, ..Default::default() }.validate().is_err());
+        // What the in-flight table holds: 100,000 probes/s for 10 s fits, for 10.5 s it does not.
+        let at = |max_pps, t| EngineConfig { max_pps, timeout: ms(t), ..Default::default() }.validate();
+        assert!(at(100_000, 10_000).is_ok());
+        let refused = at(100_000, 10_500).unwrap_err().to_string();
+        assert!(refused.contains("maxpps 100000 with timeout 10500 ms"), "{refused}");
+        assert!(at(MAX_PPS, 1_000).is_ok());
+        assert!(at(MAX_PPS, 1_100).is_err());
+        assert!(at(26_000, 40_000).is_ok());
     }
 }

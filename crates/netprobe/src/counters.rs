@@ -25,6 +25,11 @@ engine_counters! {
     packets_received,
     /// sendmsg failures (each is also a failed probe of its target).
     send_errors,
+    /// Sends the kernel had no room for (ENOBUFS, EAGAIN, ENOMEM): the probe waited and went
+    /// again, it is not lost.
+    send_deferred,
+    /// `ppoll` failures of the engine loop (other than EINTR), retried.
+    poll_errors,
     /// recvmsg failures other than "nothing to read".
     receive_errors,
     /// Replies whose key, token, sequence or source did not match a probe of ours.

@@ -2,7 +2,12 @@
 //! in its transmit timestamp (OPT_ID). A key names a slot and its generation, so a stale
 //! reply or stamp never lands on the probe that reuses the slot. Grows to the peak number
 //! of probes in flight and then allocates nothing.
-use std::time::Instant;
+//!
+//! A key's generation has 12 bits, so a key names a slot's probe only for 4,096 reuses of that
+//! slot: whatever must name one probe for longer (a deadline) carries its `serial` too. Freed
+//! slots are reused oldest first, so a slot comes back as late as the table allows and what a
+//! slot remembers of its last probe (for telling late and duplicate replies apart) lasts.
+use std::collections::VecDeque;
 
 const INDEX_BITS: u32 = 20;
 const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
@@ -35,8 +40,19 @@ pub struct Probe {
     pub seq: u16,
     /// What only our own answer can carry: the ICMP payload token, or the TCP initial sequence number.
     pub token: u64,
-    pub sent_at: Instant,
-    pub deadline: Instant,
+    /// This probe's number, unique for the engine's life.
+    pub serial: u64,
+    /// When its target's turn was due (ns since start): a probe the kernel had no room for goes
+    /// again at that place in the schedule.
+    pub due: u64,
+    /// CLOCK_MONOTONIC right before `sendmsg` (ns since start).
+    pub sent_at: u64,
+    /// CLOCK_REALTIME right before `sendmsg` (ns since the epoch): a software transmit stamp
+    /// earlier than this belongs to another probe.
+    pub sent_rt: i64,
+    /// When the probe is given up if unanswered (ns since start): its timeout plus a grace
+    /// for the kernel's transmit path (see `lifecycle::GRACE`).
+    pub expiry: u64,
     pub tx_stamp_ns: Option<i64>,
     /// The NIC's transmit stamp (`-hard`).
     pub tx_hw_ns: Option<i64>,
@@ -48,7 +64,9 @@ pub struct Reply {
     pub rx_stamp_ns: Option<i64>,
     /// The NIC's receive stamp (`-hard`).
     pub rx_hw_ns: Option<i64>,
-    pub at: Instant,
+    /// When it arrived, CLOCK_MONOTONIC ns since start: the kernel's receive stamp carried over
+    /// to the monotonic clock where it has one, else when it was read.
+    pub at: u64,
     /// A TCP RST rather than a SYN-ACK or an echo reply.
     pub closed: bool,
 }
@@ -78,7 +96,7 @@ pub enum Lookup {
 #[derive(Debug, Default)]
 pub struct InFlight {
     slots: Vec<Slot>,
-    free: Vec<u32>,
+    free: VecDeque<u32>,
     live: usize,
 }
 
@@ -93,7 +111,7 @@ impl InFlight {
 
     /// None when the table is full.
     pub fn insert(&mut self, probe: Probe) -> Option<Key> {
-        let index = match self.free.pop() {
+        let index = match self.free.pop_front() {
             Some(i) => i as usize,
             None if self.slots.len() < MAX_SLOTS => {
                 self.slots.push(Slot { gen: 0, probe: None, last: None });
@@ -148,7 +166,7 @@ impl InFlight {
         let probe = slot.probe.take()?;
         slot.last = Some((probe.token, ended));
         slot.gen = (slot.gen + 1) & GEN_MASK;
-        self.free.push(key.index() as u32);
+        self.free.push_back(key.index() as u32);
         self.live -= 1;
         Some(probe)
     }
@@ -159,15 +177,17 @@ mod tests {
     use super::*;
 
     fn probe(token: u64) -> Probe {
-        let now = Instant::now();
         Probe {
             target_index: 0,
             target_id: 1,
             tcp: false,
             seq: 0,
             token,
-            sent_at: now,
-            deadline: now,
+            serial: token,
+            due: 0,
+            sent_at: 0,
+            sent_rt: 0,
+            expiry: 0,
             tx_stamp_ns: None,
             tx_hw_ns: None,
             reply: None,

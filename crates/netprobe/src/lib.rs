@@ -8,6 +8,8 @@ pub mod engine;
 pub mod filter;
 pub mod hwstamp;
 pub mod inflight;
+pub mod lifecycle;
+pub mod netlink;
 pub mod ports;
 pub mod recv_batch;
 pub mod ring;

@@ -42,7 +42,6 @@ pub fn probe_port_range() -> io::Result<RangeInclusive<u16>> {
 
 pub struct PortPool {
     ports: Vec<u16>,
-    next: usize,
     /// Held for their binding only.
     _held: Vec<Socket>,
 }
@@ -84,15 +83,13 @@ impl PortPool {
         if ports.is_empty() {
             return Err(last_err.unwrap_or_else(|| io::Error::other("empty port range")));
         }
-        Ok(PortPool { ports, next: 0, _held: held })
+        Ok(PortPool { ports, _held: held })
     }
 
-    /// The next source port, round robin, so one target reuses a 4-tuple only every
-    /// `len()` probes.
-    pub fn next_port(&mut self) -> u16 {
-        let p = self.ports[self.next % self.ports.len()];
-        self.next = self.next.wrapping_add(1);
-        p
+    /// The ports held. Probes take them round robin (`lifecycle`), so one target reuses a
+    /// 4-tuple only every `len()` probes.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
     }
 
     pub fn len(&self) -> usize {
@@ -116,14 +113,11 @@ mod tests {
     }
 
     #[test]
-    fn pool_rotates_and_holds_its_ports() {
+    fn pool_holds_its_ports() {
         // Ports far from the usual ranges, on loopback-free wildcard binds only.
         let pool = PortPool::open(64001..=64004);
-        let Ok(mut pool) = pool else { return }; // something else holds them: nothing to check
-        let first: Vec<u16> = (0..pool.len()).map(|_| pool.next_port()).collect();
-        let second: Vec<u16> = (0..pool.len()).map(|_| pool.next_port()).collect();
-        assert_eq!(first, second);
-        let taken = first[0];
+        let Ok(pool) = pool else { return }; // something else holds them: nothing to check
+        let taken = pool.ports()[0];
         let again = hold(SocketAddr::from((Ipv4Addr::UNSPECIFIED, taken)));
         assert_eq!(again.unwrap_err().kind(), io::ErrorKind::AddrInUse, "the pool holds port {taken}");
     }

@@ -1,12 +1,13 @@
 //! Which clock a round trip is measured with. Pure, so the fallback rule is tested with numbers.
-use std::time::{Duration, Instant};
+//! Monotonic times are nanoseconds since the engine started; `limit` is the longest round
+//! trip a probe's record can have lived (a kernel pair further apart is a clock step).
 
 /// Why a sample could not use the kernel timestamp pair.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Fallback {
     pub tx_missing: bool,
     pub rx_missing: bool,
-    /// Both stamps present but RX before TX or further apart than the timeout (a CLOCK_REALTIME step).
+    /// Both stamps present but RX before TX or further apart than the limit (a CLOCK_REALTIME step).
     pub inconsistent: bool,
 }
 
@@ -18,24 +19,23 @@ impl Fallback {
 
 /// RTT in nanoseconds of an answered probe: kernel RX stamp minus kernel TX stamp when both
 /// exist and agree; otherwise the engine's CLOCK_MONOTONIC readings taken right before
-/// `sendmsg` and right after `recvmsg`, with the reason.
+/// `sendmsg` and at the answer's arrival, with the reason.
 pub fn reply_rtt(
     tx_stamp_ns: Option<i64>,
     rx_stamp_ns: Option<i64>,
-    sent_at: Instant,
-    replied_at: Instant,
-    timeout: Duration,
+    sent_at: u64,
+    replied_at: u64,
+    limit: u64,
 ) -> (u64, Fallback) {
     let mut why =
         Fallback { tx_missing: tx_stamp_ns.is_none(), rx_missing: rx_stamp_ns.is_none(), inconsistent: false };
     if let (Some(tx), Some(rx)) = (tx_stamp_ns, rx_stamp_ns) {
         match rx.checked_sub(tx) {
-            Some(rtt) if rtt >= 0 && (rtt as u128) <= timeout.as_nanos() => return (rtt as u64, why),
+            Some(rtt) if rtt >= 0 && (rtt as u64) <= limit => return (rtt as u64, why),
             _ => why.inconsistent = true,
         }
     }
-    let monotonic = replied_at.saturating_duration_since(sent_at).as_nanos();
-    (u64::try_from(monotonic).unwrap_or(u64::MAX), why)
+    (replied_at.saturating_sub(sent_at), why)
 }
 
 /// Which clock an answered probe's RTT came from.
@@ -61,13 +61,13 @@ pub struct Stamps {
 /// RTT of an answered probe: the hardware pair when both hardware stamps exist and agree
 /// (same NIC clock), else the software pair, else the monotonic readings. A hardware stamp is
 /// never subtracted from a software one.
-pub fn choose_rtt(s: Stamps, sent_at: Instant, replied_at: Instant, timeout: Duration) -> (u64, Clock, Fallback) {
+pub fn choose_rtt(s: Stamps, sent_at: u64, replied_at: u64, limit: u64) -> (u64, Clock, Fallback) {
     if let (Some(tx), Some(rx)) = (s.tx_hw, s.rx_hw) {
-        if let Some(rtt) = rx.checked_sub(tx).filter(|r| *r >= 0 && (*r as u128) <= timeout.as_nanos()) {
+        if let Some(rtt) = rx.checked_sub(tx).filter(|r| *r >= 0 && (*r as u64) <= limit) {
             return (rtt as u64, Clock::Hardware, Fallback::default());
         }
     }
-    let (rtt, why) = reply_rtt(s.tx_sw, s.rx_sw, sent_at, replied_at, timeout);
+    let (rtt, why) = reply_rtt(s.tx_sw, s.rx_sw, sent_at, replied_at, limit);
     (rtt, if why.any() { Clock::Monotonic } else { Clock::Software }, why)
 }
 
@@ -75,11 +75,11 @@ pub fn choose_rtt(s: Stamps, sent_at: Instant, replied_at: Instant, timeout: Dur
 mod tests {
     use super::*;
 
-    const TIMEOUT: Duration = Duration::from_secs(3);
+    const TIMEOUT: u64 = 3_000_000_000;
 
-    fn clocks(user_rtt_us: u64) -> (Instant, Instant) {
-        let sent = Instant::now();
-        (sent, sent + Duration::from_micros(user_rtt_us))
+    fn clocks(user_rtt_us: u64) -> (u64, u64) {
+        let sent = 5_000_000_000;
+        (sent, sent + user_rtt_us * 1000)
     }
 
     #[test]

@@ -4,23 +4,19 @@
 //! moves when others come or go (a freed slot's phase goes to the next target that takes it).
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::{Duration, Instant};
 
 /// The phase of slot `index`, as a fraction of the interval in [0, 1).
 pub fn phase_fraction(index: usize) -> f64 {
     f64::from((index as u32).reverse_bits()) / 4_294_967_296.0
 }
 
-/// The first time at or after `now` that lies `fraction` of an interval into a round, rounds
-/// counted from `origin`.
-pub fn first_due(origin: Instant, now: Instant, interval: Duration, fraction: f64) -> Instant {
-    let offset = interval.mul_f64(fraction);
-    let elapsed = now.saturating_duration_since(origin);
-    let interval_ns = interval.as_nanos().max(1);
-    let behind = elapsed.saturating_sub(offset).as_nanos();
-    let rounds = behind.div_ceil(interval_ns);
-    let round = u32::try_from(rounds).unwrap_or(u32::MAX);
-    origin + offset + interval.saturating_mul(round)
+/// The first time at or after `now` that lies `fraction` of an interval into a round (times
+/// in nanoseconds, rounds counted from 0).
+pub fn first_due(now: u64, interval: u64, fraction: f64) -> u64 {
+    let interval = interval.max(1);
+    let offset = (interval as f64 * fraction) as u64;
+    let rounds = now.saturating_sub(offset).div_ceil(interval);
+    offset.saturating_add(rounds.saturating_mul(interval))
 }
 
 /// The send order: items by due time, earliest first. Every target shares one interval, so
@@ -29,53 +25,49 @@ pub fn first_due(origin: Instant, now: Instant, interval: Duration, fraction: f6
 /// (a binary heap of 100,000 cost a cache miss per level, twice a send: 9 % of the engine
 /// thread at 50,000 probes/s, by perf). Only first due times, of items just added, are
 /// unordered; a heap holds those until they come due once.
-/// Due times are kept as nanoseconds since `origin` (8 bytes, where an `Instant` takes 16):
+/// Due times are nanoseconds since the engine started (8 bytes, where an `Instant` takes 16):
 /// with a slot index and a target id an entry is 16 bytes, a target's share of the queue.
 #[derive(Debug)]
 pub struct SendQueue<T: Ord + Copy> {
-    origin: Instant,
     periodic: VecDeque<(u64, T)>,
     first: BinaryHeap<Reverse<(u64, T)>>,
 }
 
+impl<T: Ord + Copy> Default for SendQueue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T: Ord + Copy> SendQueue<T> {
-    /// An empty queue for due times at or after `origin`.
-    pub fn new(origin: Instant) -> Self {
-        Self { origin, periodic: VecDeque::new(), first: BinaryHeap::new() }
+    pub fn new() -> Self {
+        Self { periodic: VecDeque::new(), first: BinaryHeap::new() }
     }
 
-    fn ns(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn at(&self, ns: u64) -> Instant {
-        self.origin + Duration::from_nanos(ns)
-    }
-
-    /// A new item, first due at `due`.
-    pub fn add(&mut self, due: Instant, item: T) {
-        self.first.push(Reverse((self.ns(due), item)));
+    /// A new item, first due at `due` (or an item that must go again at a due time out of the
+    /// FIFO's order, such as a probe the kernel had no room for).
+    pub fn add(&mut self, due: u64, item: T) {
+        self.first.push(Reverse((due, item)));
     }
 
     /// The earliest item, not taken.
-    pub fn peek(&self) -> Option<(Instant, T)> {
+    pub fn peek(&self) -> Option<(u64, T)> {
         let periodic = self.periodic.front().copied();
         let first = self.first.peek().map(|Reverse(e)| *e);
-        let earliest = match (periodic, first) {
+        match (periodic, first) {
             (Some(p), Some(f)) => Some(if f.0 < p.0 { f } else { p }),
             (p, f) => p.or(f),
-        };
-        earliest.map(|(ns, item)| (self.at(ns), item))
+        }
     }
 
     /// Takes the earliest item.
-    pub fn pop(&mut self) -> Option<(Instant, T)> {
+    pub fn pop(&mut self) -> Option<(u64, T)> {
         let from_first = match (self.periodic.front(), self.first.peek()) {
             (Some(p), Some(Reverse(f))) => f.0 < p.0,
             (None, Some(_)) => true,
             _ => false,
         };
-        let taken = if from_first {
+        if from_first {
             let taken = self.first.pop().map(|Reverse(e)| e);
             if self.first.is_empty() {
                 // A burst of additions grew it; once they are all periodic, its room is waste.
@@ -84,15 +76,13 @@ impl<T: Ord + Copy> SendQueue<T> {
             taken
         } else {
             self.periodic.pop_front()
-        };
-        taken.map(|(ns, item)| (self.at(ns), item))
+        }
     }
 
     /// Puts back an item just taken, next due at `due`. Items taken in due order and put back
     /// one interval later (or at a later now) stay sorted; anything else still comes out in
     /// order, through the heap.
-    pub fn put_back(&mut self, due: Instant, item: T) {
-        let due = self.ns(due);
+    pub fn put_back(&mut self, due: u64, item: T) {
         match self.periodic.back() {
             Some(&(last, _)) if last > due => self.first.push(Reverse((due, item))),
             _ => self.periodic.push_back((due, item)),
@@ -112,9 +102,11 @@ impl<T: Ord + Copy> SendQueue<T> {
 mod tests {
     use super::*;
 
+    const MS: u64 = 1_000_000;
+
     /// Takes everything due before `until`, putting each back one interval later; returns the
     /// order items were taken in.
-    fn run(q: &mut SendQueue<u32>, until: Instant, interval: Duration) -> Vec<(Instant, u32)> {
+    fn run(q: &mut SendQueue<u32>, until: u64, interval: u64) -> Vec<(u64, u32)> {
         let mut taken = Vec::new();
         while let Some((due, item)) = q.peek() {
             if due >= until {
@@ -129,13 +121,12 @@ mod tests {
 
     #[test]
     fn items_come_out_in_due_order_round_after_round() {
-        let origin = Instant::now();
-        let interval = Duration::from_secs(2);
-        let mut q = SendQueue::new(origin);
+        let interval = 2000 * MS;
+        let mut q = SendQueue::new();
         for i in 0..1000u32 {
-            q.add(origin + interval.mul_f64(phase_fraction(i as usize)), i);
+            q.add((interval as f64 * phase_fraction(i as usize)) as u64, i);
         }
-        let taken = run(&mut q, origin + interval * 5, interval);
+        let taken = run(&mut q, interval * 5, interval);
         assert_eq!(taken.len(), 5000);
         assert!(taken.windows(2).all(|w| w[0].0 <= w[1].0), "due order");
         assert_eq!(q.len(), 1000);
@@ -145,19 +136,17 @@ mod tests {
 
     #[test]
     fn items_added_between_rounds_merge_in_order() {
-        let origin = Instant::now();
-        let interval = Duration::from_millis(1000);
-        let ms = Duration::from_millis;
-        let mut q = SendQueue::new(origin);
+        let interval = 1000 * MS;
+        let mut q = SendQueue::new();
         for i in 0..100u32 {
-            q.add(origin + ms(u64::from(i) * 10), i);
+            q.add(u64::from(i) * 10 * MS, i);
         }
-        let mut taken = run(&mut q, origin + ms(1500), interval);
+        let mut taken = run(&mut q, 1500 * MS, interval);
         // Newcomers at odd moments, some before items already queued.
         for i in 100..150u32 {
-            q.add(origin + ms(1500 + u64::from(i - 100) * 7 + 3), i);
+            q.add((1500 + u64::from(i - 100) * 7 + 3) * MS, i);
         }
-        taken.extend(run(&mut q, origin + ms(4000), interval));
+        taken.extend(run(&mut q, 4000 * MS, interval));
         assert!(taken.windows(2).all(|w| w[0].0 <= w[1].0), "due order");
         for i in 0..150u32 {
             let n = taken.iter().filter(|t| t.1 == i).count();
@@ -168,21 +157,18 @@ mod tests {
     #[test]
     fn an_entry_is_16_bytes_with_a_slot_and_an_id() {
         assert_eq!(std::mem::size_of::<(u64, (u32, u32))>(), 16);
-        let origin = Instant::now();
-        let mut q = SendQueue::new(origin);
-        let due = origin + Duration::from_nanos(1_234_567_891);
+        let mut q = SendQueue::new();
+        let due = 1_234_567_891;
         q.add(due, (1u32, 2u32));
         assert_eq!(q.pop(), Some((due, (1, 2))), "due times come back to the nanosecond");
     }
 
     #[test]
     fn an_item_put_back_out_of_order_still_comes_out_in_order() {
-        let origin = Instant::now();
-        let ms = Duration::from_millis;
-        let mut q = SendQueue::new(origin);
-        q.put_back(origin + ms(50), 1);
-        q.put_back(origin + ms(20), 2); // earlier than the FIFO's last
-        q.add(origin + ms(30), 3);
+        let mut q = SendQueue::new();
+        q.put_back(50 * MS, 1);
+        q.put_back(20 * MS, 2); // earlier than the FIFO's last
+        q.add(30 * MS, 3);
         let order: Vec<u32> = std::iter::from_fn(|| q.pop().map(|e| e.1)).collect();
         assert_eq!(order, vec![2, 3, 1]);
         assert!(q.is_empty());
@@ -207,15 +193,13 @@ mod tests {
 
     #[test]
     fn phases_are_kept_across_rounds() {
-        let origin = Instant::now();
-        let i = Duration::from_secs(2);
-        let ms = Duration::from_millis;
-        assert_eq!(first_due(origin, origin, i, 0.25), origin + ms(500));
-        assert_eq!(first_due(origin, origin + ms(600), i, 0.25), origin + ms(2500));
-        assert_eq!(first_due(origin, origin + ms(2500), i, 0.25), origin + ms(2500));
-        assert_eq!(first_due(origin, origin + ms(7001), i, 0.0), origin + ms(8000));
-        let due = first_due(origin, origin + ms(123_456), i, 0.75);
-        assert!(due >= origin + ms(123_456) && due < origin + ms(125_456));
-        assert_eq!((due - origin).as_millis() % 2000, 1500);
+        let i = 2000 * MS;
+        assert_eq!(first_due(0, i, 0.25), 500 * MS);
+        assert_eq!(first_due(600 * MS, i, 0.25), 2500 * MS);
+        assert_eq!(first_due(2500 * MS, i, 0.25), 2500 * MS);
+        assert_eq!(first_due(7001 * MS, i, 0.0), 8000 * MS);
+        let due = first_due(123_456 * MS, i, 0.75);
+        assert!((123_456 * MS..125_456 * MS).contains(&due));
+        assert_eq!((due / MS) % 2000, 1500);
     }
 }

@@ -68,20 +68,31 @@ impl TargetStats {
         };
         self.ring.push(sample);
         self.limit = (usize::from(self.limit) + 1).min(RING_LEN) as u8;
+        self.apply_sticky_split();
+    }
+
+    /// The change rule's sticky part, applied as each probe is recorded so that the window is
+    /// a function of the outcomes alone: reading the gauges (by one scraper or several, at any
+    /// moment) never changes them.
+    fn apply_sticky_split(&mut self) {
+        let mut answered = [false; RING_LEN];
+        let n = usize::from(self.limit);
+        for (slot, sample) in answered.iter_mut().zip(self.ring.newest_first().take(n)) {
+            *slot = sample.is_some();
+        }
+        if let Some(limit) = window::sticky(window::change_point(&answered[..n])) {
+            self.limit = limit.min(RING_LEN) as u8;
+        }
     }
 
     pub fn counters(&self) -> Counters {
         self.counters
     }
 
-    /// Computes the window gauges. May narrow the window for later calls, as the change rule says.
-    pub fn window(&mut self) -> Window {
+    /// The window gauges now (the newest samples within the limit, narrowed by the change rule).
+    pub fn window(&self) -> Window {
         let samples: Vec<Option<f64>> = self.ring.newest_first().take(usize::from(self.limit)).collect();
-        let (w, sticky_limit) = window::compute(&samples);
-        if let Some(limit) = sticky_limit {
-            self.limit = limit.min(RING_LEN) as u8;
-        }
-        w
+        window::compute(&samples).0
     }
 }
 
@@ -101,6 +112,28 @@ mod tests {
         assert_eq!((c.sent, c.received, c.icmp_errors, c.send_errors), (5, 2, 1, 1));
         assert_eq!(c.rtt_sum_ns, 4_000);
         assert_eq!(c.rtt_sq_sum_ns2, 10_000_000);
+    }
+
+    #[test]
+    fn reading_the_window_never_changes_it() {
+        // Two copies fed the same outcomes: one read after every probe, one never until the end.
+        let mut read_often = TargetStats::default();
+        let mut read_once = TargetStats::default();
+        let mut seen = Vec::new();
+        for i in 0..600u64 {
+            // 200 answered, 150 lost (a split that sticks), then answered with some loss.
+            let outcome = match i {
+                0..=199 => Outcome::Reply { rtt_ns: 1_000_000 + i, closed: false },
+                200..=349 => Outcome::Timeout,
+                _ if i % 7 == 0 => Outcome::Timeout,
+                _ => Outcome::Reply { rtt_ns: 2_000_000, closed: false },
+            };
+            read_often.record(outcome);
+            read_once.record(outcome);
+            seen.push(read_often.window());
+        }
+        assert_eq!(read_often.window(), read_once.window());
+        assert!(seen.iter().any(|w| w.samples < 250 && w.samples >= 100), "a split stuck on the way");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! `n >= 100` it also becomes the limit for later windows until the ring grows past it.
 //! Unlike the reference, latency and standard deviation use the received samples only, the
 //! split is exact (no sample of the older side leaks in), and undefined values are `None`.
+//! The limit is applied when a probe is recorded (`stats`), never when the gauges are read:
+//! two scrapers reading at different moments see the same numbers.
 
 const MIN_SIDE: usize = 25;
 const MIN_SCORE: f64 = 0.12;
@@ -23,16 +25,20 @@ pub struct Window {
 }
 
 /// Newest `n` samples whose success rate differs most from the rest, if by more than 12 points.
-fn change_point(samples: &[Option<f64>]) -> Option<usize> {
-    let l = samples.len();
+/// `answered` is newest first.
+pub fn change_point(answered: &[bool]) -> Option<usize> {
+    let l = answered.len();
     if l < 2 * MIN_SIDE {
         return None;
     }
-    let total_ok = samples.iter().filter(|s| s.is_some()).count();
-    let mut ok_newest = samples[..MIN_SIDE - 1].iter().filter(|s| s.is_some()).count();
+    let total_ok = answered.iter().filter(|a| **a).count();
+    if total_ok == 0 || total_ok == l {
+        return None; // every split scores 0
+    }
+    let mut ok_newest = answered[..MIN_SIDE - 1].iter().filter(|a| **a).count();
     let mut best: Option<(usize, f64)> = None;
     for n in MIN_SIDE..=l - MIN_SIDE {
-        if samples[n - 1].is_some() {
+        if answered[n - 1] {
             ok_newest += 1;
         }
         let newer = ok_newest as f64 / n as f64;
@@ -45,12 +51,17 @@ fn change_point(samples: &[Option<f64>]) -> Option<usize> {
     best.map(|(n, _)| n)
 }
 
+/// The limit a split leaves for later windows, if it sticks (`n >= 100`).
+pub fn sticky(split: Option<usize>) -> Option<usize> {
+    split.filter(|&n| n >= STICKY_MIN)
+}
+
 /// `samples` newest first (`None` = lost). Returns the gauges and, when the change rule
 /// says so, the new limit for later windows.
 pub fn compute(samples: &[Option<f64>]) -> (Window, Option<usize>) {
-    let split = change_point(samples);
+    let answered: Vec<bool> = samples.iter().map(Option::is_some).collect();
+    let split = change_point(&answered);
     let used = &samples[..split.unwrap_or(samples.len())];
-    let sticky = split.filter(|&n| n >= STICKY_MIN);
 
     let rtts = || used.iter().flatten();
     let received = rtts().count();
@@ -64,7 +75,7 @@ pub fn compute(samples: &[Option<f64>]) -> (Window, Option<usize>) {
         w.latency_seconds = Some(mean);
         w.stddev_seconds = Some(var.sqrt());
     }
-    (w, sticky)
+    (w, sticky(split))
 }
 
 #[cfg(test)]

@@ -1,32 +1,30 @@
 //! ICMP echo probes: writing them, and reading the ICMP sockets (echo replies, and errors
 //! that quote either kind of probe).
-use super::event_loop::{Answer, EngineLoop};
+use super::event_loop::EngineLoop;
 use super::{family_of, IcmpMode, ProbeKind, Proto};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
+use crate::lifecycle::{arrival, Answer, Nanos, Transmit};
 use crate::recv_batch;
 use crate::wire::icmp::{self, EchoRepr, Family, Message, Quoted, QuotedError, PROBE_LEN};
 use std::net::IpAddr;
-use std::time::Instant;
 
 impl EngineLoop {
-    /// Writes the echo request of in-flight `key` into the packet buffer; returns its length
-    /// and token.
-    pub(super) fn write_echo(&mut self, key: Key, seq: u16, dst: IpAddr) -> (usize, u64) {
-        let token = self.tokens.token(key.0, seq, dst);
-        let repr = EchoRepr { ident: self.config.identifier, seq, key: key.0, token };
+    /// Writes the echo request of `tx` into the packet buffer; returns its length.
+    pub(super) fn write_echo(&mut self, tx: &Transmit) -> usize {
+        let repr = EchoRepr { ident: self.config.identifier, seq: tx.seq, key: tx.key.0, token: tx.token };
         let buf: &mut [u8; PROBE_LEN] =
             (&mut self.packet[..PROBE_LEN]).try_into().expect("packet buffer holds a probe");
-        icmp::emit_echo_request(family_of(dst), &repr, buf);
-        (PROBE_LEN, token)
+        icmp::emit_echo_request(family_of(tx.addr), &repr, buf);
+        PROBE_LEN
     }
 
     pub(super) fn receive_icmp(&mut self, family: Family) {
-        self.drain(Proto::Icmp, family, false, |engine, m, at| engine.on_icmp_message(family, m, at));
+        self.drain(Proto::Icmp, family, false, |engine, m, mono, real| engine.on_icmp_message(family, m, mono, real));
     }
 
-    fn on_icmp_message(&mut self, family: Family, m: recv_batch::Message<'_>, at: Instant) {
+    fn on_icmp_message(&mut self, family: Family, m: recv_batch::Message<'_>, mono: Nanos, real: i64) {
         let info = cmsg::parse(m.ctrl);
         self.count_receive_drops(Proto::Icmp, family, info.dropped);
         let parsed = match (family, self.icmp_mode) {
@@ -39,15 +37,12 @@ impl EngineLoop {
         match parsed {
             Ok((src, Message::EchoReply(echo))) => {
                 EngineCounters::add(&c.packets_received, 1);
-                let reply = Reply {
-                    rx_stamp_ns: info.software.map(|t| t.0),
-                    rx_hw_ns: info.hardware.map(|t| t.0),
-                    at,
-                    closed: false,
-                };
+                let rx_stamp_ns = info.software.map(|t| t.0);
+                let at = arrival(rx_stamp_ns, mono, real);
+                let reply = Reply { rx_stamp_ns, rx_hw_ns: info.hardware.map(|t| t.0), at, closed: false };
                 self.on_echo_reply(src, echo, reply);
             }
-            Ok((_, Message::Error(err))) => self.on_icmp_error(err),
+            Ok((_, Message::Error(err))) => self.on_icmp_error(err, arrival(info.software.map(|t| t.0), mono, real)),
             Ok((_, Message::Other)) => {}
             Err(_) => EngineCounters::add(&c.packets_malformed, 1),
         }
@@ -62,21 +57,21 @@ impl EngineLoop {
             Answer { key: Key(echo.key), token: echo.token, from: src, kind: ProbeKind::Icmp, seq: echo.seq, reply };
         // A reply whose record is gone is still ours when it carries the token the engine
         // computes for it: only our own probes carry such tokens.
-        self.on_answer(Proto::Icmp, answer, |engine| {
-            src.is_some_and(|a| engine.tokens.token(echo.key, echo.seq, a) == echo.token)
+        self.core.on_answer(Proto::Icmp, answer, |tokens| {
+            src.is_some_and(|a| tokens.token(echo.key, echo.seq, a) == echo.token)
         });
     }
 
-    fn on_icmp_error(&mut self, err: QuotedError) {
+    fn on_icmp_error(&mut self, err: QuotedError, at: Nanos) {
         match err.quoted {
             Quoted::Echo { ident, seq, key_token: Some((key, token)) } if ident == self.config.identifier => {
-                self.on_quoted_error(Proto::Icmp, Key(key), token, err.original_dst, ProbeKind::Icmp, seq)
+                self.core.on_quoted_error(Proto::Icmp, Key(key), token, err.original_dst, ProbeKind::Icmp, seq, at)
             }
             Quoted::Echo { .. } => EngineCounters::add(&self.counters(Proto::Icmp).icmp_errors_unmatched, 1),
             Quoted::Tcp { src_port, dst_port, seq } => {
                 let key = self.syn_key(err.original_dst, dst_port, src_port, seq);
                 let kind = ProbeKind::Tcp { port: dst_port };
-                self.on_quoted_error(Proto::Tcp, key, u64::from(seq), err.original_dst, kind, src_port)
+                self.core.on_quoted_error(Proto::Tcp, key, u64::from(seq), err.original_dst, kind, src_port, at)
             }
         }
     }

@@ -9,6 +9,8 @@ mod event_loop;
 mod icmp;
 mod tcp;
 
+pub use crate::lifecycle::Answer;
+
 use crate::config::{EngineConfig, Interface};
 use crate::counters::{CountersSnapshot, EngineCounters};
 use crate::hwstamp;
@@ -108,7 +110,9 @@ enum Command {
     Stop,
 }
 
-struct Shared {
+/// What the engine thread shares with its handle: counters, and why it failed.
+#[derive(Debug, Default)]
+pub struct Shared {
     icmp: EngineCounters,
     tcp: EngineCounters,
     /// Set when the engine thread ended abnormally.
@@ -116,7 +120,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn counters(&self, proto: Proto) -> &EngineCounters {
+    pub fn counters(&self, proto: Proto) -> &EngineCounters {
         match proto {
             Proto::Icmp => &self.icmp,
             Proto::Tcp => &self.tcp,
@@ -280,11 +284,7 @@ impl Engine {
             EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
                 .map_err(|e| EngineError::Start(format!("eventfd: {e}")))?,
         );
-        let shared = Arc::new(Shared {
-            icmp: EngineCounters::default(),
-            tcp: EngineCounters::default(),
-            failure: Mutex::new(None),
-        });
+        let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel();
         let (has_v4, has_v6) = (v4.is_some(), v6.is_some());
         let config_hard = config.hard;

@@ -1,11 +1,12 @@
 //! TCP SYN probes: writing them, and reading the TCP sockets (SYN-ACK: port open; RST: port
 //! closed, host up). The kernel answers every SYN-ACK with a RST, since no connection of its
 //! own uses our held source ports, so the target keeps no half-open connection.
-use super::event_loop::{Answer, EngineLoop};
+use super::event_loop::EngineLoop;
 use super::{family_of, ProbeKind, Proto};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
+use crate::lifecycle::{arrival, Answer, Nanos, Transmit};
 use crate::recv_batch;
 use crate::sockets::setsockopt;
 use crate::wire::icmp::Family;
@@ -37,7 +38,7 @@ fn route_source(dst: IpAddr, port: u16, ifindex: Option<u32>) -> io::Result<IpAd
 impl EngineLoop {
     /// The in-flight key a SYN to `dst`:`dst_port` from `src_port` with sequence `isn` carries.
     pub(super) fn syn_key(&self, dst: IpAddr, dst_port: u16, src_port: u16, isn: u32) -> Key {
-        Key(isn ^ self.tokens.tcp_mask(dst, dst_port, src_port))
+        Key(isn ^ self.core.tokens().tcp_mask(dst, dst_port, src_port))
     }
 
     /// The IPv4 source for a SYN's checksum, looked up again every few seconds so an address
@@ -61,41 +62,35 @@ impl EngineLoop {
         self.route_sources.retain(|_, (_, at)| now.saturating_duration_since(*at) < SOURCE_TTL);
     }
 
-    /// Writes the SYN of in-flight `key` into the packet buffer; returns its length and its
-    /// initial sequence number (the token an answer must acknowledge).
-    pub(super) fn write_syn(
-        &mut self,
-        key: Key,
-        src_port: u16,
-        dst: IpAddr,
-        dst_port: u16,
-        now: Instant,
-    ) -> io::Result<(usize, u64)> {
+    /// Writes the SYN of `tx` (its token is the initial sequence number) into the packet
+    /// buffer; returns its length.
+    pub(super) fn write_syn(&mut self, tx: &Transmit, dst_port: u16) -> io::Result<usize> {
+        let now = Instant::now();
+        let dst = tx.addr;
         // IPv6 raw sockets checksum TCP themselves (IPV6_CHECKSUM); IPv4 needs the source.
         let addrs = match family_of(dst) {
             Family::V4 => Some((self.source_for(dst, dst_port, now)?, dst)),
             Family::V6 => None,
         };
-        let isn = key.0 ^ self.tokens.tcp_mask(dst, dst_port, src_port);
         let repr = SynRepr {
-            src_port,
+            src_port: tx.seq,
             dst_port,
-            seq: isn,
+            seq: tx.token as u32,
             window: WINDOW,
             mss: if dst.is_ipv4() { 1460 } else { 1440 },
             window_scale: WINDOW_SCALE,
-            ts_val: now.saturating_duration_since(self.started).as_millis() as u32,
+            ts_val: now.saturating_duration_since(self.origin).as_millis() as u32,
         };
         let buf: &mut [u8; SYN_LEN] = (&mut self.packet[..SYN_LEN]).try_into().expect("packet buffer holds a SYN");
         tcp::emit_syn(&repr, addrs, buf);
-        Ok((SYN_LEN, u64::from(isn)))
+        Ok(SYN_LEN)
     }
 
     pub(super) fn receive_tcp(&mut self, family: Family) {
-        self.drain(Proto::Tcp, family, false, |engine, m, at| engine.on_tcp_message(family, m, at));
+        self.drain(Proto::Tcp, family, false, |engine, m, mono, real| engine.on_tcp_message(family, m, mono, real));
     }
 
-    fn on_tcp_message(&mut self, family: Family, m: recv_batch::Message<'_>, at: Instant) {
+    fn on_tcp_message(&mut self, family: Family, m: recv_batch::Message<'_>, mono: Nanos, real: i64) {
         let info = cmsg::parse(m.ctrl);
         self.count_receive_drops(Proto::Tcp, family, info.dropped);
         // No checksum check on IPv4: segments from this host's own stack (over lo or veth)
@@ -127,12 +122,12 @@ impl EngineLoop {
             reply: Reply {
                 rx_stamp_ns: info.software.map(|t| t.0),
                 rx_hw_ns: info.hardware.map(|t| t.0),
-                at,
+                at: arrival(info.software.map(|t| t.0), mono, real),
                 closed: seg.is_rst(),
             },
         };
         // A SYN-ACK retransmitted after its probe's record is gone cannot be told from a
         // stranger's segment: it counts as foreign, and changes nothing either way.
-        self.on_answer(Proto::Tcp, answer, |_| false);
+        self.core.on_answer(Proto::Tcp, answer, |_| false);
     }
 }

@@ -1,0 +1,641 @@
+//! The probe lifecycle, without IO: targets, the schedule and pacer, probes in flight,
+//! transmit stamps, answers, deadlines, outcomes and statistics, as one state machine that
+//! takes events (the time, what became of a send, a stamp, an answer, a queue read empty) and
+//! hands out probes to send. The engine thread (`engine::event_loop`) is the shell that does
+//! the syscalls around it; the model test (`tests` below) drives it with a simulated kernel.
+//!
+//! Times are nanoseconds of CLOCK_MONOTONIC since the engine started (`Nanos`); kernel stamps
+//! are nanoseconds of their own clock (CLOCK_REALTIME for software stamps).
+//!
+//! What makes the numbers exact by construction:
+//! - A probe ends exactly once: with its reply and transmit stamp, with an ICMP error quoting
+//!   it, with a refused send, or at its expiry. A deadline names its probe by serial number, so
+//!   it can never end a later probe that reuses the slot (a key's generation wraps).
+//! - A probe expires only once every socket queue has been read empty at a moment after its
+//!   expiry (`queue_drained`): an answer the kernel queued in time is always read before the
+//!   probe is given up, however late the engine runs.
+//! - Whether an answer was in time is decided by its round trip as measured (the kernel's
+//!   stamps), never by when the engine looked: late means an RTT above the timeout.
+//! - A send the kernel had no room for (ENOBUFS, EAGAIN) is not an outcome: the probe goes
+//!   again (local congestion is not network loss).
+use crate::counters::EngineCounters;
+use crate::engine::{ProbeKind, Proto, Shared, TargetId, TargetSnapshot};
+use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply, MAX_SLOTS};
+use crate::rtt;
+use crate::schedule::{self, SendQueue};
+use crate::stats::{Outcome, TargetStats};
+use crate::token::TokenKey;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Nanoseconds of CLOCK_MONOTONIC since the engine started.
+pub type Nanos = u64;
+
+/// How long an unanswered probe is kept past its timeout before it ends. The timeout runs from
+/// the monotonic reading before `sendmsg`; the kernel's transmit stamp, which an answer's RTT
+/// is measured from, comes a little later (microseconds, more behind a queueing discipline),
+/// and an answer the kernel stamps at the very end of the timeout reaches its socket a little
+/// after that. Answers within the grace are judged by their RTT: above the timeout, late.
+pub const GRACE: Nanos = 5_000_000;
+/// How far the pacer may catch up after the thread was late.
+const PACER_CATCH_UP: Nanos = 1_000_000;
+/// The shortest sleep between two turns that send: probes due closer together than this leave
+/// together, up to this late. At 50,000 probes/s a wake-up per probe took a fifth of the engine
+/// thread (measured with perf; see the README's benchmarks); a turn then sends a few probes.
+pub const SEND_QUANTUM: Nanos = 100_000;
+/// How long sending pauses after the kernel had no room for a probe, doubled while it keeps
+/// refusing, up to the longest.
+const CONGESTION_BACKOFF: Nanos = 1_000_000;
+const CONGESTION_BACKOFF_MAX: Nanos = 64_000_000;
+
+/// Socket queues a probe's answers can wait in: per transport (ICMP v4, ICMP v6, TCP v4, TCP
+/// v6) the receive queue and the send socket's error queue (transmit stamps).
+pub const QUEUES: usize = 8;
+
+/// The most probes in flight `max_pps` and `timeout` can lead to: every probe sent within one
+/// expiry span, plus what the pacer may send at once to catch up.
+pub fn peak_in_flight(max_pps: u32, timeout: Nanos) -> u64 {
+    let span = u128::from(timeout + GRACE + PACER_CATCH_UP + SEND_QUANTUM);
+    (u128::from(max_pps) * span).div_ceil(1_000_000_000).min(u128::from(u64::MAX)) as u64 + 1
+}
+
+/// When an answer arrived, in monotonic time: the moment it was read (`read_mono`), less how
+/// long it had waited in its socket queue by the kernel's receive stamp against a real-time
+/// reading taken with it (`read_real`). The monotonic fallback RTT then leaves out how late
+/// the engine read the answer. Without a stamp, or with one the clocks do not agree on (a
+/// clock step), the moment it was read.
+pub fn arrival(rx_stamp: Option<i64>, read_mono: Nanos, read_real: i64) -> Nanos {
+    match rx_stamp.and_then(|rx| read_real.checked_sub(rx)) {
+        Some(waited) if waited >= 0 && (waited as u64) <= read_mono => read_mono - waited as u64,
+        _ => read_mono,
+    }
+}
+
+/// Whether the in-flight table can hold what a configuration can put in flight.
+pub fn fits_in_flight(max_pps: u32, timeout: Nanos) -> bool {
+    peak_in_flight(max_pps, timeout) <= MAX_SLOTS as u64
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    pub interval: Nanos,
+    pub timeout: Nanos,
+    /// `1 / max_pps`.
+    pub gap: Nanos,
+    /// `-hard`: a probe waits for its NIC transmit stamp too.
+    pub hard: bool,
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub id: TargetId,
+    pub addr: IpAddr,
+    pub kind: ProbeKind,
+    /// Next ICMP sequence number.
+    pub seq: u16,
+    pub stats: TargetStats,
+}
+
+/// A probe to send now. It is in flight from the moment it is handed out: report what became
+/// of its send with `on_sent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub key: Key,
+    pub serial: u64,
+    pub target_index: u32,
+    pub addr: IpAddr,
+    pub kind: ProbeKind,
+    /// ICMP sequence number, or TCP source port.
+    pub seq: u16,
+    /// The ICMP payload token, or the SYN's initial sequence number.
+    pub token: u64,
+}
+
+/// What became of a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendResult {
+    /// The kernel took it: CLOCK_MONOTONIC (since start) and CLOCK_REALTIME readings taken
+    /// right before `sendmsg`.
+    Sent { at: Nanos, real: i64 },
+    /// No room in a buffer or queue of this host (ENOBUFS, EAGAIN, ENOMEM): the probe never
+    /// left and goes again.
+    Congested,
+    /// Refused for good (no route, a firewall, the interface gone...): a final outcome.
+    Failed,
+}
+
+/// An answer to a probe, as the protocol code recognised it.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    pub key: Key,
+    /// Must equal the probe's token.
+    pub token: u64,
+    pub from: Option<IpAddr>,
+    /// What the probe must have been sent as (protocol and port).
+    pub kind: ProbeKind,
+    /// Must equal the probe's `seq` (ICMP sequence, or TCP source port).
+    pub seq: u16,
+    pub reply: Reply,
+}
+
+/// One finished probe, for the model test's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    pub serial: u64,
+    pub target: TargetId,
+    pub outcome: Outcome,
+    /// Whether its target was still tracked (and so recorded it).
+    pub recorded: bool,
+}
+
+fn proto_of(kind: ProbeKind) -> Proto {
+    match kind {
+        ProbeKind::Icmp => Proto::Icmp,
+        ProbeKind::Tcp { .. } => Proto::Tcp,
+    }
+}
+
+pub struct Lifecycle {
+    config: LifecycleConfig,
+    shared: Arc<Shared>,
+    tokens: TokenKey,
+    targets: Vec<Option<Target>>,
+    free_targets: Vec<usize>,
+    /// Slot of each target (u32: a map entry of 8 bytes).
+    index_of: HashMap<TargetId, u32>,
+    schedule: SendQueue<(u32, TargetId)>,
+    inflight: InFlight,
+    /// `(expiry, key, serial)` in expiry order (every probe has the same timeout).
+    deadlines: VecDeque<(Nanos, Key, u64)>,
+    next_serial: u64,
+    pacer_next: Nanos,
+    /// When a turn last sent a probe (see SEND_QUANTUM).
+    last_send_turn: Nanos,
+    /// No sends before this (local congestion), and the pause to take next time.
+    paused_until: Nanos,
+    backoff: Nanos,
+    /// TCP source ports, used in turn.
+    ports: Vec<u16>,
+    next_port: usize,
+    /// Per queue: whether its socket exists, and the latest moment it was known to be empty
+    /// (everything queued before was read).
+    queue_present: [bool; QUEUES],
+    drained: [Nanos; QUEUES],
+    log: Option<Vec<Finished>>,
+}
+
+impl Lifecycle {
+    pub fn new(config: LifecycleConfig, shared: Arc<Shared>) -> Self {
+        Lifecycle {
+            config,
+            shared,
+            tokens: TokenKey::new(),
+            targets: Vec::new(),
+            free_targets: Vec::new(),
+            index_of: HashMap::new(),
+            schedule: SendQueue::new(),
+            inflight: InFlight::default(),
+            deadlines: VecDeque::new(),
+            next_serial: 0,
+            pacer_next: 0,
+            last_send_turn: 0,
+            paused_until: 0,
+            backoff: CONGESTION_BACKOFF,
+            ports: Vec::new(),
+            next_port: 0,
+            queue_present: [false; QUEUES],
+            drained: [0; QUEUES],
+            log: None,
+        }
+    }
+
+    pub fn config(&self) -> &LifecycleConfig {
+        &self.config
+    }
+
+    pub fn tokens(&self) -> &TokenKey {
+        &self.tokens
+    }
+
+    fn counters(&self, proto: Proto) -> &EngineCounters {
+        self.shared.counters(proto)
+    }
+
+    /// Keeps every finished probe in a log (`take_log`), for tests.
+    pub fn enable_log(&mut self) {
+        self.log = Some(Vec::new());
+    }
+
+    pub fn take_log(&mut self) -> Vec<Finished> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The TCP source ports to use (the engine holds them).
+    pub fn set_tcp_ports(&mut self, ports: Vec<u16>) {
+        self.ports = ports;
+    }
+
+    /// Says that a socket queue exists from now on (`now`: it is empty as it opens).
+    pub fn queue_opened(&mut self, queue: usize, now: Nanos) {
+        if let Some(p) = self.queue_present.get_mut(queue) {
+            *p = true;
+            self.drained[queue] = self.drained[queue].max(now);
+        }
+    }
+
+    /// Says that everything queue `queue` held at `at` has been read.
+    pub fn queue_drained(&mut self, queue: usize, at: Nanos) {
+        if let Some(d) = self.drained.get_mut(queue) {
+            *d = (*d).max(at);
+        }
+    }
+
+    /// Up to when every queue is known to have been read.
+    fn drained_until(&self) -> Nanos {
+        (0..QUEUES).filter(|&q| self.queue_present[q]).map(|q| self.drained[q]).min().unwrap_or(Nanos::MAX)
+    }
+
+    pub fn track(&mut self, id: TargetId, addr: IpAddr, kind: ProbeKind, now: Nanos) {
+        let target = Target { id, addr, kind, seq: 0, stats: TargetStats::default() };
+        let index = match self.free_targets.pop() {
+            Some(i) => {
+                self.targets[i] = Some(target);
+                i
+            }
+            None => {
+                self.targets.push(Some(target));
+                self.targets.len() - 1
+            }
+        };
+        self.index_of.insert(id, index as u32);
+        // Its slot's fixed phase in the round: targets spread evenly, and nobody else's moves.
+        let due = schedule::first_due(now, self.config.interval, schedule::phase_fraction(index));
+        self.schedule.add(due, (index as u32, id));
+    }
+
+    pub fn untrack(&mut self, id: TargetId) {
+        if let Some(index) = self.index_of.remove(&id).map(|i| i as usize) {
+            self.targets[index] = None;
+            self.free_targets.push(index);
+        }
+    }
+
+    pub fn is_tracked(&self, id: TargetId) -> bool {
+        self.index_of.contains_key(&id)
+    }
+
+    /// What a scrape reads of a target. Reading changes nothing.
+    pub fn snapshot(&self, id: TargetId) -> Option<TargetSnapshot> {
+        let index = *self.index_of.get(&id)? as usize;
+        let target = self.targets.get(index)?.as_ref()?;
+        Some(TargetSnapshot { counters: target.stats.counters(), window: target.stats.window() })
+    }
+
+    pub fn target(&self, index: usize) -> Option<&Target> {
+        self.targets.get(index)?.as_ref()
+    }
+
+    fn target_mut(&mut self, index: usize, id: TargetId) -> Option<&mut Target> {
+        self.targets.get_mut(index)?.as_mut().filter(|t| t.id == id)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// When something is next due: a probe to send, or a probe to expire.
+    pub fn next_wake(&self) -> Option<Nanos> {
+        let send = self
+            .schedule
+            .peek()
+            .map(|(due, _)| due.max(self.pacer_next).max(self.last_send_turn + SEND_QUANTUM).max(self.paused_until));
+        match (send, self.next_expiry()) {
+            (Some(s), Some(e)) => Some(s.min(e)),
+            (s, e) => s.or(e),
+        }
+    }
+
+    /// When the next probe in flight expires.
+    pub fn next_expiry(&self) -> Option<Nanos> {
+        self.deadlines.front().map(|(at, _, _)| *at)
+    }
+
+    /// The next probe to send at `now`, if one is due and the pacer allows it.
+    pub fn poll_transmit(&mut self, now: Nanos) -> Option<Transmit> {
+        loop {
+            let (due, (slot, id)) = self.schedule.peek()?;
+            if due > now || self.pacer_next > now || self.paused_until > now {
+                return None;
+            }
+            self.schedule.pop();
+            let index = slot as usize;
+            let Some(target) = self.target_mut(index, id) else {
+                continue; // untracked since it was scheduled
+            };
+            let (kind, addr) = (target.kind, target.addr);
+            let seq = match kind {
+                ProbeKind::Icmp => {
+                    let seq = target.seq;
+                    target.seq = seq.wrapping_add(1);
+                    Some(seq)
+                }
+                ProbeKind::Tcp { .. } => self.take_port(),
+            };
+            self.last_send_turn = now;
+            self.pacer_next = self.pacer_next.max(now.saturating_sub(PACER_CATCH_UP)) + self.config.gap;
+            self.count_lateness(proto_of(kind), now.saturating_sub(due));
+            let serial = self.next_serial;
+            self.next_serial += 1;
+            let Some(seq) = seq else {
+                // No source port to send a SYN from.
+                EngineCounters::add(&self.counters(Proto::Tcp).send_errors, 1);
+                self.end(index, id, serial, Outcome::SendError);
+                self.schedule_next(due, slot, id, now);
+                continue;
+            };
+            let probe = Probe {
+                target_index: slot,
+                target_id: id,
+                tcp: matches!(kind, ProbeKind::Tcp { .. }),
+                seq,
+                token: 0,
+                serial,
+                due,
+                sent_at: now,
+                sent_rt: i64::MIN,
+                expiry: Nanos::MAX,
+                tx_stamp_ns: None,
+                tx_hw_ns: None,
+                reply: None,
+            };
+            let Some(key) = self.inflight.insert(probe) else {
+                EngineCounters::add(&self.counters(proto_of(kind)).inflight_full, 1);
+                self.end(index, id, serial, Outcome::SendError);
+                self.schedule_next(due, slot, id, now);
+                continue;
+            };
+            let token = match kind {
+                ProbeKind::Icmp => self.tokens.token(key.0, seq, addr),
+                ProbeKind::Tcp { port } => u64::from(key.0 ^ self.tokens.tcp_mask(addr, port, seq)),
+            };
+            if let Some(p) = self.inflight.get_mut(key) {
+                p.token = token;
+            }
+            return Some(Transmit { key, serial, target_index: slot, addr, kind, seq, token });
+        }
+    }
+
+    fn take_port(&mut self) -> Option<u16> {
+        let port = *self.ports.get(self.next_port % self.ports.len().max(1))?;
+        self.next_port = self.next_port.wrapping_add(1);
+        Some(port)
+    }
+
+    fn count_lateness(&self, proto: Proto, late: Nanos) {
+        let c = self.counters(proto);
+        EngineCounters::add(&c.send_delay_sum_ns, late);
+        EngineCounters::raise(&c.send_delay_max_ns, late);
+        for (over_ns, counter) in [
+            (100_000, &c.send_delay_over_100us),
+            (1_000_000, &c.send_delay_over_1ms),
+            (10_000_000, &c.send_delay_over_10ms),
+        ] {
+            if late > over_ns {
+                EngineCounters::add(counter, 1);
+            }
+        }
+    }
+
+    /// Puts a target back one interval after the turn it just had.
+    fn schedule_next(&mut self, due: Nanos, slot: u32, id: TargetId, now: Nanos) {
+        // When the pps cap cannot keep up, the next probe goes as soon as the pacer allows.
+        let next = (due + self.config.interval).max(now);
+        self.schedule.put_back(next, (slot, id));
+    }
+
+    /// What became of the send of a probe `poll_transmit` handed out.
+    pub fn on_sent(&mut self, key: Key, result: SendResult, now: Nanos) {
+        let Some(probe) = self.inflight.get(key).copied() else {
+            return;
+        };
+        let proto = if probe.tcp { Proto::Tcp } else { Proto::Icmp };
+        let (index, id, slot) = (probe.target_index as usize, probe.target_id, probe.target_index);
+        match result {
+            SendResult::Sent { at, real } => {
+                self.backoff = CONGESTION_BACKOFF;
+                EngineCounters::add(&self.counters(proto).packets_sent, 1);
+                let expiry = at + self.config.timeout + GRACE;
+                if let Some(p) = self.inflight.get_mut(key) {
+                    p.sent_at = at;
+                    p.sent_rt = real;
+                    p.expiry = expiry;
+                }
+                // Monotonic readings never go back, so the queue stays in expiry order.
+                self.deadlines.push_back((expiry, key, probe.serial));
+                self.schedule_next(probe.due, slot, id, now);
+            }
+            SendResult::Congested => {
+                EngineCounters::add(&self.counters(proto).send_deferred, 1);
+                self.inflight.remove(key, Ended::Other);
+                // The same turn again, first in line once the pause is over.
+                if self.target(index).is_some_and(|t| t.id == id) {
+                    self.schedule.add(probe.due, (slot, id));
+                }
+                self.paused_until = now + self.backoff;
+                self.backoff = (self.backoff * 2).min(CONGESTION_BACKOFF_MAX);
+            }
+            SendResult::Failed => {
+                EngineCounters::add(&self.counters(proto).send_errors, 1);
+                self.inflight.remove(key, Ended::Other);
+                self.end(index, id, probe.serial, Outcome::SendError);
+                self.schedule_next(probe.due, slot, id, now);
+            }
+        }
+    }
+
+    /// Records a probe's final outcome on its target (if still tracked).
+    fn end(&mut self, index: usize, id: TargetId, serial: u64, outcome: Outcome) {
+        let recorded = match self.target_mut(index, id) {
+            Some(t) => {
+                t.stats.record(outcome);
+                true
+            }
+            None => false,
+        };
+        if let Some(log) = self.log.as_mut() {
+            log.push(Finished { serial, target: id, outcome, recorded });
+        }
+    }
+
+    /// Whether a probe has every stamp worth waiting for: its reply, the software transmit
+    /// stamp, and with `-hard` the hardware one (a probe still missing some ends at expiry).
+    fn complete(&self, p: &Probe) -> bool {
+        p.reply.is_some() && p.tx_stamp_ns.is_some() && (!self.config.hard || p.tx_hw_ns.is_some())
+    }
+
+    /// Ends a probe whose reply and transmit stamps are in, or whose expiry came.
+    fn finish(&mut self, key: Key) {
+        let Some(probe) = self.inflight.get(key).copied() else {
+            return;
+        };
+        let proto = if probe.tcp { Proto::Tcp } else { Proto::Icmp };
+        let outcome = match probe.reply {
+            Some(reply) => {
+                let stamps = rtt::Stamps {
+                    tx_sw: probe.tx_stamp_ns,
+                    rx_sw: reply.rx_stamp_ns,
+                    tx_hw: probe.tx_hw_ns,
+                    rx_hw: reply.rx_hw_ns,
+                };
+                // A kernel pair further apart than the probe could have lived is a clock step.
+                let plausible = self.config.timeout + GRACE;
+                let (rtt_ns, clock, why) = rtt::choose_rtt(stamps, probe.sent_at, reply.at, plausible);
+                let c = self.counters(proto);
+                if rtt_ns > self.config.timeout {
+                    // Answered, but later than the timeout: lost, and the answer counts as late.
+                    EngineCounters::add(&c.replies_late, 1);
+                    Outcome::Timeout
+                } else {
+                    let by_clock = match clock {
+                        rtt::Clock::Hardware => &c.rtt_hardware,
+                        rtt::Clock::Software => &c.rtt_software,
+                        rtt::Clock::Monotonic => &c.rtt_monotonic,
+                    };
+                    EngineCounters::add(by_clock, 1);
+                    for (happened, counter) in [
+                        (why.tx_missing, &c.tx_timestamp_missing),
+                        (why.rx_missing, &c.rx_timestamp_missing),
+                        (why.inconsistent, &c.timestamp_inconsistent),
+                    ] {
+                        if happened {
+                            EngineCounters::add(counter, 1);
+                        }
+                    }
+                    Outcome::Reply { rtt_ns, closed: reply.closed }
+                }
+            }
+            None => Outcome::Timeout,
+        };
+        let ended = if probe.reply.is_some() { Ended::Replied } else { Ended::Other };
+        self.inflight.remove(key, ended);
+        self.end(probe.target_index as usize, probe.target_id, probe.serial, outcome);
+    }
+
+    /// Ends the probes whose expiry has come, as far as every queue has been read: a probe
+    /// whose answer may still wait in a queue is kept until that queue is read.
+    pub fn expire(&mut self, now: Nanos) {
+        let until = now.min(self.drained_until());
+        while let Some(&(expiry, key, serial)) = self.deadlines.front() {
+            if expiry > until {
+                break;
+            }
+            self.deadlines.pop_front();
+            // Ended already, or its slot serves a later probe (same key after a wrap): not this one.
+            if self.inflight.get(key).is_some_and(|p| p.serial == serial) {
+                self.finish(key);
+            }
+        }
+    }
+
+    /// A kernel transmit stamp for the probe `key` names (with the probe's token when the
+    /// stamp came with a copy of the packet).
+    pub fn on_tx_stamp(&mut self, proto: Proto, key: Key, token: Option<u64>, sw: Option<i64>, hw: Option<i64>) {
+        if sw.is_none() && hw.is_none() {
+            return;
+        }
+        let fresh = |have: Option<i64>, got: Option<i64>| have.is_none() || got.is_none();
+        let matched = match self.inflight.get_mut(key) {
+            Some(p)
+                if p.tcp == (proto == Proto::Tcp)
+                    && token.is_none_or(|t| t == p.token)
+                    // A stamp taken before this probe was sent belongs to an earlier one.
+                    && sw.is_none_or(|s| s >= p.sent_rt)
+                    && fresh(p.tx_stamp_ns, sw)
+                    && fresh(p.tx_hw_ns, hw) =>
+            {
+                p.tx_stamp_ns = p.tx_stamp_ns.or(sw);
+                p.tx_hw_ns = p.tx_hw_ns.or(hw);
+                Some(*p)
+            }
+            _ => None,
+        };
+        match matched {
+            Some(probe) if self.complete(&probe) => self.finish(key),
+            Some(_) => {}
+            None => EngineCounters::add(&self.counters(proto).tx_timestamps_unmatched, 1),
+        }
+    }
+
+    /// Records an answer to a probe, or counts why it changes nothing. `authentic` tells
+    /// whether a packet whose probe record is gone was still ours (then it is late).
+    pub fn on_answer(&mut self, proto: Proto, a: Answer, authentic: impl FnOnce(&TokenKey) -> bool) {
+        let c = self.shared.counters(proto);
+        match self.inflight.lookup(a.key, a.token) {
+            Lookup::Live => {}
+            Lookup::Ended(Ended::Replied) => return EngineCounters::add(&c.replies_duplicate, 1),
+            Lookup::Ended(Ended::Other) => return EngineCounters::add(&c.replies_late, 1),
+            Lookup::Unknown => {
+                let counter = if authentic(&self.tokens) { &c.replies_late } else { &c.replies_foreign };
+                return EngineCounters::add(counter, 1);
+            }
+        }
+        let Some(probe) = self.inflight.get(a.key).copied() else {
+            return;
+        };
+        // A target untracked since keeps its probes to the end (unrecorded): the token still
+        // proves the answer is theirs.
+        let target = self.target(probe.target_index as usize).filter(|t| t.id == probe.target_id);
+        let sent = probe.expiry != Nanos::MAX;
+        let matches = target.is_none_or(|t| Some(t.addr) == a.from && t.kind == a.kind) && probe.seq == a.seq;
+        if !matches || !sent {
+            return EngineCounters::add(&c.replies_foreign, 1);
+        }
+
+        if probe.reply.is_some() {
+            return EngineCounters::add(&c.replies_duplicate, 1);
+        }
+        let Some(p) = self.inflight.get_mut(a.key) else {
+            return;
+        };
+        p.reply = Some(a.reply);
+        let probe = *p;
+        if self.complete(&probe) {
+            self.finish(a.key);
+        }
+        // Otherwise the transmit stamp is still on its way: it ends the probe, or expiry does.
+    }
+
+    /// An ICMP error quoting a probe, arrived at `at`: when it matches one in flight (and came
+    /// before its expiry), that probe ends lost.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_quoted_error(
+        &mut self,
+        proto: Proto,
+        key: Key,
+        token: u64,
+        dst: IpAddr,
+        kind: ProbeKind,
+        seq: u16,
+        at: Nanos,
+    ) {
+        let c = self.shared.counters(proto);
+        if self.inflight.lookup(key, token) != Lookup::Live {
+            return EngineCounters::add(&c.icmp_errors_unmatched, 1);
+        }
+        let Some(probe) = self.inflight.get(key).copied() else {
+            return;
+        };
+        let target = self.target(probe.target_index as usize).filter(|t| t.id == probe.target_id);
+        let matches = target.is_none_or(|t| t.addr == dst && t.kind == kind) && probe.seq == seq;
+        if probe.reply.is_some() || !matches || probe.expiry == Nanos::MAX || at > probe.expiry {
+            return EngineCounters::add(&c.icmp_errors_unmatched, 1);
+        }
+        EngineCounters::add(&c.icmp_errors, 1);
+        self.inflight.remove(key, Ended::Other);
+        self.end(probe.target_index as usize, probe.target_id, probe.serial, Outcome::IcmpError);
+    }
+}
+
+#[cfg(test)]
+mod tests;
