@@ -28,6 +28,11 @@ export declare class Engine {
   prepareTcp(): void
   /** How ICMP probes are sent: raw sockets, or unprivileged datagram ("ping") sockets. */
   icmpMode(): 'raw' | 'datagram'
+  /**
+   * How transmit stamps are tied to their probes: by `SCM_TS_OPT_ID` (Linux >= 6.13), or by
+   * the copy of the packet each stamp comes with.
+   */
+  stampMatching(): 'opt_id' | 'packet'
   /** Why the engine thread ended, when it ended abnormally. */
   failure(): string | null
   /** Stops the engine thread and closes its sockets (off the event loop). */

@@ -92,7 +92,8 @@ const command = defineCommand({
     }
     process.stdout.write(
       `icmp-exporter listening on ${exporter.url} (interval ${options.intervalMs} ms, timeout ${options.timeoutMs} ms, ` +
-        `maxpps ${options.maxPps}, identifier ${exporter.identifier}, ICMP sockets ${exporter.icmpMode})\n`,
+        `maxpps ${options.maxPps}, identifier ${exporter.identifier}, ICMP sockets ${exporter.icmpMode}, ` +
+        `transmit stamps matched by ${exporter.stampMatching === 'opt_id' ? 'SCM_TS_OPT_ID' : 'packet copy'})\n`,
     );
     let closing = false;
     const shutdown = (signal: string) => {

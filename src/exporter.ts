@@ -14,6 +14,8 @@ export interface Exporter {
   warnings: string[];
   /** How ICMP probes are sent: raw sockets, or unprivileged datagram sockets. */
   icmpMode: 'raw' | 'datagram';
+  /** How transmit stamps are tied to probes: SCM_TS_OPT_ID (Linux >= 6.13) or the packet's copy. */
+  stampMatching: 'opt_id' | 'packet';
   /** The prober behind it, for programmatic use next to HTTP. */
   prober: Prober;
   close(): Promise<void>;
@@ -32,6 +34,7 @@ export async function startExporter(partial: Partial<ExporterOptions> = {}): Pro
   const { engine, targets, resolver } = prober;
   const { registry, http } = createMetricsRegistry({
     icmpMode: engine.icmpMode(),
+    stampMatching: engine.stampMatching(),
     counters: (protocol) => engine.counters(protocol),
     activeProbes: (protocol) => targets.count(protocol === 'tcp'),
     engineUp: () => engine.failure() === null,
@@ -48,6 +51,7 @@ export async function startExporter(partial: Partial<ExporterOptions> = {}): Pro
     identifier: prober.identifier,
     warnings: engine.warnings(),
     icmpMode: engine.icmpMode(),
+    stampMatching: engine.stampMatching(),
     prober,
     async close() {
       await new Promise<void>((resolve) => {

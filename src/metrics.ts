@@ -10,6 +10,8 @@ export type Protocol = 'icmp' | 'tcp';
 export interface MetricsSources {
   /** How ICMP probes are sent: raw sockets, or unprivileged datagram sockets. */
   icmpMode: 'raw' | 'datagram';
+  /** How transmit stamps are tied to probes. */
+  stampMatching: 'opt_id' | 'packet';
   counters(protocol: Protocol): EngineCounters | undefined;
   activeProbes(protocol: Protocol): number;
   engineUp(): boolean;
@@ -65,6 +67,12 @@ export function createMetricsRegistry(sources: MetricsSources): { registry: Regi
     labelNames: ['mode'],
     registers,
   }).set({ mode: sources.icmpMode }, 1);
+  new Gauge({
+    name: 'icmp_tx_timestamp_matching_info',
+    help: 'How kernel transmit timestamps are tied to their probes: opt_id (SCM_TS_OPT_ID, Linux >= 6.13) or packet (the copy of the packet each stamp comes with, every kernel)',
+    labelNames: ['method'],
+    registers,
+  }).set({ method: sources.stampMatching }, 1);
   engineCounter(
     registry,
     'icmp',

@@ -29,6 +29,14 @@ export const PEER_V4 = '198.18.0.2';
 export const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'];
 export const PEER_V6 = '2001:2::2';
 
+/** The environment that makes the exporter tie transmit stamps to probes as on Linux < 6.13. */
+export const STAMPS_AS_BEFORE_6_13 = { ICMP_EXPORTER_NO_TS_OPT_ID: '1' };
+/** Both ways of matching transmit stamps, for tests that must hold on every kernel. */
+export const STAMP_PATHS: ReadonlyArray<[string, Record<string, string>]> = [
+  ['SCM_TS_OPT_ID', {}],
+  ['packet copy, as before Linux 6.13', STAMPS_AS_BEFORE_6_13],
+];
+
 /**
  * System tools only: under npm, node_modules/.bin comes first on PATH and shadows some of
  * them (@vercel/nft installs an `nft`).
@@ -253,10 +261,10 @@ export class Lab {
   }
 
   /** Starts a process in a namespace, in a process group of its own so teardown ends its children too. */
-  spawn(ns: string, cmd: string, args: readonly string[]): ChildProcess {
+  spawn(ns: string, cmd: string, args: readonly string[], env: Record<string, string> = {}): ChildProcess {
     const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: SYSTEM_ENV,
+      env: { ...SYSTEM_ENV, ...env },
       detached: true,
     });
     this.processes.push(child);
@@ -265,13 +273,17 @@ export class Lab {
 
   /**
    * Starts the exporter in the prober namespace; resolves with its base URL once it listens.
-   * `unprivileged` runs it as nobody with no capability at all.
+   * `unprivileged` runs it as nobody with no capability at all; `env` adds environment
+   * variables (`STAMPS_AS_BEFORE_6_13` makes it match transmit stamps as on Linux < 6.13).
    */
-  async startExporter(args: readonly string[] = [], opts: { unprivileged?: boolean } = {}): Promise<ExporterProcess> {
+  async startExporter(
+    args: readonly string[] = [],
+    opts: { unprivileged?: boolean; env?: Record<string, string> } = {},
+  ): Promise<ExporterProcess> {
     const exporter = [process.execPath, CLI, '-listen', `${this.httpAddress}:0`, ...args];
     const child = opts.unprivileged
-      ? this.spawn(this.prober, 'setpriv', [...NOBODY, ...exporter])
-      : this.spawn(this.prober, exporter[0] as string, exporter.slice(1));
+      ? this.spawn(this.prober, 'setpriv', [...NOBODY, ...exporter], opts.env)
+      : this.spawn(this.prober, exporter[0] as string, exporter.slice(1), opts.env);
     return ExporterProcess.started(child);
   }
 

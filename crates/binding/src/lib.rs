@@ -2,6 +2,7 @@
 //! No sockets and no logic a test would want to reach without Node.
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use netprobe::sockets::StampMatching;
 use netprobe::{EngineConfig, EngineError, IcmpMode, Interface, ProbeKind, Proto, StampKeyMode, TargetSnapshot};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -167,7 +168,12 @@ impl Engine {
             timeout: Duration::from_millis(options.timeout_ms.into()),
             max_pps: options.max_pps,
             identifier,
-            stamp_keys: StampKeyMode::Auto,
+            // As a kernel without SCM_TS_OPT_ID would (Linux < 6.13): for testing that path.
+            stamp_keys: if std::env::var("ICMP_EXPORTER_NO_TS_OPT_ID").is_ok_and(|v| v == "1") {
+                StampKeyMode::Packet
+            } else {
+                StampKeyMode::Auto
+            },
             interface4: interface(options.interface4)?,
             interface6: interface(options.interface6)?,
             hard: options.hard.unwrap_or(false),
@@ -266,6 +272,16 @@ impl Engine {
         match self.inner.icmp_mode() {
             IcmpMode::Raw => "raw".into(),
             IcmpMode::Datagram => "datagram".into(),
+        }
+    }
+
+    /// How transmit stamps are tied to their probes: by `SCM_TS_OPT_ID` (Linux >= 6.13), or by
+    /// the copy of the packet each stamp comes with.
+    #[napi(catch_unwind, ts_return_type = "'opt_id' | 'packet'")]
+    pub fn stamp_matching(&self) -> String {
+        match self.inner.stamp_matching() {
+            StampMatching::OptId => "opt_id".into(),
+            StampMatching::Packet => "packet".into(),
         }
     }
 

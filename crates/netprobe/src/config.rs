@@ -39,14 +39,15 @@ pub struct EngineConfig {
     pub hard: bool,
 }
 
-/// `Auto` uses `SCM_TS_OPT_ID` (Linux >= 6.13) and falls back to mirroring the socket's
-/// OPT_ID counter when the kernel refuses it; `Counter` forces the fallback (for tests of
-/// the path older kernels take).
+/// `Auto` ties each transmit stamp to its probe by `SCM_TS_OPT_ID` where the kernel has it
+/// (Linux >= 6.13: a probe of each send socket at start tells), else by the copy of the packet
+/// the stamp comes with. `Packet` always uses the copy: exactly what a kernel without
+/// `SCM_TS_OPT_ID` does (environment variable `ICMP_EXPORTER_NO_TS_OPT_ID=1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StampKeyMode {
     #[default]
     Auto,
-    Counter,
+    Packet,
 }
 
 impl Default for EngineConfig {

@@ -12,6 +12,9 @@ pub const SO_TIMESTAMPING_NEW: c_int = 65;
 pub const ICMP_FILTER: c_int = 1;
 /// `IPPROTO_ICMPV6` / `ICMP6_FILTER`: 256-bit bitmap, a set bit blocks that type.
 pub const ICMP6_FILTER: c_int = 1;
+/// `sendmsg` flag: do not send, only look up the path (with MSG_CONFIRM and no data, raw
+/// sockets return before sending anything).
+pub const MSG_PROBE: c_int = 0x10;
 /// `ee_info` of a TX timestamp taken when the packet left for the device.
 pub const SCM_TSTAMP_SND: u32 = 0;
 

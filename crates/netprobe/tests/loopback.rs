@@ -1,42 +1,49 @@
 //! The engine on real sockets, over loopback only (the lab tests in __test__ cover veth).
-//! Needs CAP_NET_RAW; skipped with a message otherwise.
+//! Needs CAP_NET_RAW: the tests run as root (CI does), and fail without it rather than skip.
+use netprobe::sockets::StampMatching;
 use netprobe::{Engine, EngineConfig, EngineError, ProbeKind, Proto, StampKeyMode};
 use std::net::IpAddr;
 use std::time::Duration;
 
-fn engine_with(stamp_keys: StampKeyMode) -> Option<Engine> {
+fn engine_with(stamp_keys: StampKeyMode) -> Engine {
     let config = EngineConfig {
         interval: Duration::from_millis(10),
         timeout: Duration::from_millis(500),
         stamp_keys,
         ..EngineConfig::default()
     };
-    match Engine::start(config) {
-        Ok(e) => Some(e),
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
+    Engine::start(config).unwrap_or_else(|e| panic!("the engine needs CAP_NET_RAW (run as root): {e}"))
 }
 
-fn engine() -> Option<Engine> {
+fn engine() -> Engine {
     engine_with(StampKeyMode::Auto)
+}
+
+/// Linux >= 6.13 takes SCM_TS_OPT_ID.
+fn kernel_has_opt_id() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (6, 13)
 }
 
 #[test]
 fn loopback_v4_and_v6_with_kernel_timestamps() {
-    probe_loopback(engine());
+    let engine = engine();
+    let expected = if kernel_has_opt_id() { StampMatching::OptId } else { StampMatching::Packet };
+    assert_eq!(engine.stamp_matching(), expected, "decided by asking the socket at start");
+    probe_loopback(engine);
 }
 
-/// The path kernels before 6.13 take: transmit stamps matched by the socket's own counter.
+/// The path kernels before 6.13 take: each transmit stamp tied to its probe by the copy of the
+/// packet it comes with.
 #[test]
-fn loopback_with_counter_matched_tx_stamps() {
-    probe_loopback(engine_with(StampKeyMode::Counter));
+fn loopback_with_stamps_matched_by_the_packet() {
+    let engine = engine_with(StampKeyMode::Packet);
+    assert_eq!(engine.stamp_matching(), StampMatching::Packet);
+    probe_loopback(engine);
 }
 
-fn probe_loopback(engine: Option<Engine>) {
-    let Some(engine) = engine else { return };
+fn probe_loopback(engine: Engine) {
     let v4 = engine.track("127.0.0.1".parse().unwrap(), ProbeKind::Icmp).unwrap();
     let v6 = engine.track("::1".parse::<IpAddr>().unwrap(), ProbeKind::Icmp);
     std::thread::sleep(Duration::from_millis(400));
@@ -67,7 +74,7 @@ fn probe_loopback(engine: Option<Engine>) {
 
 #[test]
 fn unusable_addresses_are_refused() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     for a in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "ff02::1"] {
         assert!(matches!(engine.track(a.parse().unwrap(), ProbeKind::Icmp), Err(EngineError::Unusable(_))), "{a}");
     }
@@ -76,7 +83,12 @@ fn unusable_addresses_are_refused() {
 /// SYN probes over loopback: an open port answers SYN-ACK, a closed one RST.
 #[test]
 fn loopback_tcp_open_and_closed_ports() {
-    let Some(engine) = engine() else { return };
+    for stamps in [StampKeyMode::Auto, StampKeyMode::Packet] {
+        tcp_open_and_closed_ports(engine_with(stamps));
+    }
+}
+
+fn tcp_open_and_closed_ports(engine: Engine) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let open = listener.local_addr().unwrap().port();
     let closed = {
@@ -84,14 +96,8 @@ fn loopback_tcp_open_and_closed_ports() {
         l.local_addr().unwrap().port() // dropped: nobody listens there any more
     };
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
-    let ids = match (engine.track(lo, ProbeKind::Tcp { port: open }), engine.track(lo, ProbeKind::Tcp { port: closed }))
-    {
-        (Ok(a), Ok(b)) => vec![a, b],
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("skipping: {e}");
-            return;
-        }
-    };
+    let track = |port| engine.track(lo, ProbeKind::Tcp { port }).expect("TCP probing (as root)");
+    let ids = vec![track(open), track(closed)];
     assert!(matches!(engine.track(lo, ProbeKind::Tcp { port: 0 }), Err(EngineError::InvalidPort)));
     std::thread::sleep(Duration::from_millis(400));
     let snaps = engine.snapshot(ids).unwrap();
@@ -100,5 +106,6 @@ fn loopback_tcp_open_and_closed_ports() {
     assert!(o.sent >= 10 && o.received == o.sent && o.closed == 0, "open: {o:?} {t:?}");
     assert!(c.sent >= 10 && c.received == c.sent && c.closed == c.sent, "closed: {c:?}");
     assert_eq!((t.tx_timestamp_missing, t.rx_timestamp_missing, t.send_errors), (0, 0, 0), "{t:?}");
+    assert_eq!(t.tx_timestamps_unmatched, 0, "{t:?}");
     drop(listener);
 }

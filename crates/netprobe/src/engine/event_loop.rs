@@ -5,15 +5,16 @@
 //! `ppoll` and read every queue that has something.
 use super::{family_of, Command, IcmpMode, ProbeKind, Proto, Shared, TcpTransports};
 use crate::cmsg::{self, OptIdCmsg};
-use crate::config::{EngineConfig, Interface, StampKeyMode};
+use crate::config::{EngineConfig, Interface};
 use crate::counters::EngineCounters;
 use crate::inflight::Key;
 use crate::lifecycle::{Lifecycle, LifecycleConfig, Nanos, SendResult, Transmit};
 use crate::ports::PortPool;
 use crate::recv_batch::{self, RecvBatch};
 use crate::routes;
-use crate::sockets::FamilySockets;
+use crate::sockets::{FamilySockets, StampMatching};
 use crate::wire::icmp::Family;
+use crate::wire::looped::{self, Looped, LoopedProbe};
 use nix::sys::eventfd::EventFd;
 use socket2::SockAddr;
 use std::collections::HashMap;
@@ -24,26 +25,8 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// How transmit timestamps are tied to probes on one socket.
-enum StampKeys {
-    /// `SCM_TS_OPT_ID` on each send (Linux >= 6.13): the stamp carries the probe's own key.
-    PerSend,
-    /// Older kernels: the socket counts timestamped sends from 0; `ring[n % len]` holds the
-    /// key of the n-th. A send error is taken not to consume a number.
-    Counter { next: u32, ring: Vec<u32> },
-}
-
-const COUNTER_RING: usize = 1 << 16;
-
-impl StampKeys {
-    fn counter() -> Self {
-        StampKeys::Counter { next: 0, ring: vec![u32::MAX; COUNTER_RING] }
-    }
-}
-
 struct Transport {
     sockets: FamilySockets,
-    keys: StampKeys,
     /// The receive socket's drop count as last reported (`SO_RXQ_OVFL`).
     drops_seen: u32,
 }
@@ -171,12 +154,8 @@ impl EngineLoop {
     }
 
     fn add_transport(&mut self, proto: Proto, family: Family, sockets: Option<FamilySockets>) {
-        let keys = match self.config.stamp_keys {
-            StampKeyMode::Auto => StampKeys::PerSend,
-            StampKeyMode::Counter => StampKeys::counter(),
-        };
         let i = slot(proto, family);
-        self.transports[i] = sockets.map(|sockets| Transport { sockets, keys, drops_seen: 0 });
+        self.transports[i] = sockets.map(|sockets| Transport { sockets, drops_seen: 0 });
         if let Some(t) = &self.transports[i] {
             // A transport opened later joins its family's binding. Without CAP_NET_RAW it cannot.
             let _ = t.sockets.bind_to_interface(self.bound[usize::from(family == Family::V6)]);
@@ -377,19 +356,12 @@ impl EngineLoop {
         // Built per send rather than kept: 128 bytes a target otherwise.
         let dst = &SockAddr::from(SocketAddr::new(tx.addr, 0));
         let packet = &self.packet[..len];
-        if let StampKeys::PerSend = t.keys {
-            match t.sockets.send(dst, packet, Some(self.opt_id.set(tx.key.0))) {
-                // This kernel has no SCM_TS_OPT_ID: mirror the socket's own counter from now on.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => t.keys = StampKeys::counter(),
-                other => return other,
-            }
+        // Decided once at start (a send error never changes it): the key in the control
+        // message, or nothing (the stamp comes with a copy of the packet).
+        match t.sockets.matching {
+            StampMatching::OptId => t.sockets.send(dst, packet, Some(self.opt_id.set(tx.key.0))),
+            StampMatching::Packet => t.sockets.send(dst, packet, None),
         }
-        if let StampKeys::Counter { next, ring } = &mut t.keys {
-            t.sockets.send(dst, packet, None)?;
-            ring[*next as usize % COUNTER_RING] = tx.key.0;
-            *next = next.wrapping_add(1);
-        }
-        Ok(())
     }
 
     /// Hands what a transport has queued (its send socket's error queue when `tx_stamps`) to
@@ -459,23 +431,30 @@ impl EngineLoop {
     /// Drains one transport's error queue of transmit timestamps.
     fn receive_tx_stamps(&mut self, slot_index: usize) {
         let (proto, family) = slot_info(slot_index);
-        self.drain(proto, family, true, |engine, m, _, _| engine.on_tx_stamp(slot_index, proto, m.ctrl));
+        self.drain(proto, family, true, |engine, m, _, _| engine.on_tx_stamp(slot_index, proto, family, m));
     }
 
-    fn on_tx_stamp(&mut self, slot_index: usize, proto: Proto, ctrl: &[u8]) {
-        let info = cmsg::parse(ctrl);
+    fn on_tx_stamp(&mut self, slot_index: usize, proto: Proto, family: Family, m: recv_batch::Message<'_>) {
+        let info = cmsg::parse(m.ctrl);
         // With -hard (OPT_TX_SWHW) the software and the hardware stamp come as two messages.
+        // Anything else on the error queue (ICMP errors, with IP_RECVERR) is not a stamp.
         let Some(err) = info.extended_err.filter(|e| e.is_tx_timestamp()) else {
             return;
         };
         let Some(t) = self.transports[slot_index].as_ref() else {
             return;
         };
-        let key = match &t.keys {
-            StampKeys::PerSend => Key(err.data),
-            StampKeys::Counter { ring, .. } => Key(ring[err.data as usize % COUNTER_RING]),
+        let (key, token) = match t.sockets.matching {
+            StampMatching::OptId => (Key(err.data), None),
+            StampMatching::Packet => match looped::parse_looped(m.data, family, proto == Proto::Tcp) {
+                Ok(LoopedProbe { probe: Looped::Echo { key, token, .. }, .. }) => (Key(key), Some(token)),
+                Ok(LoopedProbe { dst, probe: Looped::Syn { src_port, dst_port, seq } }) => {
+                    (self.syn_key(dst, dst_port, src_port, seq), Some(u64::from(seq)))
+                }
+                Err(_) => return EngineCounters::add(&self.counters(proto).tx_timestamps_unmatched, 1),
+            },
         };
-        self.core.on_tx_stamp(proto, key, None, info.software.map(|t| t.0), info.hardware.map(|t| t.0));
+        self.core.on_tx_stamp(proto, key, token, info.software.map(|t| t.0), info.hardware.map(|t| t.0));
     }
 }
 

@@ -11,12 +11,12 @@ mod tcp;
 
 pub use crate::lifecycle::Answer;
 
-use crate::config::{EngineConfig, Interface};
+use crate::config::{EngineConfig, Interface, StampKeyMode};
 use crate::counters::{CountersSnapshot, EngineCounters};
 use crate::hwstamp;
 use crate::ports::{self, PortPool};
 use crate::routes;
-use crate::sockets::FamilySockets;
+use crate::sockets::{FamilySockets, StampMatching};
 use crate::stats::Counters;
 use crate::window::Window;
 use crate::wire::icmp::Family;
@@ -148,6 +148,9 @@ pub struct Engine {
     tcp: Mutex<TcpState>,
     icmp_mode: IcmpMode,
     hard: bool,
+    stamps: StampKeyMode,
+    /// How transmit stamps are tied to probes on this kernel (decided at start).
+    stamp_matching: StampMatching,
     /// NIC settings `-hard` changed, undone by `stop`.
     hw_changes: Mutex<Vec<hwstamp::Change>>,
 }
@@ -254,8 +257,9 @@ impl Engine {
         // Put back by the guard if anything below fails; handed to the engine on success.
         let hw_guard = HwRestore(if config.hard { enable_hardware_stamps(&mut config)? } else { Vec::new() });
         let mut icmp_mode = IcmpMode::Raw;
-        let mut v4 = FamilySockets::open_icmp(Family::V4, config.identifier, &filter_ports, config.hard);
-        let mut v6 = FamilySockets::open_icmp(Family::V6, config.identifier, &filter_ports, config.hard);
+        let stamps = config.stamp_keys;
+        let mut v4 = FamilySockets::open_icmp(Family::V4, config.identifier, &filter_ports, config.hard, stamps);
+        let mut v6 = FamilySockets::open_icmp(Family::V6, config.identifier, &filter_ports, config.hard, stamps);
         if let (Err(e4), Err(_)) = (&v4, &v6) {
             if e4.kind() != io::ErrorKind::PermissionDenied {
                 let e6 = v6.as_ref().err().map(ToString::to_string).unwrap_or_default();
@@ -263,8 +267,8 @@ impl Engine {
             }
             // No CAP_NET_RAW: unprivileged ICMP sockets, if ping_group_range lets us.
             icmp_mode = IcmpMode::Datagram;
-            v4 = FamilySockets::open_ping(Family::V4);
-            v6 = FamilySockets::open_ping(Family::V6);
+            v4 = FamilySockets::open_ping(Family::V4, stamps);
+            v6 = FamilySockets::open_ping(Family::V6, stamps);
             if let (Err(_), Err(_)) = (&v4, &v6) {
                 return Err(EngineError::Start(no_icmp_socket_reason()));
             }
@@ -280,6 +284,7 @@ impl Engine {
             warnings.push(format!("TCP SYN probing is disabled: {e}"));
         }
         let (v4, v6) = (v4.ok(), v6.ok());
+        let stamp_matching = v4.as_ref().or(v6.as_ref()).map_or(StampMatching::Packet, |s| s.matching);
         let wake = Arc::new(
             EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
                 .map_err(|e| EngineError::Start(format!("eventfd: {e}")))?,
@@ -326,6 +331,8 @@ impl Engine {
             tcp: Mutex::new(TcpState::NotOpen),
             icmp_mode,
             hard: config_hard,
+            stamps,
+            stamp_matching,
             hw_changes: Mutex::new(hw_guard.disarm()),
         })
     }
@@ -333,6 +340,12 @@ impl Engine {
     /// Raw ICMP sockets, or the unprivileged datagram fallback.
     pub fn icmp_mode(&self) -> IcmpMode {
         self.icmp_mode
+    }
+
+    /// How transmit stamps are tied to their probes: `SCM_TS_OPT_ID` (Linux >= 6.13), or the
+    /// copy of the packet each stamp comes with.
+    pub fn stamp_matching(&self) -> StampMatching {
+        self.stamp_matching
     }
 
     /// What did not work at start without preventing it (a family without sockets).
@@ -376,8 +389,8 @@ impl Engine {
     fn open_tcp(&self) -> Result<TcpTransports, String> {
         let range = self.tcp_ports.clone()?;
         let ports = PortPool::open(range.clone()).map_err(|e| format!("holding source ports {range:?}: {e}"))?;
-        let v4 = FamilySockets::open_tcp(Family::V4, &range, self.hard);
-        let v6 = FamilySockets::open_tcp(Family::V6, &range, self.hard);
+        let v4 = FamilySockets::open_tcp(Family::V4, &range, self.hard, self.stamps);
+        let v6 = FamilySockets::open_tcp(Family::V6, &range, self.hard, self.stamps);
         match (v4, v6) {
             (Err(e4), Err(_)) if e4.kind() == io::ErrorKind::PermissionDenied => {
                 Err("SYN probing needs CAP_NET_RAW (raw TCP sockets)".into())
