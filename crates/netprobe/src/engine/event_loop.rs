@@ -9,6 +9,7 @@ use crate::config::{EngineConfig, Interface};
 use crate::counters::EngineCounters;
 use crate::inflight::Key;
 use crate::lifecycle::{Lifecycle, LifecycleConfig, Nanos, SendResult, Transmit};
+use crate::netlink::RouteMonitor;
 use crate::ports::PortPool;
 use crate::recv_batch::{self, RecvBatch};
 use crate::routes;
@@ -47,8 +48,11 @@ fn slot_info(i: usize) -> (Proto, Family) {
     (proto, if i.is_multiple_of(2) { Family::V4 } else { Family::V6 })
 }
 
-/// How often the interfaces probes leave from are checked (default route, interface index).
+/// How often looked-up TCP source addresses are aged out (and, only where the route monitor
+/// could not be opened, the default route read again).
 const INTERFACE_CHECK: Duration = Duration::from_secs(1);
+/// How long the start waits for the route monitor's first table.
+const FIRST_ROUTES: Duration = Duration::from_secs(1);
 
 /// Packets handled per socket per loop turn, so one busy socket cannot starve the rest.
 pub(super) const BATCH: usize = 256;
@@ -101,6 +105,9 @@ pub(super) struct EngineLoop {
     stopping: bool,
     /// The interface index each family's sockets are bound to (IPv4, IPv6).
     pub bound: [Option<u32>; 2],
+    /// Route and link changes from netlink, when a family follows the default route or a named
+    /// interface (`-interface4/6`, `-hard`): the table is never read whole once a second.
+    routes: Option<RouteMonitor>,
     next_interface_check: Instant,
     /// The source address the kernel routes from towards a TCP IPv4 target, and when it was
     /// looked up (the SYN's checksum covers it). Kept here, not per target, so ICMP targets
@@ -140,12 +147,35 @@ impl EngineLoop {
             batch: RecvBatch::new(RECV_BATCH),
             stopping: false,
             bound: [None, None],
+            routes: None,
             next_interface_check: Instant::now(),
             route_sources: HashMap::new(),
         };
         engine.add_transport(Proto::Icmp, Family::V4, v4);
         engine.add_transport(Proto::Icmp, Family::V6, v6);
+        engine.open_route_monitor();
+        engine.follow_interfaces();
         engine
+    }
+
+    /// Opens the route monitor if any family follows a route or an interface, and waits (a
+    /// bounded while) for its first table so the first probes already leave the right way.
+    fn open_route_monitor(&mut self) {
+        let follows = [&self.config.interface4, &self.config.interface6].iter().any(|c| **c != Interface::Routed);
+        if !follows {
+            return;
+        }
+        // Where netlink is refused, the default route is read from /proc every second instead.
+        let Ok(mut monitor) = RouteMonitor::open() else { return };
+        let deadline = Instant::now() + FIRST_ROUTES;
+        while monitor.resyncs() == 0 && Instant::now() < deadline {
+            let [a, b] = monitor.fds();
+            let mut fds = [a, b].map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            // SAFETY: two valid pollfds for the call.
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, 10) };
+            monitor.on_readable();
+        }
+        self.routes = Some(monitor);
     }
 
     /// Now, in the lifecycle's time.
@@ -178,7 +208,12 @@ impl EngineLoop {
                     Some(index) => Some(index),
                     None => continue,
                 },
-                Interface::Auto => routes::current_default(family == Family::V6).and_then(|n| index_of(&n)),
+                Interface::Auto => match &self.routes {
+                    // Not yet known (no table read yet): keep the binding.
+                    Some(m) if m.resyncs() == 0 => continue,
+                    Some(m) => m.default_ifindex(family == Family::V6),
+                    None => routes::current_default(family == Family::V6).and_then(|n| index_of(&n)),
+                },
             };
             if want == self.bound[i] {
                 continue;
@@ -210,7 +245,9 @@ impl EngineLoop {
                 break;
             }
             if Instant::now() >= self.next_interface_check {
-                self.follow_interfaces();
+                if self.routes.is_none() {
+                    self.follow_interfaces();
+                }
                 self.forget_stale_sources(Instant::now());
                 self.next_interface_check = Instant::now() + INTERFACE_CHECK;
             }
@@ -240,15 +277,24 @@ impl EngineLoop {
             let check = self.next_interface_check.saturating_duration_since(self.origin).as_nanos();
             let check = u64::try_from(check).unwrap_or(Nanos::MAX);
             wake_at = self.core.next_wake().map_or(check, |w| w.min(check)).max(before);
+            if self.routes.as_ref().is_some_and(RouteMonitor::needs_read) {
+                wake_at = before; // more route messages to read than one call takes
+            }
             let d = wake_at - before;
             libc::timespec { tv_sec: (d / 1_000_000_000) as libc::time_t, tv_nsec: (d % 1_000_000_000) as libc::c_long }
         } else {
             libc::timespec { tv_sec: 0, tv_nsec: 0 }
         };
         let pollfd = |fd: i32, events: i16| libc::pollfd { fd, events, revents: 0 };
-        // The wake-up, then per transport its receive and send socket (-1 = absent, ignored).
-        let mut fds = [pollfd(-1, 0); 1 + 2 * SLOTS];
+        // The wake-up, then per transport its receive and send socket, then the route monitor's
+        // two sockets (-1 = absent, ignored).
+        let mut fds = [pollfd(-1, 0); 1 + 2 * SLOTS + 2];
         fds[0] = pollfd(self.wake.as_fd().as_raw_fd(), libc::POLLIN);
+        if let Some(m) = &self.routes {
+            for (i, fd) in m.fds().iter().enumerate() {
+                fds[1 + 2 * SLOTS + i] = pollfd(fd.as_raw_fd(), libc::POLLIN);
+            }
+        }
         for (i, t) in self.transports.iter().enumerate() {
             if let Some(t) = t {
                 fds[1 + 2 * i] = pollfd(t.sockets.rx_fd().as_raw_fd(), libc::POLLIN);
@@ -272,6 +318,13 @@ impl EngineLoop {
         let empty_since = if rc == 0 { wake_at } else { before };
         if fds[0].revents != 0 {
             let _ = self.wake.read();
+        }
+        let routes_ready = fds[1 + 2 * SLOTS..].iter().any(|f| f.revents != 0);
+        if let Some(m) = self.routes.as_mut().filter(|m| routes_ready || m.needs_read()) {
+            let changes = m.on_readable();
+            if changes.default_routes || changes.links {
+                self.follow_interfaces();
+            }
         }
         for i in 0..SLOTS {
             if self.transports[i].is_none() {
