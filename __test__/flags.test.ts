@@ -60,6 +60,14 @@ test('listen addresses', (t) => {
   }
 });
 
+test('the in-flight table bounds -maxpps x -timeout, as the engine does', (t) => {
+  t.is(parseFlags(['-i-wont-be-evil', '-maxpps', '100000', '-timeout', '10000']).maxPps, 100000);
+  t.is(parseFlags(['-i-wont-be-evil', '-maxpps', '1000000', '-timeout', '1000']).timeoutMs, 1000);
+  t.throws(() => parseFlags(['-i-wont-be-evil', '-maxpps', '1000000', '-timeout', '1100']), { instanceOf: FlagError });
+  t.throws(() => parseFlags(['-i-wont-be-evil', '-maxpps', '26300', '-timeout', '40000']), { instanceOf: FlagError });
+  t.is(parseFlags(['-i-wont-be-evil', '-maxpps', '26000', '-timeout', '40000']).maxPps, 26000);
+});
+
 const refusals: Array<[string[], RegExp]> = [
   [['-interval', '50'], /-interval must be unlocked with -i-wont-be-evil/],
   [['-maxpps', '5', '-identifier', '1'], /-maxpps, -identifier must be unlocked/],
@@ -75,6 +83,8 @@ const refusals: Array<[string[], RegExp]> = [
   [['stray'], /unexpected argument "stray"/],
   [['-listen', 'nowhere'], /-listen must look like/],
   [['-expiry', '-5'], /-expiry must be between/],
+  // 100,000 probes/s for 10.5 s is more than the engine's in-flight table holds.
+  [['-i-wont-be-evil', '-maxpps', '100000', '-timeout', '10500'], /-maxpps 100000 with -timeout 10500 can put up to 1050611 probes in flight, more than the 1048576/],
 ];
 
 for (const [argv, message] of refusals) {

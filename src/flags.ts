@@ -93,6 +93,19 @@ export const FLAGS = {
 const LOCKED = ['interval', 'maxpps', 'identifier'];
 
 /**
+ * The engine's in-flight table, and how long past its timeout a probe can stay in it (the
+ * 5 ms grace for the transmit path, 1 ms of pacer catch-up, 0.1 ms of send quantum): the
+ * same figures as `lifecycle::peak_in_flight` in crates/netprobe, which refuses them too.
+ */
+const IN_FLIGHT_SLOTS = 1_048_576;
+const IN_FLIGHT_EXTRA_MS = 6.1;
+
+/** The most probes `maxPps` and `timeoutMs` can put in flight at once. */
+export function peakInFlight(maxPps: number, timeoutMs: number): number {
+  return Math.ceil((maxPps * (timeoutMs + IN_FLIGHT_EXTRA_MS)) / 1000) + 1;
+}
+
+/**
  * Rewrites Go-style `-name` / `-name=value` into `--name`: like Go's flag package, a single
  * dash may start a long name (only one-letter options stay short).
  */
@@ -186,6 +199,13 @@ export function parseFlags(argv: readonly string[]): ExporterOptions {
   if (identifier !== undefined) options.identifierMode = integer('identifier', identifier, 0, 1) as 0 | 1;
   const expiry = str('expiry');
   if (expiry !== undefined) options.expiryMs = integer('expiry', expiry, 100, 7 * 24 * 3_600_000);
+  const peak = peakInFlight(options.maxPps, options.timeoutMs);
+  if (peak > IN_FLIGHT_SLOTS) {
+    throw new FlagError(
+      `-maxpps ${options.maxPps} with -timeout ${options.timeoutMs} can put up to ${peak} probes in flight, ` +
+        `more than the ${IN_FLIGHT_SLOTS} the engine holds: lower -maxpps or -timeout`,
+    );
+  }
   options.drop = values.drop === true;
   options.hard = values.hard === true;
   for (const name of ['interface4', 'interface6'] as const) {

@@ -25,7 +25,8 @@ use crate::rtt;
 use crate::schedule::{self, SendQueue};
 use crate::stats::{Outcome, TargetStats};
 use crate::token::TokenKey;
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -161,7 +162,9 @@ pub struct Lifecycle {
     shared: Arc<Shared>,
     tokens: TokenKey,
     targets: Vec<Option<Target>>,
-    free_targets: Vec<usize>,
+    /// Slots freed by untracked targets, taken again lowest first: the occupied slots stay
+    /// the first N, whose phases split the round evenly (see `schedule`).
+    free_targets: BinaryHeap<Reverse<usize>>,
     /// Slot of each target (u32: a map entry of 8 bytes).
     index_of: HashMap<TargetId, u32>,
     schedule: SendQueue<(u32, TargetId)>,
@@ -192,7 +195,7 @@ impl Lifecycle {
             shared,
             tokens: TokenKey::new(),
             targets: Vec::new(),
-            free_targets: Vec::new(),
+            free_targets: BinaryHeap::new(),
             index_of: HashMap::new(),
             schedule: SendQueue::new(),
             inflight: InFlight::default(),
@@ -258,7 +261,7 @@ impl Lifecycle {
 
     pub fn track(&mut self, id: TargetId, addr: IpAddr, kind: ProbeKind, now: Nanos) {
         let target = Target { id, addr, kind, seq: 0, stats: TargetStats::default() };
-        let index = match self.free_targets.pop() {
+        let index = match self.free_targets.pop().map(|Reverse(i)| i) {
             Some(i) => {
                 self.targets[i] = Some(target);
                 i
@@ -277,7 +280,7 @@ impl Lifecycle {
     pub fn untrack(&mut self, id: TargetId) {
         if let Some(index) = self.index_of.remove(&id).map(|i| i as usize) {
             self.targets[index] = None;
-            self.free_targets.push(index);
+            self.free_targets.push(Reverse(index));
         }
     }
 
@@ -488,9 +491,7 @@ impl Lifecycle {
                     tx_hw: probe.tx_hw_ns,
                     rx_hw: reply.rx_hw_ns,
                 };
-                // A kernel pair further apart than the probe could have lived is a clock step.
-                let plausible = self.config.timeout + GRACE;
-                let (rtt_ns, clock, why) = rtt::choose_rtt(stamps, probe.sent_at, reply.at, plausible);
+                let (rtt_ns, clock, why) = rtt::choose_rtt(stamps, probe.sent_at, reply.at);
                 let c = self.counters(proto);
                 if rtt_ns > self.config.timeout {
                     // Answered, but later than the timeout: lost, and the answer counts as late.

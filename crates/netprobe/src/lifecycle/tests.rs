@@ -93,6 +93,8 @@ struct Scenario {
     p_partial: f64,
     p_churn: f64,
     p_read: f64,
+    /// CLOCK_REALTIME steps between a probe's transmit and receive stamps.
+    p_step: f64,
     /// Network round trip: from .. to (can exceed the timeout).
     rtt: (Nanos, Nanos),
 }
@@ -123,6 +125,7 @@ impl Scenario {
             p_partial: rare(rng),
             p_churn: rare(rng) / 10.0,
             p_read: rare(rng),
+            p_step: rare(rng),
             rtt: if rng.chance(0.3) { (timeout / 2, timeout + timeout / 2) } else { (5 * US, timeout / 3 + 5 * US) },
         }
     }
@@ -131,9 +134,29 @@ impl Scenario {
 /// What a simulated kernel queues, and when.
 #[derive(Debug, Clone, Copy)]
 enum Queued {
-    Stamp { key: Key, token: Option<u64>, sw: i64 },
-    Answer { proto: Proto, answer: Answer, rx: i64, authentic_token: Option<(u32, u16, u64)> },
-    Error { proto: Proto, key: Key, token: u64, dst: IpAddr, kind: ProbeKind, seq: u16, rx: i64 },
+    Stamp {
+        key: Key,
+        token: Option<u64>,
+        sw: i64,
+    },
+    /// `step`: how far CLOCK_REALTIME had stepped since the probe was sent (its stamp and the
+    /// reading taken with it are both after the step).
+    Answer {
+        proto: Proto,
+        answer: Answer,
+        rx: i64,
+        step: i64,
+        authentic_token: Option<(u32, u16, u64)>,
+    },
+    Error {
+        proto: Proto,
+        key: Key,
+        token: u64,
+        dst: IpAddr,
+        kind: ProbeKind,
+        seq: u16,
+        rx: i64,
+    },
 }
 
 /// The reference's verdict on one probe.
@@ -283,9 +306,22 @@ impl Sim {
         let lost = self.rng.chance(self.sc.p_lost);
         let net = self.rng.between(self.sc.rtt.0, self.sc.rtt.1);
         let arrive = t_s + driver + net;
-        let rx = tx_stamp + net as i64;
+        // A step of the real-time clock after the send: the receive stamp is off by it.
+        let step = if self.rng.chance(self.sc.p_step) {
+            let by = self.rng.between(timeout + GRACE + 1, 10_000 * MS) as i64;
+            if self.rng.chance(0.5) {
+                by
+            } else {
+                -by
+            }
+        } else {
+            0
+        };
+        let rx = tx_stamp + net as i64 + step;
         if !lost && self.rng.chance(self.sc.p_error) {
             let (key, token, seq) = (tx.key, tx.token, tx.seq);
+            // (a stepped clock would shift its stamp and the reading alike: arrival is the same)
+            let rx = rx - step;
             let error = Queued::Error { proto, key, token, dst: tx.addr, kind: tx.kind, seq, rx };
             self.push(queue_of(Proto::Icmp, v6, false), arrive, error);
             self.errors_delivered += 1;
@@ -312,7 +348,7 @@ impl Sim {
         for copy in 0..copies {
             let at = arrive + copy * self.rng.below(timeout);
             let rx = rx + (at - arrive) as i64;
-            self.push(q, at, Queued::Answer { proto, answer: answer(at), rx, authentic_token: authentic });
+            self.push(q, at, Queued::Answer { proto, answer: answer(at), rx, step, authentic_token: authentic });
             self.answers_delivered += 1;
         }
         // The reference: the first answer, if it came before expiry, judged by its RTT.
@@ -326,8 +362,12 @@ impl Sim {
         let expected = if arrive > expiry {
             Expected::Exactly(Outcome::Timeout)
         } else {
-            let kernel = judge((rx - tx_stamp) as Nanos);
+            // A kernel pair that does not fit the monotonic span (sendmsg to arrival) has a
+            // clock step in it.
+            let (pair, span) = (rx - tx_stamp, (arrive - t_s) as i64);
             let fallback = judge(arrive - t_s);
+            let fits = pair <= span + crate::rtt::READING_NOISE as i64 && pair + crate::rtt::TX_PATH as i64 >= span;
+            let kernel = if fits { judge(pair as Nanos) } else { fallback };
             match stamp_arrives {
                 Some(at) if at <= expiry => Expected::Exactly(kernel),
                 Some(_) if kernel != fallback => Expected::Either(kernel, fallback),
@@ -347,8 +387,8 @@ impl Sim {
         match self.rng.below(3) {
             0 => {
                 let answer = Answer { key, token, from: Some(addr), kind: ProbeKind::Icmp, seq: 7, reply };
-                let forged =
-                    Queued::Answer { proto: Proto::Icmp, answer, rx: REAL_ZERO + at as i64, authentic_token: None };
+                let rx = REAL_ZERO + at as i64;
+                let forged = Queued::Answer { proto: Proto::Icmp, answer, rx, step: 0, authentic_token: None };
                 self.push(queue_of(Proto::Icmp, false, false), at, forged);
                 self.answers_delivered += 1;
             }
@@ -380,9 +420,10 @@ impl Sim {
                     let proto = if q >= 4 { Proto::Tcp } else { Proto::Icmp };
                     self.core.on_tx_stamp(proto, key, token, Some(sw), None);
                 }
-                Queued::Answer { proto, mut answer, rx, authentic_token } => {
+                Queued::Answer { proto, mut answer, rx, step, authentic_token } => {
                     // As the shell does: the arrival from the receive stamp and the clocks read.
-                    answer.reply.at = arrival(Some(rx), self.now, read_real);
+                    answer.reply.rx_stamp_ns = Some(rx);
+                    answer.reply.at = arrival(Some(rx), self.now, read_real + step);
                     let from = answer.from;
                     self.core.on_answer(proto, answer, |tokens| match (authentic_token, from) {
                         (Some((key, seq, token)), Some(a)) => tokens.token(key, seq, a) == token,
@@ -652,6 +693,7 @@ fn quiet(interval: Nanos, timeout: Nanos, targets: usize, path: StampPath, durat
         p_partial: 0.0,
         p_churn: 0.0,
         p_read: 0.0,
+        p_step: 0.0,
         rtt: (20 * US, 40 * US),
     }
 }
@@ -754,4 +796,62 @@ fn a_late_engine_loses_nothing_that_came_in_time() {
     sim.verify();
     let lost = sim.finished.values().filter(|o| !matches!(o, Outcome::Reply { .. })).count();
     assert_eq!(lost, 0, "{} probes", sim.finished.len());
+}
+
+/// Whatever targets came and went before, once N targets are tracked in slots 0..N-1 (freed
+/// slots are taken again lowest first, so as many additions as removals fill every hole) the
+/// round has no gap longer than twice interval/N: the next N sends, due in one interval.
+#[test]
+fn after_churn_n_targets_leave_no_gap_over_twice_the_even_spacing() {
+    let mut rng = Rng(0x9a9);
+    for case in 0..200 {
+        let shared = Arc::new(Shared::default());
+        let interval = 1000 * MS;
+        let config = LifecycleConfig { interval, timeout: 100 * MS, gap: 1, hard: false };
+        let mut core = Lifecycle::new(config, shared);
+        let mut tracked: Vec<TargetId> = Vec::new();
+        let mut next_id = 1;
+        let mut now = 0;
+        let add = |core: &mut Lifecycle, tracked: &mut Vec<TargetId>, next_id: &mut TargetId, now| {
+            let addr = IpAddr::V4(Ipv4Addr::from(0xc612_c000 | *next_id));
+            core.track(*next_id, addr, ProbeKind::Icmp, now);
+            tracked.push(*next_id);
+            *next_id += 1;
+        };
+        for _ in 0..rng.between(1, 300) {
+            add(&mut core, &mut tracked, &mut next_id, now);
+        }
+        // Churn: targets leave and come, in any order.
+        for _ in 0..rng.below(600) {
+            if !tracked.is_empty() && rng.chance(0.5) {
+                let id = tracked.swap_remove(rng.below(tracked.len() as u64) as usize);
+                core.untrack(id);
+            } else {
+                add(&mut core, &mut tracked, &mut next_id, now);
+            }
+        }
+        // As many new targets as there are holes below the highest slot in use.
+        while core.free_targets.peek().is_some_and(|Reverse(i)| *i < core.targets.len()) {
+            add(&mut core, &mut tracked, &mut next_id, now);
+        }
+        let n = tracked.len();
+        assert_eq!(core.targets.iter().filter(|t| t.is_some()).count(), n, "case {case}");
+        assert!(core.targets[..n].iter().all(Option::is_some), "case {case}: slots 0..{n} occupied");
+        // The sends of the third round, in order (the first holds the first due times).
+        let mut dues = Vec::new();
+        while dues.len() < 3 * n {
+            let t = core.next_wake().expect("something due");
+            now = now.max(t);
+            while let Some(tx) = core.poll_transmit(now) {
+                core.on_sent(tx.key, SendResult::Failed, now);
+                dues.push(now);
+            }
+            now += 1;
+        }
+        let round = &dues[2 * n..3 * n];
+        let mut gaps: Vec<u64> = round.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.push(round[0] + interval - round[n - 1]);
+        let max = *gaps.iter().max().unwrap_or(&0);
+        assert!(max <= 2 * interval / n as u64 + 2, "case {case}: {n} targets, largest gap {max} ns");
+    }
 }
