@@ -52,6 +52,8 @@ export interface EngineCounters {
   repliesForeign: number
   repliesDuplicate: number
   repliesLate: number
+  /** Of those, answers whose RTT was within the timeout (false losses). */
+  lateWithinTimeout: number
   icmpErrors: number
   icmpErrorsUnmatched: number
   packetsMalformed: number

@@ -31,6 +31,9 @@ interface Counters {
   /** Answers whose transmit stamp never came (a full error queue would show here) and answers the receive buffer dropped. */
   txMissing: number;
   queueDrops: number;
+  /** Answers counted late, and of those the ones whose RTT was within the timeout (false losses). */
+  late: number;
+  falseLosses: number;
 }
 
 async function counters(e: ExporterProcess): Promise<Counters> {
@@ -44,6 +47,8 @@ async function counters(e: ExporterProcess): Promise<Counters> {
     over10ms: value(m, 'icmp_send_schedule_late_total', { over: '0.01' }) ?? 0,
     txMissing: value(m, 'icmp_timestamp_fallback_total', { reason: 'tx_missing' }) ?? 0,
     queueDrops: value(m, 'icmp_receive_queue_drops_total') ?? 0,
+    late: value(m, 'icmp_replies_ignored_total', { reason: 'late' }) ?? 0,
+    falseLosses: value(m, 'icmp_late_replies_within_timeout_total') ?? 0,
   };
 }
 
@@ -121,6 +126,9 @@ export async function scale(
       late_share_window: Number(((c1.over1ms - c0.over1ms) / Math.max(1, sent)).toFixed(4)),
       tx_stamps_missing_window: c1.txMissing - c0.txMissing,
       receive_queue_drops_since_start: c1.queueDrops,
+      // Probes lost although their answer came within the timeout: must be 0 at every step.
+      late_replies_since_start: c1.late,
+      false_losses_since_start: c1.falseLosses,
       engine_waited_for_cpu_ms_adding: Math.round(waited0 - waitedBefore),
       engine_waited_for_cpu_ms_window: Math.round(waited1 - waited0),
       send_delay_max_us_since_start: Math.round(c1.delayMax * 1e6),
@@ -183,6 +191,8 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
         late_over_1ms_expiring: expired.over1ms - added.over1ms,
         late_over_10ms_expiring: expired.over10ms - added.over10ms,
         send_delay_max_us_since_start: Math.round(expired.delayMax * 1e6),
+        late_replies_since_start: expired.late,
+        false_losses_since_start: expired.falseLosses,
         // Same-length spans, so comparable: the engine thread runnable but not running.
         engine_waited_for_cpu_ms_quiet: Math.round(waitedSettled - waitedQuiet),
         engine_waited_for_cpu_ms_adding: Math.round(waitedAdded - waitedSettled),

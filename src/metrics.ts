@@ -128,6 +128,14 @@ export function createMetricsRegistry(sources: MetricsSources): { registry: Regi
     engineCounter(
       registry,
       protocol,
+      'late_replies_within_timeout_total',
+      'Answers counted late (their probe had already ended as lost) although their RTT was within the timeout: probes the exporter lost, not the network. 0 unless the real-time clock was stepped back',
+      (c) => one(c.lateWithinTimeout),
+      sources,
+    );
+    engineCounter(
+      registry,
+      protocol,
       'error_messages_total',
       `ICMP errors (unreachable, time exceeded, ...) quoting our ${packets}; matched ones end their probe as lost`,
       (c) => [

@@ -68,6 +68,8 @@ pub struct EngineCounters {
     pub replies_foreign: f64,
     pub replies_duplicate: f64,
     pub replies_late: f64,
+    /// Of those, answers whose RTT was within the timeout (false losses).
+    pub late_within_timeout: f64,
     pub icmp_errors: f64,
     pub icmp_errors_unmatched: f64,
     pub packets_malformed: f64,
@@ -234,6 +236,7 @@ impl Engine {
             replies_foreign: c.replies_foreign as f64,
             replies_duplicate: c.replies_duplicate as f64,
             replies_late: c.replies_late as f64,
+            late_within_timeout: c.late_within_timeout as f64,
             icmp_errors: c.icmp_errors as f64,
             icmp_errors_unmatched: c.icmp_errors_unmatched as f64,
             packets_malformed: c.packets_malformed as f64,

@@ -38,6 +38,10 @@ engine_counters! {
     replies_duplicate,
     /// Replies that came after their probe had timed out.
     replies_late,
+    /// Of those, replies whose receive stamp is within the timeout of their probe's send: a probe
+    /// ended as lost although its answer came in time (none, unless the engine is wrong or the
+    /// real-time clock was stepped back).
+    late_within_timeout,
     /// ICMP errors that quote one of our probes.
     icmp_errors,
     /// ICMP errors that quote our identifier but match no probe in flight.

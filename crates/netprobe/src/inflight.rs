@@ -83,6 +83,8 @@ struct Slot {
     gen: u16,
     probe: Option<Probe>,
     last: Option<(u64, Ended)>,
+    /// When the slot's last probe was sent (CLOCK_REALTIME), to tell how long a late answer took.
+    last_sent_rt: i64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -114,7 +116,7 @@ impl InFlight {
         let index = match self.free.pop_front() {
             Some(i) => i as usize,
             None if self.slots.len() < MAX_SLOTS => {
-                self.slots.push(Slot { gen: 0, probe: None, last: None });
+                self.slots.push(Slot { gen: 0, probe: None, last: None, last_sent_rt: 0 });
                 self.slots.len() - 1
             }
             None => return None,
@@ -158,6 +160,13 @@ impl InFlight {
         }
     }
 
+    /// When the probe `key` named was sent (CLOCK_REALTIME), once it has ended (and while its
+    /// slot has not been reused).
+    pub fn ended_sent_rt(&self, key: Key) -> Option<i64> {
+        let slot = self.slots.get(key.index())?;
+        (slot.probe.is_none() && slot.gen == (key.gen() + 1) & GEN_MASK).then_some(slot.last_sent_rt)
+    }
+
     pub fn remove(&mut self, key: Key, ended: Ended) -> Option<Probe> {
         let slot = self.slots.get_mut(key.index())?;
         if slot.gen != key.gen() {
@@ -165,6 +174,7 @@ impl InFlight {
         }
         let probe = slot.probe.take()?;
         slot.last = Some((probe.token, ended));
+        slot.last_sent_rt = probe.sent_rt;
         slot.gen = (slot.gen + 1) & GEN_MASK;
         self.free.push_back(key.index() as u32);
         self.live -= 1;

@@ -550,6 +550,9 @@ impl Sim {
         let errors = i.icmp_errors + i.icmp_errors_unmatched + t.icmp_errors + t.icmp_errors_unmatched;
         assert_eq!(errors, self.errors_delivered, "ICMP errors: matched + unmatched = delivered");
         assert_eq!(i.packets_sent + t.packets_sent, self.sent);
+        if self.sc.p_step == 0.0 {
+            assert_eq!(i.late_within_timeout + t.late_within_timeout, 0, "no answer in time was counted late");
+        }
         assert_eq!(i.send_deferred + t.send_deferred, self.deferred.len() as u64);
     }
 }
