@@ -176,6 +176,10 @@ impl Engine {
             } else {
                 StampKeyMode::Auto
             },
+            panic_after: std::env::var("ICMP_EXPORTER_TEST_ENGINE_PANIC_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(Duration::from_millis),
             interface4: interface(options.interface4)?,
             interface6: interface(options.interface6)?,
             hard: options.hard.unwrap_or(false),

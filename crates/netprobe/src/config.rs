@@ -37,6 +37,9 @@ pub struct EngineConfig {
     pub interface6: Interface,
     /// NIC hardware timestamps (`-hard`).
     pub hard: bool,
+    /// For tests of the failure path only: the engine thread panics this long after it starts
+    /// (`ICMP_EXPORTER_TEST_ENGINE_PANIC_MS`), as a bug would.
+    pub panic_after: Option<Duration>,
 }
 
 /// `Auto` ties each transmit stamp to its probe by `SCM_TS_OPT_ID` where the kernel has it
@@ -61,6 +64,7 @@ impl Default for EngineConfig {
             interface4: Interface::Routed,
             interface6: Interface::Routed,
             hard: false,
+            panic_after: None,
         }
     }
 }

@@ -240,6 +240,9 @@ impl EngineLoop {
         // SAFETY: prctl with integer arguments only affects this thread.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
         while !self.stopping {
+            if self.config.panic_after.is_some_and(|after| self.origin.elapsed() >= after) {
+                panic!("injected failure (ICMP_EXPORTER_TEST_ENGINE_PANIC_MS)");
+            }
             self.handle_commands();
             if self.stopping {
                 break;

@@ -1,0 +1,28 @@
+/**
+ * A failed engine thread (a bug: a panic) never takes the process down: /metrics says
+ * icmp_engine_up 0 and /probe answers 503 with the reason. The failure is injected with
+ * ICMP_EXPORTER_TEST_ENGINE_PANIC_MS, which makes the engine thread panic as a bug would.
+ */
+import test from 'ava';
+import { Lab } from './helpers/lab.js';
+import { parseSamples, sleep, value } from './helpers/prom.js';
+
+test('a panicking engine thread: icmp_engine_up 0, /probe 503 with the reason, the process still serves', async (t) => {
+  const lab = Lab.create(t);
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300'], {
+    env: { ICMP_EXPORTER_TEST_ENGINE_PANIC_MS: '1500' },
+  });
+  const before = await exporter.get('/probe?target=198.18.128.80');
+  t.is(before.status, 200, 'running at first');
+  const up = async () => value(parseSamples((await exporter.get('/metrics')).body), 'icmp_engine_up');
+  const deadline = Date.now() + 30_000;
+  while ((await up()) !== 0) {
+    if (Date.now() > deadline) return t.fail('icmp_engine_up never went to 0');
+    await sleep(100);
+  }
+  const after = await exporter.get('/probe?target=198.18.128.80');
+  t.is(after.status, 503);
+  t.regex(after.body, /the probing engine failed: engine thread panicked: injected failure/);
+  t.is((await exporter.get('/metrics')).status, 200, '/metrics still served');
+  t.is(exporter.child.exitCode, null, 'the process is still running');
+});
