@@ -141,8 +141,9 @@ fn echo_fields(icmp: &[u8]) -> Result<EchoFields, ParseError> {
 fn echo_reply(icmp: &[u8]) -> Result<Message, ParseError> {
     match echo_fields(icmp)? {
         (ident, seq, Some((key, token))) => Ok(Message::EchoReply(EchoRepr { ident, seq, key, token })),
-        // A reply too short to carry our payload is not an answer to our probe.
-        (_, _, None) => Ok(Message::Other),
+        // A reply with our identifier (the socket filter passed it) too short to carry our
+        // payload cannot answer a probe: cut on the way, or forged. Counted as malformed.
+        (_, _, None) => Err(ParseError::Truncated),
     }
 }
 
@@ -303,14 +304,14 @@ mod tests {
     }
 
     #[test]
-    fn v4_short_reply_is_not_ours() {
+    fn v4_short_reply_is_malformed() {
         // A reply with only 8 payload bytes cannot carry key and token.
         let mut icmp = vec![0u8, 0, 0, 0, 0x12, 0x34, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8];
         let sum = checksum::internet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
         let mut packet = vec![0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1];
         packet.extend_from_slice(&icmp);
-        assert_eq!(parse_v4(&packet).unwrap().1, Message::Other);
+        assert_eq!(parse_v4(&packet).unwrap_err(), ParseError::Truncated);
     }
 
     #[test]
