@@ -34,10 +34,10 @@ use std::sync::Arc;
 pub type Nanos = u64;
 
 /// How long an unanswered probe is kept past its timeout before it ends. The timeout runs from
-/// the monotonic reading before `sendmsg`; the kernel's transmit stamp, which an answer's RTT
-/// is measured from, comes a little later (microseconds, more behind a queueing discipline),
-/// and an answer the kernel stamps at the very end of the timeout reaches its socket a little
-/// after that. Answers within the grace are judged by their RTT: above the timeout, late.
+/// the monotonic reading before `sendmsg` until the transmit stamp is in, then from the moment
+/// the stamp says the packet left (a wait in a queueing discipline of this host is not the
+/// network's); an answer the kernel stamps at the very end of the timeout reaches its socket a
+/// little after that. Answers within the grace are judged by their RTT: above the timeout, late.
 pub const GRACE: Nanos = 5_000_000;
 /// How far the pacer may catch up after the thread was late.
 const PACER_CATCH_UP: Nanos = 1_000_000;
@@ -171,6 +171,9 @@ pub struct Lifecycle {
     inflight: InFlight,
     /// `(expiry, key, serial)` in expiry order (every probe has the same timeout).
     deadlines: VecDeque<(Nanos, Key, u64)>,
+    /// Expiries moved later once a transmit stamp showed the packet left late (a wait in a
+    /// local queue): `(expiry, key, serial)`, earliest first.
+    extended: BinaryHeap<Reverse<(Nanos, u32, u64)>>,
     next_serial: u64,
     pacer_next: Nanos,
     /// When a turn last sent a probe (see SEND_QUANTUM).
@@ -200,6 +203,7 @@ impl Lifecycle {
             schedule: SendQueue::new(),
             inflight: InFlight::default(),
             deadlines: VecDeque::new(),
+            extended: BinaryHeap::new(),
             next_serial: 0,
             pacer_next: 0,
             last_send_turn: 0,
@@ -321,7 +325,12 @@ impl Lifecycle {
 
     /// When the next probe in flight expires.
     pub fn next_expiry(&self) -> Option<Nanos> {
-        self.deadlines.front().map(|(at, _, _)| *at)
+        let fifo = self.deadlines.front().map(|(at, _, _)| *at);
+        let moved = self.extended.peek().map(|Reverse((at, _, _))| *at);
+        match (fifo, moved) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next probe to send at `now`, if one is due and the pacer allows it.
@@ -491,10 +500,13 @@ impl Lifecycle {
                     tx_hw: probe.tx_hw_ns,
                     rx_hw: reply.rx_hw_ns,
                 };
-                let (rtt_ns, clock, why) = rtt::choose_rtt(stamps, probe.sent_at, reply.at);
+                let sent = rtt::Sent { mono: probe.sent_at, real: probe.sent_rt };
+                let (rtt_ns, clock, why) = rtt::choose_rtt(stamps, sent, reply.at);
                 let c = self.counters(proto);
-                if rtt_ns > self.config.timeout {
-                    // Answered, but later than the timeout: lost, and the answer counts as late.
+                // Arrived after the probe's expiry (read late only because the engine ran late),
+                // or with an RTT above the timeout: lost, and the answer counts as late. When the
+                // kernel took it decides, not when it was read.
+                if reply.at > probe.expiry || rtt_ns > self.config.timeout {
                     EngineCounters::add(&c.replies_late, 1);
                     Outcome::Timeout
                 } else {
@@ -527,13 +539,28 @@ impl Lifecycle {
     /// whose answer may still wait in a queue is kept until that queue is read.
     pub fn expire(&mut self, now: Nanos) {
         let until = now.min(self.drained_until());
-        while let Some(&(expiry, key, serial)) = self.deadlines.front() {
-            if expiry > until {
-                break;
-            }
-            self.deadlines.pop_front();
-            // Ended already, or its slot serves a later probe (same key after a wrap): not this one.
-            if self.inflight.get(key).is_some_and(|p| p.serial == serial) {
+        loop {
+            let fifo = self.deadlines.front().copied().filter(|(at, _, _)| *at <= until);
+            let moved =
+                self.extended.peek().map(|Reverse((at, k, s))| (*at, Key(*k), *s)).filter(|(at, _, _)| *at <= until);
+            let (expiry, key, serial) = match (fifo, moved) {
+                (Some(f), Some(m)) if m.0 < f.0 => {
+                    self.extended.pop();
+                    m
+                }
+                (Some(f), _) => {
+                    self.deadlines.pop_front();
+                    f
+                }
+                (None, Some(m)) => {
+                    self.extended.pop();
+                    m
+                }
+                (None, None) => break,
+            };
+            // Ended already, its slot serves a later probe (same key after a wrap), or its
+            // expiry was moved: not this entry's to end.
+            if self.inflight.get(key).is_some_and(|p| p.serial == serial && p.expiry == expiry) {
                 self.finish(key);
             }
         }
@@ -561,10 +588,32 @@ impl Lifecycle {
             }
             _ => None,
         };
+        if let (Some(p), Some(sw)) = (matched, sw) {
+            self.extend_expiry(key, &p, sw);
+        }
         match matched {
             Some(probe) if self.complete(&probe) => self.finish(key),
             Some(_) => {}
             None => EngineCounters::add(&self.counters(proto).tx_timestamps_unmatched, 1),
+        }
+    }
+
+    /// A packet that left late (it waited in a queueing discipline of this host) gets its
+    /// timeout from when it left, as long as it left within the timeout: an answer's RTT runs
+    /// from the transmit stamp, and the wait was this host's, not the network's.
+    fn extend_expiry(&mut self, key: Key, p: &Probe, tx_stamp: i64) {
+        let Ok(waited) = u64::try_from(tx_stamp.saturating_sub(p.sent_rt)) else {
+            return;
+        };
+        if waited > self.config.timeout {
+            return; // left after its timeout: lost here already
+        }
+        let expiry = p.sent_at + waited + self.config.timeout + GRACE;
+        if expiry > p.expiry {
+            if let Some(probe) = self.inflight.get_mut(key) {
+                probe.expiry = expiry;
+            }
+            self.extended.push(Reverse((expiry, key.0, p.serial)));
         }
     }
 

@@ -2,21 +2,37 @@
 //! Monotonic times are nanoseconds since the engine started.
 //!
 //! A kernel pair is checked against the monotonic span from right before `sendmsg` to the
-//! answer's arrival (both CLOCK_MONOTONIC, which no one steps): the pair is that span less the
-//! transmit path (the driver stamps after `sendmsg` began), so a pair longer than the span, or
-//! shorter by more than the transmit path can take, has a CLOCK_REALTIME step (or a NIC clock
-//! jump) inside it, of any size.
+//! answer's arrival (CLOCK_MONOTONIC, which no one steps), less the time the packet took from
+//! `sendmsg` to the driver's transmit stamp (the real-time reading before `sendmsg` against
+//! that stamp: a queueing discipline's wait, for one). The rest is the pair, give or take the
+//! readings; a pair that differs more has a CLOCK_REALTIME step (or a NIC clock jump) inside
+//! it, of any size.
 
-/// How much shorter than the monotonic span a kernel pair can legitimately be: the time from
-/// `sendmsg` to the driver's stamp (the same allowance the lifecycle gives past the timeout).
-pub const TX_PATH: u64 = crate::lifecycle::GRACE;
-/// How much longer: the readings that carry the arrival over to the monotonic clock.
+/// How far a kernel pair may differ from the monotonic span less the transmit path: the
+/// readings that carry the send and the arrival over between the clocks.
 pub const READING_NOISE: u64 = 1_000_000;
 
-/// Whether a kernel pair `rx - tx` fits the monotonic span.
-fn fits(tx: i64, rx: i64, span: u64) -> Option<u64> {
+/// When a probe was sent, on both clocks: CLOCK_MONOTONIC (ns since the engine started) and
+/// CLOCK_REALTIME (ns since the epoch), read together right before `sendmsg`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub mono: u64,
+    pub real: i64,
+}
+
+/// Whether a software pair fits the span from `sent` to `replied_at`: the pair, if it does.
+fn fits(tx: i64, rx: i64, sent: Sent, replied_at: u64) -> Option<u64> {
     let pair = u64::try_from(rx.checked_sub(tx)?).ok()?;
-    (pair <= span.saturating_add(READING_NOISE) && pair.saturating_add(TX_PATH) >= span).then_some(pair)
+    let tx_path = u64::try_from(tx.checked_sub(sent.real)?).ok()?;
+    let expected = replied_at.checked_sub(sent.mono)?.checked_sub(tx_path)?;
+    (pair.abs_diff(expected) <= READING_NOISE).then_some(pair)
+}
+
+/// Whether a hardware pair fits: the NIC's clock is not the system's (no transmit path to
+/// take off), and may run a little apart (1,000 ppm allowed).
+fn fits_hardware(tx: i64, rx: i64, span: u64) -> Option<u64> {
+    let pair = u64::try_from(rx.checked_sub(tx)?).ok()?;
+    (pair <= span + READING_NOISE + span / 1000).then_some(pair)
 }
 
 /// Why a sample could not use the kernel timestamp pair.
@@ -37,12 +53,12 @@ impl Fallback {
 /// RTT in nanoseconds of an answered probe: kernel RX stamp minus kernel TX stamp when both
 /// exist and agree; otherwise the engine's CLOCK_MONOTONIC readings taken right before
 /// `sendmsg` and at the answer's arrival, with the reason.
-pub fn reply_rtt(tx_stamp_ns: Option<i64>, rx_stamp_ns: Option<i64>, sent_at: u64, replied_at: u64) -> (u64, Fallback) {
+pub fn reply_rtt(tx_stamp_ns: Option<i64>, rx_stamp_ns: Option<i64>, sent: Sent, replied_at: u64) -> (u64, Fallback) {
     let mut why =
         Fallback { tx_missing: tx_stamp_ns.is_none(), rx_missing: rx_stamp_ns.is_none(), inconsistent: false };
-    let span = replied_at.saturating_sub(sent_at);
+    let span = replied_at.saturating_sub(sent.mono);
     if let (Some(tx), Some(rx)) = (tx_stamp_ns, rx_stamp_ns) {
-        match fits(tx, rx, span) {
+        match fits(tx, rx, sent, replied_at) {
             Some(rtt) => return (rtt, why),
             None => why.inconsistent = true,
         }
@@ -73,13 +89,13 @@ pub struct Stamps {
 /// RTT of an answered probe: the hardware pair when both hardware stamps exist and agree
 /// (same NIC clock), else the software pair, else the monotonic readings. A hardware stamp is
 /// never subtracted from a software one.
-pub fn choose_rtt(s: Stamps, sent_at: u64, replied_at: u64) -> (u64, Clock, Fallback) {
+pub fn choose_rtt(s: Stamps, sent: Sent, replied_at: u64) -> (u64, Clock, Fallback) {
     if let (Some(tx), Some(rx)) = (s.tx_hw, s.rx_hw) {
-        if let Some(rtt) = fits(tx, rx, replied_at.saturating_sub(sent_at)) {
+        if let Some(rtt) = fits_hardware(tx, rx, replied_at.saturating_sub(sent.mono)) {
             return (rtt, Clock::Hardware, Fallback::default());
         }
     }
-    let (rtt, why) = reply_rtt(s.tx_sw, s.rx_sw, sent_at, replied_at);
+    let (rtt, why) = reply_rtt(s.tx_sw, s.rx_sw, sent, replied_at);
     (rtt, if why.any() { Clock::Monotonic } else { Clock::Software }, why)
 }
 
@@ -87,15 +103,17 @@ pub fn choose_rtt(s: Stamps, sent_at: u64, replied_at: u64) -> (u64, Clock, Fall
 mod tests {
     use super::*;
 
-    fn clocks(user_rtt_us: u64) -> (u64, u64) {
-        let sent = 5_000_000_000;
-        (sent, sent + user_rtt_us * 1000)
+    /// Sent at 5 s (monotonic) = 1,000 ns (real time); the answer `user_rtt_us` later.
+    fn clocks(user_rtt_us: u64) -> (Sent, u64) {
+        let sent = Sent { mono: 5_000_000_000, real: 1_000 };
+        (sent, sent.mono + user_rtt_us * 1000)
     }
 
     #[test]
     fn kernel_pair_wins_over_user_clock() {
-        let (s, r) = clocks(90);
-        let (rtt, why) = reply_rtt(Some(1_000_000_000), Some(1_000_031_250), s, r);
+        // Stamped 9 us after the real-time reading; 31.25 us there and back; read 90 us after sendmsg.
+        let (s, r) = clocks(40);
+        let (rtt, why) = reply_rtt(Some(10_000), Some(41_250), s, r);
         assert_eq!(rtt, 31_250);
         assert!(!why.any());
     }
@@ -112,12 +130,12 @@ mod tests {
     #[test]
     fn hardware_pair_first_never_mixed() {
         let (s, r) = clocks(90);
-        let all = Stamps { tx_sw: Some(1_000), rx_sw: Some(40_000), tx_hw: Some(5_000_000), rx_hw: Some(5_012_000) };
+        let all = Stamps { tx_sw: Some(2_000), rx_sw: Some(80_000), tx_hw: Some(5_000_000), rx_hw: Some(5_012_000) };
         assert_eq!(choose_rtt(all, s, r).0, 12_000);
         assert_eq!(choose_rtt(all, s, r).1, Clock::Hardware);
         // The NIC skipped the TX stamp (one outstanding stamp on igb): the software pair, not hw RX - sw TX.
         let skipped = Stamps { tx_hw: None, ..all };
-        assert_eq!(choose_rtt(skipped, s, r), (39_000, Clock::Software, Fallback::default()));
+        assert_eq!(choose_rtt(skipped, s, r), (78_000, Clock::Software, Fallback::default()));
         let no_rx_hw = Stamps { rx_hw: None, ..all };
         assert_eq!(choose_rtt(no_rx_hw, s, r).1, Clock::Software);
         // Hardware pair out of order (two NIC clocks): software pair.
@@ -131,19 +149,30 @@ mod tests {
 
     #[test]
     fn a_clock_step_of_any_size_is_inconsistent() {
-        let (s, r) = clocks(20_000); // 20 ms between sendmsg and the arrival
         let ms = |n: i64| n * 1_000_000;
-        let backwards = reply_rtt(Some(2_000), Some(1_000), s, r);
+        let (s, r) = clocks(20_000); // 20 ms from sendmsg to the arrival, stamped at once
+        let tx = s.real;
+        let backwards = reply_rtt(Some(tx + 2_000), Some(tx + 1_000), s, r);
         assert_eq!(backwards, (20_000_000, Fallback { inconsistent: true, ..Default::default() }));
-        assert!(reply_rtt(Some(0), Some(ms(3_000)), s, r).1.inconsistent, "a 3 s step forward");
-        assert!(reply_rtt(Some(0), Some(ms(70)), s, r).1.inconsistent, "a 50 ms step forward");
-        assert!(reply_rtt(Some(0), Some(ms(10)), s, r).1.inconsistent, "a 10 ms step back");
+        assert!(reply_rtt(Some(tx), Some(tx + ms(3_000)), s, r).1.inconsistent, "a 3 s step forward");
+        assert!(reply_rtt(Some(tx), Some(tx + ms(70)), s, r).1.inconsistent, "a 50 ms step forward");
+        assert!(reply_rtt(Some(tx), Some(tx + ms(10)), s, r).1.inconsistent, "a 10 ms step back");
         assert!(reply_rtt(Some(i64::MIN), Some(i64::MAX), s, r).1.inconsistent, "overflow");
-        // The pair is the span less the transmit path, give or take the readings.
-        assert_eq!(reply_rtt(Some(0), Some(ms(20)), s, r), (20_000_000, Fallback::default()));
-        assert!(!reply_rtt(Some(0), Some(ms(20) - TX_PATH as i64), s, r).1.any());
-        assert!(reply_rtt(Some(0), Some(ms(20) - TX_PATH as i64 - 1), s, r).1.inconsistent);
-        assert!(!reply_rtt(Some(0), Some(ms(20) + READING_NOISE as i64), s, r).1.any());
-        assert!(reply_rtt(Some(0), Some(ms(20) + READING_NOISE as i64 + 1), s, r).1.inconsistent);
+        assert!(reply_rtt(Some(tx - 5), Some(tx + ms(20)), s, r).1.inconsistent, "stamped before it was sent");
+        assert_eq!(reply_rtt(Some(tx), Some(tx + ms(20)), s, r), (20_000_000, Fallback::default()));
+        let noise = READING_NOISE as i64;
+        assert!(!reply_rtt(Some(tx), Some(tx + ms(20) + noise), s, r).1.any());
+        assert!(reply_rtt(Some(tx), Some(tx + ms(20) + noise + 1), s, r).1.inconsistent);
+        assert!(!reply_rtt(Some(tx), Some(tx + ms(20) - noise), s, r).1.any());
+        assert!(reply_rtt(Some(tx), Some(tx + ms(20) - noise - 1), s, r).1.inconsistent);
+    }
+
+    #[test]
+    fn a_wait_in_a_local_queue_is_not_in_the_rtt() {
+        // Held 15 ms in a queueing discipline, then 5 ms there and back: the pair is 5 ms.
+        let ms = |n: i64| n * 1_000_000;
+        let (s, r) = clocks(20_000);
+        let tx = s.real + ms(15);
+        assert_eq!(reply_rtt(Some(tx), Some(tx + ms(5)), s, r), (5_000_000, Fallback::default()));
     }
 }

@@ -329,6 +329,18 @@ impl EngineLoop {
                 self.follow_interfaces();
             }
         }
+        // Transmit stamps first: a stamp can move its probe's expiry later (it waited in a local
+        // queue), which an answer or error read in the same turn must be judged against.
+        for i in 0..SLOTS {
+            if self.transports[i].is_none() {
+                continue;
+            }
+            if fds[2 + 2 * i].revents == 0 {
+                self.core.queue_drained(tx_queue(i), empty_since);
+            } else {
+                self.receive_tx_stamps(i);
+            }
+        }
         for i in 0..SLOTS {
             if self.transports[i].is_none() {
                 continue;
@@ -341,11 +353,6 @@ impl EngineLoop {
                     Proto::Icmp => self.receive_icmp(family),
                     Proto::Tcp => self.receive_tcp(family),
                 }
-            }
-            if fds[2 + 2 * i].revents == 0 {
-                self.core.queue_drained(tx_queue(i), empty_since);
-            } else {
-                self.receive_tx_stamps(i);
             }
         }
     }
