@@ -34,6 +34,8 @@ interface Counters {
   /** Answers counted late, and of those the ones whose RTT was within the timeout (false losses). */
   late: number;
   falseLosses: number;
+  /** Sends this host had no room for (ENOBUFS: a full backlog or queue), sent again. */
+  deferred: number;
 }
 
 async function counters(e: ExporterProcess): Promise<Counters> {
@@ -49,6 +51,7 @@ async function counters(e: ExporterProcess): Promise<Counters> {
     queueDrops: value(m, 'icmp_receive_queue_drops_total') ?? 0,
     late: value(m, 'icmp_replies_ignored_total', { reason: 'late' }) ?? 0,
     falseLosses: value(m, 'icmp_late_replies_within_timeout_total') ?? 0,
+    deferred: value(m, 'icmp_send_deferred_total') ?? 0,
   };
 }
 
@@ -129,6 +132,7 @@ export async function scale(
       // Probes lost although their answer came within the timeout: must be 0 at every step.
       late_replies_since_start: c1.late,
       false_losses_since_start: c1.falseLosses,
+      sends_deferred_window: c1.deferred - c0.deferred,
       engine_waited_for_cpu_ms_adding: Math.round(waited0 - waitedBefore),
       engine_waited_for_cpu_ms_window: Math.round(waited1 - waited0),
       send_delay_max_us_since_start: Math.round(c1.delayMax * 1e6),

@@ -46,8 +46,9 @@ const PACER_CATCH_UP: Nanos = 1_000_000;
 /// thread (measured with perf; see the README's benchmarks); a turn then sends a few probes.
 pub const SEND_QUANTUM: Nanos = 100_000;
 /// How long sending pauses after the kernel had no room for a probe, doubled while it keeps
-/// refusing, up to the longest.
-const CONGESTION_BACKOFF: Nanos = 1_000_000;
+/// refusing, up to the longest. A full backlog drains in microseconds, a slow queueing
+/// discipline takes milliseconds.
+const CONGESTION_BACKOFF: Nanos = 100_000;
 const CONGESTION_BACKOFF_MAX: Nanos = 64_000_000;
 
 /// Socket queues a probe's answers can wait in: per transport (ICMP v4, ICMP v6, TCP v4, TCP
