@@ -357,7 +357,6 @@ impl Lifecycle {
             };
             self.last_send_turn = now;
             self.pacer_next = self.pacer_next.max(now.saturating_sub(PACER_CATCH_UP)) + self.config.gap;
-            self.count_lateness(proto_of(kind), now.saturating_sub(due));
             let serial = self.next_serial;
             self.next_serial += 1;
             let Some(seq) = seq else {
@@ -436,6 +435,9 @@ impl Lifecycle {
         let (index, id, slot) = (probe.target_index as usize, probe.target_id, probe.target_index);
         match result {
             SendResult::Sent { at, real } => {
+                // How late it left against its schedule (a probe that had to wait for room here
+                // counts once, when it leaves).
+                self.count_lateness(proto, at.saturating_sub(probe.due));
                 self.backoff = CONGESTION_BACKOFF;
                 EngineCounters::add(&self.counters(proto).packets_sent, 1);
                 let expiry = at + self.config.timeout + GRACE;
@@ -459,6 +461,7 @@ impl Lifecycle {
                 self.backoff = (self.backoff * 2).min(CONGESTION_BACKOFF_MAX);
             }
             SendResult::Failed => {
+                self.count_lateness(proto, now.saturating_sub(probe.due));
                 EngineCounters::add(&self.counters(proto).send_errors, 1);
                 self.inflight.remove(key, Ended::Other);
                 self.end(index, id, probe.serial, Outcome::SendError);
