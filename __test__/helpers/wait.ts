@@ -58,23 +58,3 @@ export async function waitFor<T>(read: () => T | Promise<T>, done: (value: T) =>
     await sleep(everyMs);
   }
 }
-
-/**
- * Reads a number until it has not moved for `reads` consecutive reads `everyMs` apart, and
- * returns it. Only for where no condition says "done" (a count with no known end); it is a
- * guess that the thing has stopped, not a proof.
- */
-export async function waitSteady(read: () => number | Promise<number>, opts: { what: string; reads: number; everyMs: number; timeoutMs?: number }): Promise<number> {
-  let previous = Number.NaN;
-  let same = 0;
-  const value = await waitFor(
-    read,
-    (v) => {
-      same = v === previous ? same + 1 : 0;
-      previous = v;
-      return same >= opts.reads;
-    },
-    { what: `${opts.what} to stay the same for ${opts.reads} reads ${opts.everyMs} ms apart`, everyMs: opts.everyMs, timeoutMs: opts.timeoutMs ?? 30_000 },
-  );
-  return value;
-}
