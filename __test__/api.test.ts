@@ -4,22 +4,31 @@ import { Lab } from './helpers/lab.js';
 
 const INDEX = new URL('../dist/index.js', import.meta.url).pathname;
 
+// The script waits for states, not for time: \`until\` polls a read until a condition holds
+// (and gives up after 30 s with what it last read, which the test then shows).
 const SCRIPT = `
 import { Prober, startExporter, BadRequestError } from ${JSON.stringify(INDEX)};
+async function until(read, done, what) {
+  const end = Date.now() + 30000;
+  for (;;) {
+    const v = await read();
+    if (done(v)) return v;
+    if (Date.now() > end) throw new Error('gave up waiting for ' + what + '; last seen: ' + JSON.stringify(v));
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 const prober = Prober.start({ intervalMs: 20, timeoutMs: 300 });
 const icmp = await prober.add('198.18.128.70');
 const tcp = await prober.add('2001:2:0:8000::70', { tcpPort: 9 });
 let refused = '';
 try { await prober.add('224.0.0.1'); } catch (e) { refused = e instanceof BadRequestError ? e.message : 'wrong type'; }
-await new Promise((r) => setTimeout(r, 700));
-const stats = await prober.stats();
+const stats = await until(() => prober.stats(), (all) => all.length === 2 && all.every((s) => s.sent > 10), 'more than 10 probes of each target');
 prober.remove(icmp);
 const afterRemove = await prober.stats();
 await prober.stop();
 const exporter = await startExporter({ host: '127.0.0.1', port: 0, intervalMs: 20 });
 await fetch(exporter.url + '/probe?target=198.18.128.71');
-await new Promise((r) => setTimeout(r, 300));
-const body = await (await fetch(exporter.url + '/probe?target=198.18.128.71')).text();
+const body = await until(async () => (await fetch(exporter.url + '/probe?target=198.18.128.71')).text(), (b) => /^icmp_probe_packets_recv_total\\{[^}]*\\} [1-9]/m.test(b), 'an answered probe');
 await exporter.close();
 console.log(JSON.stringify({ icmp, tcp, refused, stats, afterRemove: afterRemove.length, body }));
 `;

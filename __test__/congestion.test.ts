@@ -4,7 +4,8 @@
  */
 import test from 'ava';
 import { Lab } from './helpers/lab.js';
-import { parseSamples, sleep, value, type Sample } from './helpers/prom.js';
+import { parseSamples, value } from './helpers/prom.js';
+import { waitFor } from './helpers/wait.js';
 
 test('a full queueing discipline defers probes: none counted lost, none sent twice', async (t) => {
   const lab = Lab.create(t);
@@ -15,16 +16,12 @@ test('a full queueing discipline defers probes: none counted lost, none sent twi
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '50', '-timeout', '1000', '-maxpps', '100000']);
   const ips = Array.from({ length: 50 }, (_, i) => `198.18.128.${100 + i}`);
   const query = `/probe?${ips.map((ip) => `target=${ip}`).join('&')}`;
-  let s: Sample[] = [];
+  const s = await waitFor(
+    async () => parseSamples((await exporter.get(query)).body),
+    (now) => ips.every((ip) => (value(now, 'icmp_probe_packets_sent_total', { ip }) ?? 0) >= 20),
+    { what: '20 final probes of each target', timeoutMs: 60_000, everyMs: 200, show: (now) => `${now.length} samples` },
+  );
   const v = (name: string, ip: string) => value(s, `icmp_probe_${name}`, { ip }) ?? 0;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    s = parseSamples((await exporter.get(query)).body);
-    const least = Math.min(...ips.map((ip) => v('packets_sent_total', ip)));
-    if (least >= 20) break;
-    if (Date.now() > deadline) return t.fail(`waited 60 s for 20 final probes of each target; fewest ${least}`);
-    await sleep(200);
-  }
   const m = parseSamples((await exporter.get('/metrics')).body);
   const deferred = value(m, 'icmp_send_deferred_total') ?? 0;
   t.true(deferred > 0, `the queue was full: ${deferred} sends deferred`);

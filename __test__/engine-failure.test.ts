@@ -5,7 +5,8 @@
  */
 import test from 'ava';
 import { Lab } from './helpers/lab.js';
-import { parseSamples, sleep, value } from './helpers/prom.js';
+import { parseSamples, value } from './helpers/prom.js';
+import { waitFor } from './helpers/wait.js';
 
 test('a panicking engine thread: icmp_engine_up 0, /probe 503 with the reason, the process still serves', async (t) => {
   const lab = Lab.create(t);
@@ -15,11 +16,7 @@ test('a panicking engine thread: icmp_engine_up 0, /probe 503 with the reason, t
   const before = await exporter.get('/probe?target=198.18.128.80');
   t.is(before.status, 200, 'running at first');
   const up = async () => value(parseSamples((await exporter.get('/metrics')).body), 'icmp_engine_up');
-  const deadline = Date.now() + 30_000;
-  while ((await up()) !== 0) {
-    if (Date.now() > deadline) return t.fail('icmp_engine_up never went to 0');
-    await sleep(100);
-  }
+  await waitFor(up, (v) => v === 0, { what: 'icmp_engine_up 0' });
   const after = await exporter.get('/probe?target=198.18.128.80');
   t.is(after.status, 503);
   t.regex(after.body, /the probing engine failed: engine thread panicked: injected failure/);

@@ -1,9 +1,9 @@
-/** Command-line parsing and validation (pure), and the CLI's exit codes (no sockets needed). */
+/** Command-line parsing and validation (pure), and the CLI's exit codes (no probe is sent). */
 import { spawnSync } from 'node:child_process';
 import test from 'ava';
 import { FlagError } from '../src/errors.js';
 import { DEFAULTS, normalizeArgv, parseFlags, parseListen } from '../src/flags.js';
-import { CLI } from './helpers/lab.js';
+import { CLI, SYSTEM_ENV } from './helpers/lab.js';
 
 test('Go-style long flags are rewritten, one-letter options and values left alone', (t) => {
   t.deepEqual(normalizeArgv(['-listen', ':1', '-i-wont-be-evil', '-interval=50', '--timeout', '9', '-h', '-bogus', '-5']), [
@@ -109,10 +109,17 @@ test('--help lists the flags and exits 0', (t) => {
 });
 
 test('without CAP_NET_RAW the start fails with a clear message and exit code 1', (t) => {
-  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', process.execPath, CLI, '-listen', '127.0.0.1:0'], {
+  // Whether a user without CAP_NET_RAW may open ICMP datagram sockets is the network
+  // namespace's net.ipv4.ping_group_range, which some hosts open for everyone. So the command
+  // runs in a namespace of its own (it goes when the command ends) with the range closed.
+  const closed = 'ip link set lo up && sysctl -qw net.ipv4.ping_group_range="1 0" && exec "$@"';
+  const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all'];
+  const r = spawnSync('unshare', ['--net', 'sh', '-c', closed, 'sh', ...nobody, process.execPath, CLI, '-listen', '127.0.0.1:0'], {
     encoding: 'utf8',
-    timeout: 20_000,
+    env: SYSTEM_ENV,
+    timeout: 60_000,
   });
   t.is(r.status, 1, r.stderr);
   t.regex(r.stderr, /CAP_NET_RAW/);
+  t.regex(r.stderr, /net\.ipv4\.ping_group_range is "1 0"/);
 });

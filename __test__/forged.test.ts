@@ -2,19 +2,15 @@
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { Lab } from './helpers/lab.js';
-import { parseSamples, sleep, value, type Sample } from './helpers/prom.js';
+import { parseSamples, value, type Sample } from './helpers/prom.js';
+import { waitFor } from './helpers/wait.js';
 
 const FORGE6 = fileURLToPath(new URL('helpers/forge6.py', import.meta.url));
 const FORGE_TCP = fileURLToPath(new URL('helpers/forge_tcp.py', import.meta.url));
 
-async function waitFor(what: string, timeoutMs: number, check: () => Promise<[boolean, string]>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const [done, state] = await check();
-    if (done) return;
-    if (Date.now() > deadline) throw new Error(`waited ${timeoutMs} ms for ${what}; last: ${state}`);
-    await sleep(100);
-  }
+/** Waits until `check` says done; on a missed deadline the failure names `what` and the last state. */
+async function waitUntil(what: string, timeoutMs: number, check: () => Promise<[boolean, string]>): Promise<void> {
+  await waitFor(check, ([done]) => done, { what, timeoutMs, everyMs: 100, show: ([, state]) => state });
 }
 
 test('forged ICMPv6 replies and errors from the probed address are counted and change nothing', async (t) => {
@@ -27,7 +23,7 @@ test('forged ICMPv6 replies and errors from the probed address are counted and c
   // Spoofed from the very address being probed, with the exporter's own identifier.
   lab.exec(lab.peer, 'python3', [FORGE6, target, '2001:2::1', String(exporter.identifier), String(forged)]);
   let m: Sample[] = [];
-  await waitFor('every forged packet counted', 10_000, async () => {
+  await waitUntil('every forged packet counted', 10_000, async () => {
     m = parseSamples((await exporter.get('/metrics')).body);
     const seen = (value(m, 'icmp_replies_ignored_total', { reason: 'foreign' }) ?? 0) + (value(m, 'icmp_packets_malformed_total') ?? 0);
     return [seen >= 2 * forged, `${seen} of ${2 * forged}`];
@@ -37,7 +33,7 @@ test('forged ICMPv6 replies and errors from the probed address are counted and c
   t.is(value(m, 'icmp_error_messages_total', { matched: 'false' }), forged, 'errors quoting no probe of ours');
   t.is(value(m, 'icmp_error_messages_total', { matched: 'true' }), 0);
   let s: Sample[] = [];
-  await waitFor('50 final probes', 10_000, async () => {
+  await waitUntil('50 final probes', 10_000, async () => {
     s = await probe();
     const sent = value(s, 'icmp_probe_packets_sent_total', { ip: target }) ?? 0;
     return [sent >= 50, `${sent}`];
@@ -55,16 +51,16 @@ test('SYN-ACKs that acknowledge a probe but come from another address or port, o
   const forger = lab.spawn(lab.peer, 'python3', [FORGE_TCP, target, other, '198.18.0.1', String(count)]);
   let out = '';
   forger.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  await sleep(300); // the forger listens before the first SYN
+  await waitUntil('the forger to listen', 10_000, async () => [out.includes('listening'), out]);
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
   // Port 9 on the kernel peer is closed: every real answer is a RST.
   const query = `/probe?target=${target}&tcp_port=9`;
   await exporter.get(query);
-  await waitFor('the forger to answer 100 probes', 20_000, async () => [/forged \d+/.test(out), out]);
+  await waitUntil('the forger to answer 100 probes', 20_000, async () => [/forged \d+/.test(out), out]);
   const forged = Number(/forged (\d+)/.exec(out)?.[1]);
   t.is(forged, 3 * count);
   let m: Sample[] = [];
-  await waitFor('every forged SYN-ACK counted', 10_000, async () => {
+  await waitUntil('every forged SYN-ACK counted', 10_000, async () => {
     m = parseSamples((await exporter.get('/metrics')).body);
     const foreign = value(m, 'tcp_replies_ignored_total', { reason: 'foreign' }) ?? 0;
     return [foreign >= forged, `${foreign} of ${forged}`];

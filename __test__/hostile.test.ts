@@ -2,7 +2,9 @@
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { Lab } from './helpers/lab.js';
-import { parseSamples, sleep, value } from './helpers/prom.js';
+import { metrics, scrape, targets, waitForProbes } from './helpers/probing.js';
+import { value, type Sample } from './helpers/prom.js';
+import { waitFor } from './helpers/wait.js';
 
 const FORGE = fileURLToPath(new URL('helpers/forge.py', import.meta.url));
 const RESPONDER = fileURLToPath(new URL('helpers/responder.py', import.meta.url));
@@ -11,13 +13,26 @@ const TARGET = '198.18.128.50';
 test('forged, truncated and corrupted replies and errors are counted and ignored', async (t) => {
   const lab = Lab.create(t);
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
-  await exporter.get(`/probe?target=${TARGET}`);
-  await sleep(300);
+  const query = `target=${TARGET}`;
+  await scrape(exporter, query);
+  await waitForProbes(exporter, query, 1);
   // Spoofed from the very address being probed, with the exporter's own identifier.
   const forged = 200;
   lab.exec(lab.peer, 'python3', [FORGE, TARGET, '198.18.0.1', String(exporter.identifier), String(forged)]);
-  await sleep(700);
-  const samples = parseSamples((await exporter.get(`/probe?target=${TARGET}`)).body);
+  // Five packets per round: a reply, the same with a bad checksum, a truncated one, an
+  // unreachable and a time exceeded, in that order. The truncated replies count in none of
+  // the counters below; once the other four of every round are counted, the engine has read
+  // them all.
+  const handled = (m: Sample[]) =>
+    (value(m, 'icmp_replies_ignored_total', { reason: 'foreign' }) ?? 0) +
+    (value(m, 'icmp_packets_malformed_total') ?? 0) +
+    (value(m, 'icmp_error_messages_total', { matched: 'false' }) ?? 0) +
+    (value(m, 'icmp_error_messages_total', { matched: 'true' }) ?? 0);
+  const m = await waitFor(() => metrics(exporter), (m) => handled(m) >= 4 * forged, {
+    what: `the engine to count the ${4 * forged} forged packets that pass its socket filter`,
+    show: (m) => `foreign, malformed and error messages: ${handled(m)}`,
+  });
+  const samples = await waitForProbes(exporter, query, 21);
   const sent = value(samples, 'icmp_probe_packets_sent_total', { ip: TARGET }) ?? 0;
   t.true(sent > 20);
   t.is(value(samples, 'icmp_probe_packets_recv_total', { ip: TARGET }), sent, 'nothing forged counted as a reply');
@@ -25,12 +40,13 @@ test('forged, truncated and corrupted replies and errors are counted and ignored
   t.is(value(samples, 'icmp_probe_loss_ratio', { ip: TARGET }), 0);
   const mean = value(samples, 'icmp_probe_latency_seconds', { ip: TARGET }) ?? 1;
   t.true(mean < 0.001, `mean ${mean}`);
-  const m = parseSamples((await exporter.get('/metrics')).body);
   t.is(value(m, 'icmp_replies_ignored_total', { reason: 'foreign' }), forged);
   t.is(value(m, 'icmp_packets_malformed_total'), 2 * forged, 'bad checksums, and replies cut too short to carry a key');
   t.is(value(m, 'icmp_error_messages_total', { matched: 'false' }), 2 * forged);
   t.is(value(m, 'icmp_error_messages_total', { matched: 'true' }), 0);
   t.is(value(m, 'icmp_engine_up'), 1);
+  const later = await metrics(exporter);
+  t.is(handled(later), handled(m), 'and nothing else came of them');
 });
 
 test('duplicated replies count once', async (t) => {
@@ -52,10 +68,9 @@ test('duplicated replies count once', async (t) => {
     }`,
   );
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
-  const query = `/probe?target=${TARGET}&target=2001:2:0:8000::50`;
-  await exporter.get(query);
-  await sleep(1000);
-  const samples = parseSamples((await exporter.get(query)).body);
+  const query = targets([TARGET, '2001:2:0:8000::50']);
+  await scrape(exporter, query);
+  const samples = await waitForProbes(exporter, query, 21);
   let received = 0;
   for (const ip of [TARGET, '2001:2:0:8000::50']) {
     const sent = value(samples, 'icmp_probe_packets_sent_total', { ip }) ?? 0;
@@ -63,9 +78,13 @@ test('duplicated replies count once', async (t) => {
     t.is(value(samples, 'icmp_probe_packets_recv_total', { ip }), sent, `${ip}: each probe once`);
     received += sent;
   }
-  const m = parseSamples((await exporter.get('/metrics')).body);
-  const duplicates = value(m, 'icmp_replies_ignored_total', { reason: 'duplicate' }) ?? 0;
-  t.true(duplicates >= received, `${duplicates} duplicates for ${received} replies`);
+  // Each copy comes right behind its reply: wait for the copies of the replies counted above.
+  const duplicates = (m: Sample[]) => value(m, 'icmp_replies_ignored_total', { reason: 'duplicate' }) ?? 0;
+  const m = await waitFor(() => metrics(exporter), (m) => duplicates(m) >= received, {
+    what: `a duplicate for each of the ${received} replies`,
+    show: (m) => `${duplicates(m)} duplicates`,
+  });
+  t.true(duplicates(m) >= received, `${duplicates(m)} duplicates for ${received} replies`);
 });
 
 test('replies after the timeout are late: counted as such, never as replies', async (t) => {
@@ -73,18 +92,27 @@ test('replies after the timeout are late: counted as such, never as replies', as
   lab.exec(lab.peer, 'sysctl', ['-qw', 'net.ipv4.icmp_echo_ignore_all=1']);
   // Each reply 250 ms late, with probes every 100 ms and a 30 ms timeout: by the time a reply
   // comes its probe has ended and its in-flight slot serves a newer probe.
-  lab.spawn(lab.peer, 'python3', [RESPONDER, '250', '10']);
-  await sleep(200);
+  // (120 s is a backstop: the lab's teardown ends it.)
+  const responder = lab.spawn(lab.peer, 'python3', [RESPONDER, '250', '120']);
+  let out = '';
+  responder.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  await waitFor(() => out, (o) => o.includes('ready'), { what: 'the responder to listen' });
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '100', '-timeout', '30']);
-  await exporter.get(`/probe?target=${TARGET}`);
-  await sleep(2000);
-  const samples = parseSamples((await exporter.get(`/probe?target=${TARGET}`)).body);
+  const query = `target=${TARGET}`;
+  await scrape(exporter, query);
+  const samples = await waitForProbes(exporter, query, 10);
   const sent = value(samples, 'icmp_probe_packets_sent_total', { ip: TARGET }) ?? 0;
   t.true(sent >= 10, `${sent}`);
   t.is(value(samples, 'icmp_probe_packets_recv_total', { ip: TARGET }), 0);
   t.is(value(samples, 'icmp_probe_loss_ratio', { ip: TARGET }), 1);
-  const m = parseSamples((await exporter.get('/metrics')).body);
-  const late = value(m, 'icmp_replies_ignored_total', { reason: 'late' }) ?? 0;
-  t.true(late >= sent - 3, `${late} late replies for ${sent} probes`);
+  // Each of those probes gets its reply 250 ms after it left: wait until all are counted late.
+  const late = (m: Sample[]) => value(m, 'icmp_replies_ignored_total', { reason: 'late' }) ?? 0;
+  const m = await waitFor(() => metrics(exporter), (m) => late(m) >= sent, {
+    what: `the late replies to the ${sent} probes`,
+    show: (m) => `${late(m)} late`,
+  });
+  // And never more than one per probe that had ended (the scrape comes after /metrics).
+  const ended = value(await scrape(exporter, query), 'icmp_probe_packets_sent_total', { ip: TARGET }) ?? 0;
+  t.true(late(m) >= sent && late(m) <= ended, `${late(m)} late replies for ${sent}…${ended} probes`);
   t.is(value(m, 'icmp_replies_ignored_total', { reason: 'foreign' }), 0);
 });

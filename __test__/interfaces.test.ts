@@ -2,13 +2,14 @@
 import { spawnSync } from 'node:child_process';
 import test from 'ava';
 import { CLI, Lab, PEER_V4, PEER_V6, SYSTEM_ENV, type ExporterProcess } from './helpers/lab.js';
-import { parseSamples, sleep, value } from './helpers/prom.js';
+import { scrape, targets, waitForProbes, waitForScrape } from './helpers/probing.js';
+import { value, type Sample } from './helpers/prom.js';
+import { waitFor } from './helpers/wait.js';
 
 const TARGETS = ['198.18.128.55', '2001:2:0:8000::55'];
-const QUERY = `/probe?${TARGETS.map((t) => `target=${t}`).join('&')}`;
+const QUERY = targets(TARGETS);
 
-async function probed(exporter: ExporterProcess): Promise<{ sent: number; recv: number }> {
-  const s = parseSamples((await exporter.get(QUERY)).body);
+function sums(s: Sample[]): { sent: number; recv: number } {
   let sent = 0;
   let recv = 0;
   for (const ip of TARGETS) {
@@ -18,43 +19,74 @@ async function probed(exporter: ExporterProcess): Promise<{ sent: number; recv: 
   return { sent, recv };
 }
 
+const probed = async (exporter: ExporterProcess) => sums(await scrape(exporter, QUERY));
+
+/**
+ * Counts the echo requests leaving the prober per link and family (nftables, output hook):
+ * exactly the probes, none of the housekeeping packets a link sends of its own.
+ */
+function countProbes(lab: Lab, second: string): () => { first: number; second: number; v4second: number; v6second: number } {
+  const rules = [
+    ['v4_first', lab.proberLink, 'icmp'],
+    ['v6_first', lab.proberLink, 'icmpv6'],
+    ['v4_second', second, 'icmp'],
+    ['v6_second', second, 'icmpv6'],
+  ];
+  lab.nft(
+    lab.prober,
+    `table inet lab {
+      ${rules.map(([name]) => `counter ${name} {}`).join('\n')}
+      chain output {
+        type filter hook output priority 0; policy accept;
+        ${rules.map(([name, dev, proto]) => `oifname "${dev}" ${proto} type echo-request counter name "${name}"`).join('\n')}
+      }
+    }`,
+  );
+  return () => {
+    const c = lab.nftCounters(lab.prober);
+    const [v4f, v6f, v4s, v6s] = ['v4_first', 'v6_first', 'v4_second', 'v6_second'].map((n) => c[n] ?? 0) as [number, number, number, number];
+    return { first: v4f + v6f, second: v4s + v6s, v4second: v4s, v6second: v6s };
+  };
+}
+
 test('a named interface carries the probes even though the default route points elsewhere', async (t) => {
   const lab = Lab.create(t);
   const second = lab.addSecondLink();
+  const requests = countProbes(lab, second);
   const exporter = await lab.startExporter(['-interface4', second, '-interface6', second, '-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
-  const [first0, second0] = [lab.txPackets(lab.prober, lab.proberLink), lab.txPackets(lab.prober, second)];
-  await exporter.get(QUERY);
-  await sleep(1500);
-  const { sent, recv } = await probed(exporter);
-  const [first1, second1] = [lab.txPackets(lab.prober, lab.proberLink), lab.txPackets(lab.prober, second)];
+  await scrape(exporter, QUERY);
+  const { sent, recv } = sums(await waitForProbes(exporter, QUERY, 21));
+  const on = requests();
   t.true(sent > 40, `${sent}`);
   t.is(recv, sent, 'answered through the named interface');
-  t.true(second1 - second0 >= sent, `${second1 - second0} packets left ${second} for ${sent} probes`);
-  t.true(first1 - first0 < 5, `${first1 - first0} packets left the default route's interface`);
+  t.true(on.second >= sent, `${on.second} echo requests left ${second} for ${sent} probes`);
+  t.is(on.first, 0, "no echo request left the default route's interface");
 });
 
-test('auto binds to the default route\'s interface and follows it when it moves', async (t) => {
+test("auto binds to the default route's interface and follows it when it moves", async (t) => {
   const lab = Lab.create(t);
   const second = lab.addSecondLink();
+  const requests = countProbes(lab, second);
   const exporter = await lab.startExporter(['-interface4', 'auto', '-interface6', 'auto', '-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
-  await exporter.get(QUERY);
-  await sleep(300);
-  const [start, tx0] = [await probed(exporter), lab.txPackets(lab.prober, second)];
-  await sleep(800);
-  const [first, tx1] = [await probed(exporter), lab.txPackets(lab.prober, second)];
-  t.true(first.sent - start.sent > 40);
-  // (a link that just came up sends a few IPv6 housekeeping packets of its own)
-  t.true(tx1 - tx0 < 5, `at first the probes take the lowest-metric default route (${tx1 - tx0} left ${second})`);
+  await scrape(exporter, QUERY);
+  const start = sums(await waitForProbes(exporter, QUERY, 21));
+  const at = requests();
+  t.true(start.sent > 40);
+  t.is(at.second, 0, `at first the probes take the lowest-metric default route (${at.first} echo requests)`);
   lab.exec(lab.prober, 'ip', ['route', 'del', 'default', 'via', PEER_V4]);
   lab.exec(lab.prober, 'ip', ['-6', 'route', 'del', 'default', 'via', PEER_V6]);
-  await sleep(2500); // the engine checks the routes every second
+  // The engine checks the routes every second and rebinds: wait until probes of both
+  // families leave through the second link.
+  await waitFor(requests, (c) => c.v4second >= 5 && c.v6second >= 5, { what: `IPv4 and IPv6 probes leaving ${second}`, show: (c) => JSON.stringify(c) });
+  const onMid = requests(); // before the scrape: see below
   const mid = await probed(exporter);
-  const onSecond = lab.txPackets(lab.prober, second);
-  await sleep(800);
-  const after = await probed(exporter);
-  const moved = lab.txPackets(lab.prober, second) - onSecond;
-  // The counters and the probes are read a moment apart: allow a probe or two either way.
-  t.true(moved >= after.sent - mid.sent - 2, `the probes moved to the new default route: ${moved} packets for ${after.sent - mid.sent} probes (${after.recv - mid.recv} answered)`);
+  const after = sums(await waitForScrape(exporter, QUERY, (s) => sums(s).sent - mid.sent >= 40, { what: '40 more probes after the move' }));
+  const onAfter = requests();
+  t.is(onAfter.first - onMid.first, 0, 'none left through the interface of the deleted route');
+  // Probes that ended between the scrapes left after the first count was read, but for one
+  // per target that may have been in flight across it (answers take microseconds here).
+  const moved = onAfter.second - onMid.second;
+  t.true(moved >= after.sent - mid.sent - TARGETS.length, `the probes moved to the new default route: ${moved} echo requests for ${after.sent - mid.sent} probes (${after.recv - mid.recv} answered)`);
   t.is(after.recv - mid.recv, after.sent - mid.sent, 'and are answered there');
 });
 
@@ -76,13 +108,16 @@ test('auto is bound: a blackhole route through another interface does not apply;
   lab.exec(lab.prober, 'ip', ['route', 'add', 'unreachable', '198.18.128.77/32']);
   const bound = await lab.startExporter(['-interface4', 'auto', '-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
   const routed = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
-  for (const e of [bound, routed]) await e.get('/probe?target=198.18.128.77');
-  await sleep(1500);
-  const read = async (e: ExporterProcess, name: string) =>
-    value(parseSamples((await e.get('/probe?target=198.18.128.77')).body), name, { ip: '198.18.128.77' }) ?? 0;
-  t.true((await read(routed, 'icmp_probe_send_errors_total')) > 10, 'routed: the unreachable route refuses every send');
-  t.is(await read(routed, 'icmp_probe_packets_recv_total'), 0);
-  t.true((await read(bound, 'icmp_probe_packets_recv_total')) > 10, 'bound to the default interface: answered');
+  const query = 'target=198.18.128.77';
+  for (const e of [bound, routed]) await scrape(e, query);
+  const get = (s: Sample[], name: string) => value(s, name, { ip: '198.18.128.77' }) ?? 0;
+  const r = await waitForProbes(routed, query, 11);
+  const b = await waitForProbes(bound, query, 11);
+  t.true(get(r, 'icmp_probe_send_errors_total') > 10);
+  t.is(get(r, 'icmp_probe_send_errors_total'), get(r, 'icmp_probe_packets_sent_total'), 'routed: the unreachable route refuses every send');
+  t.is(get(r, 'icmp_probe_packets_recv_total'), 0);
+  t.true(get(b, 'icmp_probe_packets_recv_total') > 10);
+  t.is(get(b, 'icmp_probe_packets_recv_total'), get(b, 'icmp_probe_packets_sent_total'), 'bound to the default interface: answered');
 });
 
 test('-hard on a veth: a clear start-up error naming the interface and what it lacks', (t) => {

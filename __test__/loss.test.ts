@@ -4,7 +4,8 @@
  */
 import test from 'ava';
 import { Lab } from './helpers/lab.js';
-import { parseSamples, sleep, value } from './helpers/prom.js';
+import { freezeSends, metrics, scrape, targets, waitAllFinal, waitForProbes, waitForScrape } from './helpers/probing.js';
+import { value } from './helpers/prom.js';
 
 const TARGET = '198.18.130.1';
 const SHARE = 0.3;
@@ -24,9 +25,10 @@ test('loss between 0 and 1 matches what the peer dropped, exactly', async (t) =>
     }`,
   );
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '10', '-timeout', '300']);
-  await exporter.get(`/probe?target=${TARGET}`);
-  await sleep(3500);
-  const running = parseSamples((await exporter.get(`/probe?target=${TARGET}`)).body);
+  const query = `target=${TARGET}`;
+  await scrape(exporter, query);
+  // A full window (and more than 200 probes for the share below).
+  const running = await waitForProbes(exporter, query, 250);
 
   // Window gauge: a binomial bound (5 standard deviations) around the share, over the samples it covers.
   const n = value(running, 'icmp_probe_samples_count', { ip: TARGET }) ?? 0;
@@ -36,11 +38,13 @@ test('loss between 0 and 1 matches what the peer dropped, exactly', async (t) =>
   t.true(Math.abs(gauge - SHARE) <= bound, `loss ratio ${gauge} within ${SHARE} ± ${bound.toFixed(3)} (n=${n})`);
 
   // Freeze: the prober can no longer send to the target (each attempt ends at once as a send
-  // error), and after the timeout every earlier probe is final.
-  lab.exec(lab.prober, 'ip', ['route', 'add', 'unreachable', `${TARGET}/32`]);
-  await sleep(800);
+  // error). Once a send has been refused, wait until every probe that left is final. The
+  // peer counts a request when it arrives, before the exporter can see its answer or its
+  // timeout: its counters are complete by then.
+  freezeSends(lab, [TARGET]);
+  await waitForScrape(exporter, query, (s) => (value(s, 'icmp_probe_send_errors_total', { ip: TARGET }) ?? 0) > 0, { what: 'a send refused after the freeze' });
+  const { samples } = await waitAllFinal(exporter, [query]);
   const truth = lab.nftCounters(lab.peer);
-  const samples = parseSamples((await exporter.get(`/probe?target=${TARGET}`)).body);
   const sent = value(samples, 'icmp_probe_packets_sent_total', { ip: TARGET }) ?? 0;
   const recv = value(samples, 'icmp_probe_packets_recv_total', { ip: TARGET }) ?? 0;
   const sendErrors = value(samples, 'icmp_probe_send_errors_total', { ip: TARGET }) ?? 0;
@@ -54,8 +58,7 @@ test('loss between 0 and 1 matches what the peer dropped, exactly', async (t) =>
   t.true(total > 200, `${total} probes`);
   t.true(Math.abs(observed - SHARE) <= 5 * Math.sqrt((SHARE * (1 - SHARE)) / total), `dropped share ${observed}`);
   t.is(value(samples, 'icmp_probe_icmp_errors_total', { ip: TARGET }), 0);
-  const metrics = parseSamples((await exporter.get('/metrics')).body);
-  t.is(value(metrics, 'icmp_replies_ignored_total', { reason: 'late' }), 0);
+  t.is(value(await metrics(exporter), 'icmp_replies_ignored_total', { reason: 'late' }), 0);
 });
 
 test('ICMP errors end probes as lost, never as replies', async (t) => {
@@ -75,9 +78,9 @@ test('ICMP errors end probes as lost, never as replies', async (t) => {
     }`,
   );
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
-  await exporter.get(`/probe?target=${v4}&target=${v6}`);
-  await sleep(1000);
-  const samples = parseSamples((await exporter.get(`/probe?target=${v4}&target=${v6}`)).body);
+  const query = targets([v4, v6]);
+  await scrape(exporter, query);
+  const samples = await waitForProbes(exporter, query, 11);
   for (const ip of [v4, v6]) {
     const sent = value(samples, 'icmp_probe_packets_sent_total', { ip }) ?? 0;
     t.true(sent > 10, `${ip}: ${sent}`);
@@ -85,7 +88,7 @@ test('ICMP errors end probes as lost, never as replies', async (t) => {
     t.is(value(samples, 'icmp_probe_icmp_errors_total', { ip }), sent, `${ip}: every probe ended by its ICMP error`);
     t.is(value(samples, 'icmp_probe_loss_ratio', { ip }), 1);
   }
-  const metrics = parseSamples((await exporter.get('/metrics')).body);
-  t.true((value(metrics, 'icmp_error_messages_total', { matched: 'true' }) ?? 0) > 20);
-  t.is(value(metrics, 'icmp_error_messages_total', { matched: 'false' }), 0);
+  const m = await metrics(exporter);
+  t.true((value(m, 'icmp_error_messages_total', { matched: 'true' }) ?? 0) > 20);
+  t.is(value(m, 'icmp_error_messages_total', { matched: 'false' }), 0);
 });

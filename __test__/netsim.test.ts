@@ -1,20 +1,16 @@
 /**
  * Accuracy against ground truth: netsim answers for simulated hosts with known loss, delay,
  * jitter, duplicates and ICMP errors, and counts what it did; the exporter's numbers must
- * match. Tolerances are statistical bounds, never timings.
+ * match. Tolerances are statistical bounds, never timings. Each test probes until it has the
+ * samples it needs, then freezes the sends (unreachable routes) and waits until every probe
+ * either side knows of is final before it compares. Serial: the latency test compares
+ * microseconds, and the three are the same kind of load.
  */
 import test from 'ava';
-import { Lab, type ExporterProcess } from './helpers/lab.js';
-import { parseSamples, sleep, value, type Sample } from './helpers/prom.js';
-
-const probe = async (e: ExporterProcess, ips: string[]): Promise<Sample[]> =>
-  parseSamples((await e.get(`/probe?${ips.map((ip) => `target=${ip}`).join('&')}`)).body);
-
-/** Stops every send to `ips` at once (unreachable routes) and waits until all probes are final. */
-async function freeze(lab: Lab, ips: string[], waitMs: number): Promise<void> {
-  for (const ip of ips) lab.exec(lab.prober, 'ip', [ip.includes(':') ? '-6' : '-4', 'route', 'add', 'unreachable', ip]);
-  await sleep(waitMs);
-}
+import { Lab } from './helpers/lab.js';
+import { freezeSends, metrics, scrape, targets, waitForProbes, waitSettled } from './helpers/probing.js';
+import { value } from './helpers/prom.js';
+import { waitFor } from './helpers/wait.js';
 
 test.serial('loss: counters match the truth exactly; the gauge is within a binomial bound', async (t) => {
   const lab = Lab.create(t);
@@ -25,12 +21,12 @@ test.serial('loss: counters match the truth exactly; the gauge is within a binom
     hosts: shares.map((loss, i) => ({ prefix: `${ips[i]}/32`, delay_ms: 1, loss })),
   });
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '10', '-timeout', '300']);
-  await probe(exporter, ips);
-  await sleep(4000);
-  const running = await probe(exporter, ips);
-  await freeze(lab, ips, 600);
-  const truth = await sim.truth();
-  const final = await probe(exporter, ips);
+  const query = targets(ips);
+  await scrape(exporter, query);
+  // More than 300 requests per host; the window gauges are read on that scrape, while probing runs.
+  const running = await waitForProbes(exporter, query, 301);
+  freezeSends(lab, ips);
+  const { truth, samples: final } = await waitSettled(exporter, sim, [query]);
   shares.forEach((share, i) => {
     const ip = ips[i] as string;
     const h = truth.hosts[ip];
@@ -60,13 +56,14 @@ test.serial('latency: mean and standard deviation, gauges and PromQL over counte
     hosts: profiles.map((p) => ({ prefix: p.ip.includes(':') ? `${p.ip}/128` : `${p.ip}/32`, delay_ms: p.delay_ms, jitter_ms: p.jitter_ms, jitter: 'normal' })),
   });
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '10', '-timeout', '1000']);
-  await probe(exporter, ips);
-  await sleep(4000);
-  // The window gauges are read while probing runs (after the freeze the window holds failed sends).
-  const running = await probe(exporter, ips);
-  await freeze(lab, ips, 1200);
-  const truth = await sim.truth();
-  const s = await probe(exporter, ips);
+  const query = targets(ips);
+  await scrape(exporter, query);
+  // The window gauges are read while probing runs, on a full window (after the freeze the
+  // window holds failed sends).
+  const running = await waitForProbes(exporter, query, 250);
+  freezeSends(lab, ips);
+  // netsim books an answer's delay when it writes it: the truth's sums are whole once its queue is empty.
+  const { truth, samples: s } = await waitSettled(exporter, sim, [query]);
   for (const p of profiles) {
     const h = truth.hosts[p.ip];
     if (!h) return t.fail(`no truth for ${p.ip}`);
@@ -116,11 +113,12 @@ test.serial('duplicates never count twice; ICMP errors are never replies', async
   });
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '10', '-timeout', '300']);
   const ips = [dup, err, err6];
-  await probe(exporter, ips);
-  await sleep(3000);
-  await freeze(lab, ips, 500);
-  const truth = await sim.truth();
-  const s = await probe(exporter, ips);
+  const query = targets(ips);
+  await scrape(exporter, query);
+  // 250 probes each: about 125 duplicated answers, and about 100 errors per error host.
+  await waitForProbes(exporter, query, 250);
+  freezeSends(lab, ips);
+  const { truth, samples: s } = await waitSettled(exporter, sim, [query]);
   const v = (name: string, ip: string) => value(s, `icmp_probe_${name}`, { ip }) ?? -1;
   const d = truth.hosts[dup];
   if (!d) return t.fail('no truth');
@@ -133,6 +131,11 @@ test.serial('duplicates never count twice; ICMP errors are never replies', async
     t.is(v('icmp_errors_total', ip), h.errors, `${ip}: every ICMP error ended its probe`);
     t.is(v('packets_recv_total', ip), h.replies, `${ip}: and none counted as a reply`);
   }
-  const m = parseSamples((await exporter.get('/metrics')).body);
-  t.true((value(m, 'icmp_replies_ignored_total', { reason: 'duplicate' }) ?? 0) >= d.duplicates - 2);
+  // netsim has written every copy (waitSettled); wait for the engine to have read them all.
+  const duplicates = (m: Awaited<ReturnType<typeof metrics>>) => value(m, 'icmp_replies_ignored_total', { reason: 'duplicate' }) ?? 0;
+  const m = await waitFor(() => metrics(exporter), (m) => duplicates(m) >= d.duplicates, {
+    what: `the ${d.duplicates} copies netsim sent to be counted as duplicates`,
+    show: (m) => `duplicate ${duplicates(m)}, late ${value(m, 'icmp_replies_ignored_total', { reason: 'late' })}`,
+  });
+  t.is(duplicates(m), d.duplicates, 'every copy counted once as a duplicate');
 });

@@ -3,7 +3,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import test from 'ava';
 import { parseCapabilities } from '../src/privileges.js';
 import { ExporterProcess, Lab, CLI } from './helpers/lab.js';
-import { parseSamples, sleep, value } from './helpers/prom.js';
+import { scrape, waitForProbes } from './helpers/probing.js';
+import { value } from './helpers/prom.js';
+import { waitFor } from './helpers/wait.js';
 
 const STATUS = `Name:\tnode\nUid:\t0\t0\t0\t0\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t0000000000003000\nCapBnd:\t000001ffffffffff\n`;
 
@@ -20,15 +22,16 @@ function threads(pid: number): Array<{ uid: string; capEff: bigint; capPrm: bigi
   });
 }
 
-async function waitFor(exporter: ExporterProcess, re: RegExp): Promise<void> {
-  for (let i = 0; i < 50 && !re.test(exporter.stderr); i++) await sleep(100);
+/** Waits for `re` on the exporter's stderr (which may trail its stdout). */
+async function waitForStderr(exporter: ExporterProcess, re: RegExp): Promise<void> {
+  await waitFor(() => exporter.stderr, (e) => re.test(e), { what: `${re} on stderr` });
 }
 
 test('-drop as root: every thread ends as nobody with no capability, and ICMP and TCP probing go on', async (t) => {
   const lab = Lab.create(t);
   lab.spawn(lab.peer, 'python3', ['-c', 'import socket,time\ns=socket.socket(socket.AF_INET6)\ns.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\ns.bind(("::", 8080)); s.listen(64); time.sleep(60)']);
   const exporter = await lab.startExporter(['-drop', '-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
-  await waitFor(exporter, /-drop: now uid/);
+  await waitForStderr(exporter, /-drop: now uid/);
   t.regex(exporter.stderr, /-drop: now uid 65534, gid 65534; none of the \d+ threads holds a capability/);
   const pid = exporter.child.pid ?? 0;
   const all = threads(pid);
@@ -38,16 +41,15 @@ test('-drop as root: every thread ends as nobody with no capability, and ICMP an
     t.is(th.capEff, 0n);
     t.is(th.capPrm, 0n);
   }
-  const icmp = '/probe?target=198.18.128.40&target=2001:2:0:8000::40';
-  const tcp = '/probe?target=198.18.128.40&target=2001:2:0:8000::40&tcp_port=8080';
-  await exporter.get(icmp);
-  await exporter.get(tcp);
-  await sleep(800);
+  const icmp = 'target=198.18.128.40&target=2001:2:0:8000::40';
+  const tcp = 'target=198.18.128.40&target=2001:2:0:8000::40&tcp_port=8080';
+  await scrape(exporter, icmp);
+  await scrape(exporter, tcp);
   for (const [query, prefix, labels] of [
     [icmp, 'icmp', {}],
     [tcp, 'tcp', { tcp_port: '8080' }],
   ] as const) {
-    const s = parseSamples((await exporter.get(query)).body);
+    const s = await waitForProbes(exporter, query, 11, { proto: prefix });
     for (const ip of ['198.18.128.40', '2001:2:0:8000::40']) {
       const sent = value(s, `${prefix}_probe_packets_sent_total`, { ip, ...labels }) ?? 0;
       t.true(sent > 10, `${prefix} ${ip}: ${sent}`);
@@ -64,7 +66,7 @@ test('-drop without root but with capabilities says it cannot drop them, and run
     process.execPath, CLI, '-listen', `${lab.httpAddress}:0`, '-drop',
   ]);
   const exporter = await ExporterProcess.started(child);
-  await waitFor(exporter, /-drop NOT done/);
+  await waitForStderr(exporter, /-drop NOT done/);
   t.regex(exporter.stderr, /-drop NOT done: not root \(uid 65534\) but \d+ threads hold capabilities/);
   t.is((await exporter.get('/probe?target=198.18.128.41')).status, 200);
 });

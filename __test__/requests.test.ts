@@ -1,24 +1,21 @@
 /** Bad requests get a 400 and change nothing; targets in one or several requests stay independent. */
 import test from 'ava';
 import { Lab, SILENT_V4 } from './helpers/lab.js';
-import { parseSamples, sleep, value, type Sample } from './helpers/prom.js';
+import { metrics, scrape, waitForProbes, waitForScrape } from './helpers/probing.js';
+import { value, type Sample } from './helpers/prom.js';
+import { waitFor } from './helpers/wait.js';
 
 const FAST = ['-i-wont-be-evil', '-interval', '20', '-timeout', '300'];
 const LIVE = '198.18.128.10';
 
-async function probeSamples(exporter: { get(p: string): Promise<{ status: number; body: string }> }, query: string): Promise<Sample[]> {
-  const r = await exporter.get(`/probe?${query}`);
-  if (r.status !== 200) throw new Error(`${query}: ${r.status} ${r.body}`);
-  return parseSamples(r.body);
-}
+const probeSamples = scrape;
 
 test('every bad request gets a 400 with a message, and changes no other target', async (t) => {
   const lab = Lab.create(t);
   lab.startDns({ 'known.lab.test': ['198.18.129.1'] });
   const exporter = await lab.startExporter(FAST);
   await exporter.get(`/probe?target=${LIVE}`);
-  await sleep(500);
-  const before = await probeSamples(exporter, `target=${LIVE}`);
+  const before = await waitForProbes(exporter, `target=${LIVE}`, 1);
 
   const tooMany = Array.from({ length: 257 }, (_, i) => `target=198.18.${128 + (i >> 8)}.${i & 0xff}`).join('&');
   const cases: Array<[string, RegExp]> = [
@@ -47,12 +44,12 @@ test('every bad request gets a 400 with a message, and changes no other target',
   }
   t.is((await exporter.get('/nowhere')).status, 404);
 
-  const metrics = parseSamples((await exporter.get('/metrics')).body);
-  t.is(value(metrics, 'icmp_active_probes'), 1, 'no refused request started a probe');
-  t.is(value(metrics, 'icmp_packets_error_total'), 0);
-  const after = await probeSamples(exporter, `target=${LIVE}`);
+  const m = await metrics(exporter);
+  t.is(value(m, 'icmp_active_probes'), 1, 'no refused request started a probe');
+  t.is(value(m, 'icmp_packets_error_total'), 0);
   const sent = (s: Sample[]) => value(s, 'icmp_probe_packets_sent_total', { ip: LIVE }) ?? 0;
   const recv = (s: Sample[]) => value(s, 'icmp_probe_packets_recv_total', { ip: LIVE }) ?? 0;
+  const after = await waitForScrape(exporter, `target=${LIVE}`, (s) => sent(s) > sent(before), { what: 'more probes of the live target' });
   t.true(sent(after) > sent(before), 'the live target kept being probed');
   t.is(recv(after), sent(after), 'and lost nothing');
   t.is(value(after, 'icmp_probe_loss_ratio', { ip: LIVE }), 0);
@@ -63,20 +60,20 @@ test('targets asked together or apart do not disturb each other; counters never 
   const exporter = await lab.startExporter(FAST);
   const other = '198.18.128.11';
   const history: Sample[][] = [];
-  const scrape = async (query: string) => {
+  const record = async (query: string) => {
     const s = await probeSamples(exporter, query);
     history.push(s);
     return s;
   };
-  const both = await scrape(`target=${LIVE}&target=${SILENT_V4}&target=${LIVE}`);
+  const both = await record(`target=${LIVE}&target=${SILENT_V4}&target=${LIVE}`);
   t.deepEqual([...new Set(both.map((s) => s.labels.ip))].sort(), [SILENT_V4, LIVE].sort(), 'duplicates merged');
-  await sleep(700);
-  const alone = await scrape(`target=${LIVE}`);
+  history.push(await waitForProbes(exporter, `target=${LIVE}&target=${SILENT_V4}`, 11));
+  const alone = await record(`target=${LIVE}`);
   t.deepEqual([...new Set(alone.map((s) => s.labels.ip))], [LIVE], 'only the asked target');
-  await scrape(`target=${other}`);
-  await sleep(700);
-  await scrape(`target=${SILENT_V4}`);
-  const last = await scrape(`target=${LIVE}&target=${SILENT_V4}&target=${other}`);
+  await record(`target=${other}`);
+  history.push(await waitForProbes(exporter, `target=${other}`, 11));
+  await record(`target=${SILENT_V4}`);
+  const last = await record(`target=${LIVE}&target=${SILENT_V4}&target=${other}`);
 
   for (const ip of [LIVE, other]) {
     const sent = value(last, 'icmp_probe_packets_sent_total', { ip }) ?? 0;
@@ -96,7 +93,7 @@ test('targets asked together or apart do not disturb each other; counters never 
       seen.set(key, s.value);
     }
   }
-  const literal = await scrape('target=2001:2:0:8000:0:0:0:1&target=2001:2:0:8000::1');
+  const literal = await record('target=2001:2:0:8000:0:0:0:1&target=2001:2:0:8000::1');
   t.deepEqual([...new Set(literal.map((s) => s.labels.ip))], ['2001:2:0:8000::1'], 'one canonical series per address');
 });
 
@@ -106,14 +103,20 @@ test('a target nobody asks for expires; one that is asked for stays', async (t) 
   const kept = '198.18.128.20';
   const dropped = '198.18.128.21';
   await exporter.get(`/probe?target=${kept}&target=${dropped}`);
+  // Asked for every 300 ms (well within the 1.2 s expiry) until the other one has expired
+  // and this one has more than 50 probes behind it.
+  const sentKept = (s: Sample[]) => value(s, 'icmp_probe_packets_sent_total', { ip: kept }) ?? 0;
   let lastKept: Sample[] = [];
-  for (let i = 0; i < 8; i++) {
-    await sleep(400);
-    lastKept = await probeSamples(exporter, `target=${kept}`);
-  }
-  const metrics = parseSamples((await exporter.get('/metrics')).body);
-  t.is(value(metrics, 'icmp_active_probes'), 1, 'the unrequested target expired');
-  t.true((value(lastKept, 'icmp_probe_packets_sent_total', { ip: kept }) ?? 0) > 50, 'the requested one kept its history');
+  const m = await waitFor(
+    async () => {
+      lastKept = await probeSamples(exporter, `target=${kept}`);
+      return metrics(exporter);
+    },
+    (m) => value(m, 'icmp_active_probes') === 1 && sentKept(lastKept) > 50,
+    { what: 'the unrequested target to expire while the requested one goes on', everyMs: 300, show: (m) => `${value(m, 'icmp_active_probes')} active, kept sent ${sentKept(lastKept)}` },
+  );
+  t.is(value(m, 'icmp_active_probes'), 1, 'the unrequested target expired');
+  t.true(sentKept(lastKept) > 50, 'the requested one kept its history');
   const again = await probeSamples(exporter, `target=${dropped}`);
   t.true((value(again, 'icmp_probe_packets_sent_total', { ip: dropped }) ?? 99) < 5, 'an expired target starts afresh');
 });

@@ -5,7 +5,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import test from 'ava';
 import { Lab, PEER_V6 } from './helpers/lab.js';
-import { parseSamples, sleep, value } from './helpers/prom.js';
+import { parseSamples, value } from './helpers/prom.js';
+import { waitFor } from './helpers/wait.js';
 
 /** Bytes the exporter's engine thread ("netprobe") has read through read(2) and friends. */
 function engineReadBytes(pid: number): number {
@@ -30,7 +31,7 @@ test('with 50,000 routes, following the default route reads no route table', asy
   const pid = exporter.child.pid ?? 0;
   const before = engineReadBytes(pid);
   // At least 3 s of probing (150 probes at 20 ms), counted, not slept.
-  for (let n = await sent(); n < 150; n = await sent()) await sleep(200);
+  await waitFor(sent, (n) => n >= 150, { what: '150 final probes' });
   const read = engineReadBytes(pid) - before;
   // /proc/net/ipv6_route is 149 bytes a route: one read of this table is 7.5 MB.
   t.true(read < 100_000, `the engine thread read ${read} bytes while probing`);

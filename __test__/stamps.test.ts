@@ -6,6 +6,7 @@
 import test from 'ava';
 import { Lab, STAMP_PATHS, type ExporterProcess } from './helpers/lab.js';
 import { parseSamples, sleep, value, type Sample } from './helpers/prom.js';
+import { waitFor } from './helpers/wait.js';
 
 async function probe(e: ExporterProcess, query: string): Promise<Sample[]> {
   const r = await e.get(`/probe?${query}`);
@@ -17,15 +18,9 @@ async function metrics(e: ExporterProcess): Promise<Sample[]> {
   return parseSamples((await e.get('/metrics')).body);
 }
 
-/** Polls `check` until it returns true; fails with `what` and the last state it described. */
+/** Waits until `check` says done; on a missed deadline the failure names `what` and the last state. */
 async function waitUntil(what: string, timeoutMs: number, check: () => Promise<[boolean, string]>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const [done, state] = await check();
-    if (done) return;
-    if (Date.now() > deadline) throw new Error(`waited ${timeoutMs} ms for ${what}; last: ${state}`);
-    await sleep(100);
-  }
+  await waitFor(check, ([done]) => done, { what, timeoutMs, everyMs: 100, show: ([, state]) => state });
 }
 
 for (const [path, env] of STAMP_PATHS) {

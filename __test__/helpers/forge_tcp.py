@@ -25,6 +25,7 @@ def main() -> None:
     listen = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
     send = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     t, o, p = (socket.inet_aton(a) for a in (target, other, prober))
+    print("listening", flush=True)
     forged = 0
     handled = 0
     while handled < count:

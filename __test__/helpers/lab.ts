@@ -156,6 +156,11 @@ export class Lab {
       this.exec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0']);
       this.ip(ns, 'link', 'set', 'lo', 'up');
     }
+    // A new namespace takes its IPv4 settings from the host's. Tests freeze sends with
+    // `unreachable` routes and then wait for the answers already on their way: a host with
+    // reverse-path filtering would drop those answers (their source is now unreachable).
+    // Links made after this (veths, netsim's TUN) take the default.
+    this.exec(this.prober, 'sysctl', ['-qw', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0']);
     this.link(`ixa${s}`, `ixb${s}`, ['198.18.0.1/24', '2001:2::1/64'], [`${PEER_V4}/24`, `${PEER_V6}/64`]);
     this.ip(this.prober, 'route', 'add', 'default', 'via', PEER_V4);
     this.ip(this.prober, '-6', 'route', 'add', 'default', 'via', PEER_V6);
@@ -284,7 +289,14 @@ export class Lab {
     const child = opts.unprivileged
       ? this.spawn(this.prober, 'setpriv', [...NOBODY, ...exporter], opts.env)
       : this.spawn(this.prober, exporter[0] as string, exporter.slice(1), opts.env);
-    return ExporterProcess.started(child);
+    const started = await ExporterProcess.started(child);
+    // Under ICMP_EXPORTER_NO_TS_OPT_ID=1 (the suite's pass for kernels before 6.13) every
+    // exporter must really take that path, or the pass would prove nothing.
+    const packetPath = (opts.env?.ICMP_EXPORTER_NO_TS_OPT_ID ?? process.env.ICMP_EXPORTER_NO_TS_OPT_ID) === '1';
+    if (packetPath && !started.startLine.includes('transmit stamps matched by packet copy')) {
+      throw new Error(`ICMP_EXPORTER_NO_TS_OPT_ID=1 but the exporter says: ${started.startLine}`);
+    }
+    return started;
   }
 
   destroy(): void {
@@ -334,8 +346,22 @@ export interface HostTruth {
   dropped: number;
   duplicates: number;
   errors: number;
+  /** Answers held back so that later ones overtook them. */
+  reordered: number;
   delay_sum_ns: number;
   delay_sq_sum_ns2: number;
+}
+
+/** What netsim writes: per host address, and its own figures. */
+export interface Truth {
+  hosts: Record<string, HostTruth>;
+  malformed: number;
+  ignored: number;
+  /** Answers written (replies, errors and duplicate copies). */
+  sent: number;
+  late_sum_ns: number;
+  late_sq_sum_ns2: number;
+  late_max_ns: number;
 }
 
 export class Netsim {
@@ -344,15 +370,24 @@ export class Netsim {
     private readonly truthPath: string,
   ) {}
 
-  /** netsim's ground truth now, per host address. */
-  async truth(): Promise<{ hosts: Record<string, HostTruth>; malformed: number; ignored: number; sent: number; late_sum_ns: number; late_sq_sum_ns2: number; late_max_ns: number }> {
-    const before = existsSync(this.truthPath) ? statSync(this.truthPath).mtimeMs : 0;
+  /**
+   * netsim's ground truth now, per host address. netsim writes a new file (and renames it
+   * into place) on SIGUSR1; this waits for that file, and fails rather than return an older one.
+   */
+  async truth(): Promise<Truth> {
+    const stamp = () => {
+      if (!existsSync(this.truthPath)) return '';
+      const st = statSync(this.truthPath);
+      return `${st.ino}/${st.mtimeMs}`;
+    };
+    const before = stamp();
     this.child.kill('SIGUSR1');
-    for (let i = 0; i < 100; i++) {
-      if (existsSync(this.truthPath) && statSync(this.truthPath).mtimeMs !== before) break;
-      await new Promise((r) => setTimeout(r, 20));
+    const deadline = Date.now() + 20_000;
+    while (stamp() === before) {
+      if (Date.now() > deadline) throw new Error('netsim wrote no new truth within 20 s of SIGUSR1');
+      await new Promise((r) => setTimeout(r, 10));
     }
-    return JSON.parse(readFileSync(this.truthPath, 'utf8'));
+    return JSON.parse(readFileSync(this.truthPath, 'utf8')) as Truth;
   }
 }
 
@@ -363,11 +398,13 @@ export class ExporterProcess {
     readonly url: string,
     /** The ICMP identifier it announced at start. */
     readonly identifier: number,
+    /** The line it printed when it started listening. */
+    readonly startLine: string,
   ) {}
 
   static async started(child: ChildProcess): Promise<ExporterProcess> {
-    const { match, stderr } = await startupLine(child, /listening on (http:\/\/\S+) .*identifier (\d+)/, 'exporter', 20_000);
-    const p = new ExporterProcess(child, match[1] ?? '', Number(match[2]));
+    const { match, stderr } = await startupLine(child, /listening on (http:\/\/\S+) .*identifier (\d+).*/, 'exporter', 20_000);
+    const p = new ExporterProcess(child, match[1] ?? '', Number(match[2]), match[0]);
     p.stderr = stderr;
     child.stderr?.on('data', (d: Buffer) => (p.stderr += d.toString()));
     return p;

@@ -47,6 +47,5 @@ export function value(samples: Sample[], name: string, labels: Record<string, st
   )?.value;
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+/** For the benchmarks' measuring windows. Tests wait for a state instead (helpers/wait.ts). */
+export { sleep } from './wait.js';

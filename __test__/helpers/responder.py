@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A slow echo responder for the lab peer: answers every IPv4 echo request for a lab address
 after DELAY_MS (run it where the kernel's own replies are off: net.ipv4.icmp_echo_ignore_all=1),
-and stops by itself after SECONDS. Usage: responder.py DELAY_MS SECONDS"""
+and stops by itself after SECONDS. Prints "ready" once it listens. Usage: responder.py DELAY_MS SECONDS"""
 import heapq
 import select
 import socket
@@ -18,6 +18,7 @@ def main() -> None:
     send = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     end = time.monotonic() + seconds
     due: list = []
+    print("ready", flush=True)
     while time.monotonic() < end:
         timeout = max(0.0, min(end, due[0][0] if due else end) - time.monotonic())
         ready, _, _ = select.select([listen], [], [], timeout)

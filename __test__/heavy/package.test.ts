@@ -2,7 +2,8 @@
  * The user's path without a compiler: pack the x86_64 glibc platform package and the main
  * package as `npm publish` would ship them, install both into a fresh directory with no Rust
  * toolchain and no C compiler on PATH, then run the command and a real probe in the lab from
- * that install, and import the package from ESM and CommonJS.
+ * that install, and import the package from ESM and CommonJS. Copying, packing and installing
+ * keep the machine busy for seconds: it runs in the heavy profile (ava.heavy.config.js).
  */
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -10,10 +11,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import { ExporterProcess, Lab, SYSTEM_ENV } from './helpers/lab.js';
-import { parseSamples, sleep, value } from './helpers/prom.js';
+import { ExporterProcess, Lab, SYSTEM_ENV } from '../helpers/lab.js';
+import { waitForProbes } from '../helpers/probing.js';
+import { value } from '../helpers/prom.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const PLATFORM = 'linux-x64-gnu';
 
 interface Manifest {
@@ -57,7 +59,7 @@ function bareBin(dir: string): string {
   return bin;
 }
 
-test('npx icmp-exporter from the packed packages, with no compiler on PATH: help, a real probe, ESM and CommonJS', async (t) => {
+test.serial('npx icmp-exporter from the packed packages, with no compiler on PATH: help, a real probe, ESM and CommonJS', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'icmp-exporter-pack-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const tarballs = pack(dir);
@@ -103,8 +105,7 @@ test('npx icmp-exporter from the packed packages, with no compiler on PATH: help
   const child = lab.spawn(lab.prober, 'env', ['-C', app, `PATH=${env.PATH}`, 'npx', 'icmp-exporter', '-listen', `${lab.httpAddress}:0`, '-i-wont-be-evil', '-interval', '20']);
   const exporter = await ExporterProcess.started(child);
   await exporter.get('/probe?target=198.18.128.99');
-  await sleep(500);
-  const s = parseSamples((await exporter.get('/probe?target=198.18.128.99')).body);
+  const s = await waitForProbes(exporter, 'target=198.18.128.99', 6);
   const sent = value(s, 'icmp_probe_packets_sent_total', { ip: '198.18.128.99' }) ?? 0;
   t.true(sent > 5, `${sent}`);
   t.is(value(s, 'icmp_probe_packets_recv_total', { ip: '198.18.128.99' }), sent);
