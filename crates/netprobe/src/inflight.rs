@@ -57,6 +57,9 @@ pub struct Probe {
     /// The NIC's transmit stamp (`-hard`).
     pub tx_hw_ns: Option<i64>,
     pub reply: Option<Reply>,
+    /// When an ICMP error quoting it arrived, if after its expiry as it stood then (a transmit
+    /// stamp not read yet may still move the expiry): judged when the probe ends.
+    pub error_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +78,8 @@ pub struct Reply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
     Replied,
+    /// Answered by an ICMP error.
+    Errored,
     Other,
 }
 
@@ -201,6 +206,7 @@ mod tests {
             tx_stamp_ns: None,
             tx_hw_ns: None,
             reply: None,
+            error_at: None,
         }
     }
 

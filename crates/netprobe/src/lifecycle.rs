@@ -39,6 +39,11 @@ pub type Nanos = u64;
 /// network's); an answer the kernel stamps at the very end of the timeout reaches its socket a
 /// little after that. Answers within the grace are judged by their RTT: above the timeout, late.
 pub const GRACE: Nanos = 5_000_000;
+/// A queue read in full this many turns in a row without ever being found empty, for at least
+/// `FLOOD_SPAN`, is flooded (packets that pass the socket filters, faster than they are read):
+/// probes then expire as if it had been read (a backlog after a stall drains in far fewer).
+const FLOOD_TURNS: u32 = 200;
+const FLOOD_SPAN: Nanos = 1_000_000_000;
 /// How far the pacer may catch up after the thread was late.
 const PACER_CATCH_UP: Nanos = 1_000_000;
 /// The shortest sleep between two turns that send: probes due closer together than this leave
@@ -71,6 +76,23 @@ pub fn arrival(rx_stamp: Option<i64>, read_mono: Nanos, read_real: i64) -> Nanos
     match rx_stamp.and_then(|rx| read_real.checked_sub(rx)) {
         Some(waited) if waited >= 0 && (waited as u64) <= read_mono => read_mono - waited as u64,
         _ => read_mono,
+    }
+}
+
+/// When a batch of messages was read: the two clocks right after the read, and the last moment
+/// its queue was known to be empty before it (nothing in the batch can have arrived earlier).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTime {
+    pub mono: Nanos,
+    pub real: i64,
+    pub floor: Nanos,
+}
+
+impl ReadTime {
+    /// A message's arrival (see `arrival`), never before its queue was last found empty: a
+    /// real-time step while it waited cannot place it earlier than it can have come.
+    pub fn arrival(&self, rx_stamp: Option<i64>) -> Nanos {
+        arrival(rx_stamp, self.mono, self.real).max(self.floor)
     }
 }
 
@@ -151,7 +173,7 @@ pub struct Finished {
     pub recorded: bool,
 }
 
-fn proto_of(kind: ProbeKind) -> Proto {
+pub(crate) fn proto_of(kind: ProbeKind) -> Proto {
     match kind {
         ProbeKind::Icmp => Proto::Icmp,
         ProbeKind::Tcp { .. } => Proto::Tcp,
@@ -179,8 +201,8 @@ pub struct Lifecycle {
     pacer_next: Nanos,
     /// When a turn last sent a probe (see SEND_QUANTUM).
     last_send_turn: Nanos,
-    /// No sends before this (local congestion), and the pause to take next time.
-    paused_until: Nanos,
+    /// How long a probe the kernel had no room for waits before it goes again: doubled while
+    /// sends keep being refused, back to the shortest after one goes.
     backoff: Nanos,
     /// TCP source ports, used in turn.
     ports: Vec<u16>,
@@ -189,6 +211,8 @@ pub struct Lifecycle {
     /// (everything queued before was read).
     queue_present: [bool; QUEUES],
     drained: [Nanos; QUEUES],
+    /// Turns in a row that read a queue in full without finding it empty.
+    busy_turns: [u32; QUEUES],
     log: Option<Vec<Finished>>,
 }
 
@@ -208,18 +232,14 @@ impl Lifecycle {
             next_serial: 0,
             pacer_next: 0,
             last_send_turn: 0,
-            paused_until: 0,
             backoff: CONGESTION_BACKOFF,
             ports: Vec::new(),
             next_port: 0,
             queue_present: [false; QUEUES],
             drained: [0; QUEUES],
+            busy_turns: [0; QUEUES],
             log: None,
         }
-    }
-
-    pub fn config(&self) -> &LifecycleConfig {
-        &self.config
     }
 
     pub fn tokens(&self) -> &TokenKey {
@@ -256,12 +276,33 @@ impl Lifecycle {
     pub fn queue_drained(&mut self, queue: usize, at: Nanos) {
         if let Some(d) = self.drained.get_mut(queue) {
             *d = (*d).max(at);
+            self.busy_turns[queue] = 0;
         }
     }
 
-    /// Up to when every queue is known to have been read.
-    fn drained_until(&self) -> Nanos {
-        (0..QUEUES).filter(|&q| self.queue_present[q]).map(|q| self.drained[q]).min().unwrap_or(Nanos::MAX)
+    /// The latest moment queue `queue` was known to be empty.
+    pub fn drained_at(&self, queue: usize) -> Nanos {
+        self.drained.get(queue).copied().unwrap_or(0)
+    }
+
+    /// Says that a turn read as much of queue `queue` as it may and left some.
+    pub fn queue_busy(&mut self, queue: usize) {
+        if let Some(b) = self.busy_turns.get_mut(queue) {
+            *b = b.saturating_add(1);
+        }
+    }
+
+    /// Up to when every queue is known to have been read (a flooded one: up to a while ago).
+    fn drained_until(&self, now: Nanos) -> Nanos {
+        let mark = |q: usize| {
+            let flooded = self.busy_turns[q] >= FLOOD_TURNS && now.saturating_sub(self.drained[q]) >= FLOOD_SPAN;
+            if flooded {
+                self.drained[q].max(now - FLOOD_SPAN)
+            } else {
+                self.drained[q]
+            }
+        };
+        (0..QUEUES).filter(|&q| self.queue_present[q]).map(mark).min().unwrap_or(Nanos::MAX)
     }
 
     pub fn track(&mut self, id: TargetId, addr: IpAddr, kind: ProbeKind, now: Nanos) {
@@ -289,10 +330,6 @@ impl Lifecycle {
         }
     }
 
-    pub fn is_tracked(&self, id: TargetId) -> bool {
-        self.index_of.contains_key(&id)
-    }
-
     /// What a scrape reads of a target. Reading changes nothing.
     pub fn snapshot(&self, id: TargetId) -> Option<TargetSnapshot> {
         let index = *self.index_of.get(&id)? as usize;
@@ -314,10 +351,8 @@ impl Lifecycle {
 
     /// When something is next due: a probe to send, or a probe to expire.
     pub fn next_wake(&self) -> Option<Nanos> {
-        let send = self
-            .schedule
-            .peek()
-            .map(|(due, _)| due.max(self.pacer_next).max(self.last_send_turn + SEND_QUANTUM).max(self.paused_until));
+        let send =
+            self.schedule.peek().map(|(due, _)| due.max(self.pacer_next).max(self.last_send_turn + SEND_QUANTUM));
         match (send, self.next_expiry()) {
             (Some(s), Some(e)) => Some(s.min(e)),
             (s, e) => s.or(e),
@@ -338,7 +373,7 @@ impl Lifecycle {
     pub fn poll_transmit(&mut self, now: Nanos) -> Option<Transmit> {
         loop {
             let (due, (slot, id)) = self.schedule.peek()?;
-            if due > now || self.pacer_next > now || self.paused_until > now {
+            if due > now || self.pacer_next > now {
                 return None;
             }
             self.schedule.pop();
@@ -380,6 +415,7 @@ impl Lifecycle {
                 tx_stamp_ns: None,
                 tx_hw_ns: None,
                 reply: None,
+                error_at: None,
             };
             let Some(key) = self.inflight.insert(probe) else {
                 EngineCounters::add(&self.counters(proto_of(kind)).inflight_full, 1);
@@ -419,11 +455,13 @@ impl Lifecycle {
         }
     }
 
-    /// Puts a target back one interval after the turn it just had.
+    /// Puts a target back at its next turn: its phase one round after `due` (or after a retry
+    /// that moved it off its phase, the next time its phase comes round).
     fn schedule_next(&mut self, due: Nanos, slot: u32, id: TargetId, now: Nanos) {
+        let phase = schedule::phase_fraction(slot as usize);
+        let next = schedule::first_due(due + 1, self.config.interval, phase);
         // When the pps cap cannot keep up, the next probe goes as soon as the pacer allows.
-        let next = (due + self.config.interval).max(now);
-        self.schedule.put_back(next, (slot, id));
+        self.schedule.put_back(next.max(now), (slot, id));
     }
 
     /// What became of the send of a probe `poll_transmit` handed out.
@@ -453,12 +491,18 @@ impl Lifecycle {
             SendResult::Congested => {
                 EngineCounters::add(&self.counters(proto).send_deferred, 1);
                 self.inflight.remove(key, Ended::Other);
-                // The same turn again, first in line once the pause is over.
-                if self.target(index).is_some_and(|t| t.id == id) {
-                    self.schedule.add(probe.due, (slot, id));
-                }
-                self.paused_until = now + self.backoff;
+                // This probe alone waits (others go: a queue full for one destination must not
+                // stop the rest), and tries again until its target's next turn; past that it is
+                // given up without an outcome: it never left, so it is neither sent nor lost.
+                let retry = now + self.backoff;
                 self.backoff = (self.backoff * 2).min(CONGESTION_BACKOFF_MAX);
+                let next_turn =
+                    schedule::first_due(probe.due + 1, self.config.interval, schedule::phase_fraction(index));
+                if retry < next_turn {
+                    self.schedule.add(retry, (slot, id));
+                } else {
+                    self.schedule_next(probe.due, slot, id, now);
+                }
             }
             SendResult::Failed => {
                 self.count_lateness(proto, now.saturating_sub(probe.due));
@@ -532,9 +576,29 @@ impl Lifecycle {
                     Outcome::Reply { rtt_ns, closed: reply.closed }
                 }
             }
-            None => Outcome::Timeout,
+            // An ICMP error that came after the expiry as it stood then: in time if the expiry
+            // moved past it since (the transmit stamp showed a wait in a local queue).
+            None => match probe.error_at {
+                Some(at) if at <= probe.expiry => {
+                    EngineCounters::add(&self.counters(proto).icmp_errors, 1);
+                    Outcome::IcmpError
+                }
+                Some(_) => {
+                    EngineCounters::add(&self.counters(proto).icmp_errors_unmatched, 1);
+                    Outcome::Timeout
+                }
+                None => Outcome::Timeout,
+            },
         };
-        let ended = if probe.reply.is_some() { Ended::Replied } else { Ended::Other };
+        if probe.reply.is_some() && probe.error_at.is_some() {
+            EngineCounters::add(&self.counters(proto).icmp_errors_unmatched, 1);
+        }
+        let ended = match outcome {
+            Outcome::Reply { .. } => Ended::Replied,
+            Outcome::IcmpError => Ended::Errored,
+            _ if probe.reply.is_some() => Ended::Replied,
+            _ => Ended::Other,
+        };
         self.inflight.remove(key, ended);
         self.end(probe.target_index as usize, probe.target_id, probe.serial, outcome);
     }
@@ -542,7 +606,7 @@ impl Lifecycle {
     /// Ends the probes whose expiry has come, as far as every queue has been read: a probe
     /// whose answer may still wait in a queue is kept until that queue is read.
     pub fn expire(&mut self, now: Nanos) {
-        let until = now.min(self.drained_until());
+        let until = now.min(self.drained_until(now));
         loop {
             let fifo = self.deadlines.front().copied().filter(|(at, _, _)| *at <= until);
             let moved =
@@ -628,6 +692,8 @@ impl Lifecycle {
         match self.inflight.lookup(a.key, a.token) {
             Lookup::Live => {}
             Lookup::Ended(Ended::Replied) => return EngineCounters::add(&c.replies_duplicate, 1),
+            // After an ICMP error ended its probe: late, but not a probe lost in time.
+            Lookup::Ended(Ended::Errored) => return EngineCounters::add(&c.replies_late, 1),
             Lookup::Ended(Ended::Other) => {
                 // A late answer that took no longer than the timeout from its send would be a
                 // probe wrongly lost: counted apart, so a benchmark can show there are none.
@@ -691,11 +757,21 @@ impl Lifecycle {
         };
         let target = self.target(probe.target_index as usize).filter(|t| t.id == probe.target_id);
         let matches = target.is_none_or(|t| t.addr == dst && t.kind == kind) && probe.seq == seq;
-        if probe.reply.is_some() || !matches || probe.expiry == Nanos::MAX || at > probe.expiry {
+        if probe.reply.is_some() || probe.error_at.is_some() || !matches || probe.expiry == Nanos::MAX {
             return EngineCounters::add(&c.icmp_errors_unmatched, 1);
         }
+        if at > probe.expiry {
+            if probe.tx_stamp_ns.is_some() {
+                // Its expiry is final: the error came too late.
+                return EngineCounters::add(&c.icmp_errors_unmatched, 1);
+            }
+            if let Some(p) = self.inflight.get_mut(key) {
+                p.error_at = Some(at);
+            }
+            return; // judged when the probe ends
+        }
         EngineCounters::add(&c.icmp_errors, 1);
-        self.inflight.remove(key, Ended::Other);
+        self.inflight.remove(key, Ended::Errored);
         self.end(probe.target_index as usize, probe.target_id, probe.serial, Outcome::IcmpError);
     }
 }

@@ -51,9 +51,11 @@ fn tx_flags(matching: StampMatching, hw: u32) -> u32 {
 }
 
 /// Whether this kernel takes `SCM_TS_OPT_ID` on `sock`, asked once at start with the socket
-/// itself. A raw socket: the same `sendmsg` with and without the control message, with
-/// MSG_CONFIRM|MSG_PROBE and no data, which sends nothing; a kernel without it refuses the
-/// control message with EINVAL while parsing it, before anything else can fail the same way.
+/// itself. A raw socket: a `sendmsg` with the control message, MSG_CONFIRM|MSG_PROBE and no
+/// data, which sends nothing (on ICMP sockets it fails with EFAULT reading the type of the
+/// empty message, after the control data was parsed): a kernel without `SCM_TS_OPT_ID` refuses
+/// the control message with EINVAL while parsing it. EINVAL, whatever its cause, means the
+/// packet copy, which works on every kernel.
 /// A ping socket cannot be asked so (an empty echo is refused first, and older kernels ignore
 /// its control data instead of refusing it): it sends one echo request to the loopback address
 /// with a key of its own, and takes `SCM_TS_OPT_ID` only if the transmit stamp comes back with
@@ -66,16 +68,10 @@ fn kernel_takes_opt_id(sock: &Socket, family: Family, ping: bool) -> bool {
     };
     let mut opt_id = crate::cmsg::OptIdCmsg::new();
     if !ping {
-        let send = |ctrl: Option<&[u8]>| {
-            let bufs = [IoSlice::new(&[])];
-            let mut msg = MsgHdr::new().with_addr(&dst).with_buffers(&bufs);
-            if let Some(c) = ctrl {
-                msg = msg.with_control(c);
-            }
-            sock.sendmsg(&msg, libc::MSG_CONFIRM | sys::MSG_PROBE).err().and_then(|e| e.raw_os_error())
-        };
-        let with = send(Some(opt_id.set(ASKED)));
-        return with != Some(libc::EINVAL) || send(None) == Some(libc::EINVAL);
+        let bufs = [IoSlice::new(&[])];
+        let msg = MsgHdr::new().with_addr(&dst).with_buffers(&bufs).with_control(opt_id.set(ASKED));
+        let refused = sock.sendmsg(&msg, libc::MSG_CONFIRM | sys::MSG_PROBE).err().and_then(|e| e.raw_os_error());
+        return refused != Some(libc::EINVAL);
     }
     let echo_type = match family {
         Family::V4 => crate::wire::icmp::types::V4_ECHO_REQUEST,

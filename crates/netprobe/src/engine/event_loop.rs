@@ -8,7 +8,7 @@ use crate::cmsg::{self, OptIdCmsg};
 use crate::config::{EngineConfig, Interface};
 use crate::counters::EngineCounters;
 use crate::inflight::Key;
-use crate::lifecycle::{Lifecycle, LifecycleConfig, Nanos, SendResult, Transmit};
+use crate::lifecycle::{Lifecycle, LifecycleConfig, Nanos, ReadTime, SendResult, Transmit};
 use crate::netlink::RouteMonitor;
 use crate::ports::PortPool;
 use crate::recv_batch::{self, RecvBatch};
@@ -209,8 +209,10 @@ impl EngineLoop {
                     None => continue,
                 },
                 Interface::Auto => match &self.routes {
-                    // Not yet known (no table read yet): keep the binding.
-                    Some(m) if m.resyncs() == 0 => continue,
+                    // No table from netlink yet (its first dump failed or is slow): read it once.
+                    Some(m) if m.resyncs() == 0 => {
+                        routes::current_default(family == Family::V6).and_then(|n| index_of(&n))
+                    }
                     Some(m) => m.default_ifindex(family == Family::V6),
                     None => routes::current_default(family == Family::V6).and_then(|n| index_of(&n)),
                 },
@@ -412,7 +414,7 @@ impl EngineLoop {
     }
 
     fn transmit(&mut self, tx: &Transmit, len: usize) -> io::Result<()> {
-        let proto = lifecycle_proto(tx.kind);
+        let proto = crate::lifecycle::proto_of(tx.kind);
         let Some(t) = self.transports[slot(proto, family_of(tx.addr))].as_mut() else {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "no socket for this family"));
         };
@@ -437,7 +439,7 @@ impl EngineLoop {
         proto: Proto,
         family: Family,
         tx_stamps: bool,
-        mut handle: impl FnMut(&mut Self, recv_batch::Message<'_>, Nanos, i64),
+        mut handle: impl FnMut(&mut Self, recv_batch::Message<'_>, ReadTime),
     ) {
         let i = slot(proto, family);
         let queue = if tx_stamps { tx_queue(i) } else { rx_queue(i) };
@@ -448,10 +450,9 @@ impl EngineLoop {
                 break;
             };
             let asked_at = self.now();
-            let read =
-                if tx_stamps { t.sockets.recv_tx_stamps(&mut batch) } else { t.sockets.recv_replies(&mut batch) };
-            let (mono, real) = (self.now(), realtime_ns());
-            let n = match read {
+            let got = if tx_stamps { t.sockets.recv_tx_stamps(&mut batch) } else { t.sockets.recv_replies(&mut batch) };
+            let read = ReadTime { mono: self.now(), real: realtime_ns(), floor: self.core.drained_at(queue) };
+            let n = match got {
                 Ok(n) => n,
                 Err(_) => {
                     EngineCounters::add(&self.counters(proto).receive_errors, 1);
@@ -466,7 +467,7 @@ impl EngineLoop {
                 }
             }
             for m in (0..n).filter_map(|i| batch.message(i)) {
-                handle(self, m, mono, real);
+                handle(self, m, read);
             }
             handled += n;
             if n < batch.capacity() {
@@ -474,6 +475,9 @@ impl EngineLoop {
                 self.core.queue_drained(queue, asked_at);
                 break;
             }
+        }
+        if handled >= BATCH {
+            self.core.queue_busy(queue);
         }
         self.batch = batch;
     }
@@ -494,7 +498,7 @@ impl EngineLoop {
     /// Drains one transport's error queue of transmit timestamps.
     fn receive_tx_stamps(&mut self, slot_index: usize) {
         let (proto, family) = slot_info(slot_index);
-        self.drain(proto, family, true, |engine, m, _, _| engine.on_tx_stamp(slot_index, proto, family, m));
+        self.drain(proto, family, true, |engine, m, _| engine.on_tx_stamp(slot_index, proto, family, m));
     }
 
     fn on_tx_stamp(&mut self, slot_index: usize, proto: Proto, family: Family, m: recv_batch::Message<'_>) {
@@ -518,13 +522,6 @@ impl EngineLoop {
             },
         };
         self.core.on_tx_stamp(proto, key, token, info.software.map(|t| t.0), info.hardware.map(|t| t.0));
-    }
-}
-
-fn lifecycle_proto(kind: ProbeKind) -> Proto {
-    match kind {
-        ProbeKind::Icmp => Proto::Icmp,
-        ProbeKind::Tcp { .. } => Proto::Tcp,
     }
 }
 

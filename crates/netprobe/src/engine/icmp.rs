@@ -5,7 +5,7 @@ use super::{family_of, IcmpMode, ProbeKind, Proto};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
-use crate::lifecycle::{arrival, Answer, Nanos, Transmit};
+use crate::lifecycle::{Answer, Nanos, ReadTime, Transmit};
 use crate::recv_batch;
 use crate::wire::icmp::{self, EchoRepr, Family, Message, Quoted, QuotedError, PROBE_LEN};
 use std::net::IpAddr;
@@ -21,10 +21,10 @@ impl EngineLoop {
     }
 
     pub(super) fn receive_icmp(&mut self, family: Family) {
-        self.drain(Proto::Icmp, family, false, |engine, m, mono, real| engine.on_icmp_message(family, m, mono, real));
+        self.drain(Proto::Icmp, family, false, |engine, m, read| engine.on_icmp_message(family, m, read));
     }
 
-    fn on_icmp_message(&mut self, family: Family, m: recv_batch::Message<'_>, mono: Nanos, real: i64) {
+    fn on_icmp_message(&mut self, family: Family, m: recv_batch::Message<'_>, read: ReadTime) {
         let info = cmsg::parse(m.ctrl);
         self.count_receive_drops(Proto::Icmp, family, info.dropped);
         let parsed = match (family, self.icmp_mode) {
@@ -38,11 +38,11 @@ impl EngineLoop {
             Ok((src, Message::EchoReply(echo))) => {
                 EngineCounters::add(&c.packets_received, 1);
                 let rx_stamp_ns = info.software.map(|t| t.0);
-                let at = arrival(rx_stamp_ns, mono, real);
+                let at = read.arrival(rx_stamp_ns);
                 let reply = Reply { rx_stamp_ns, rx_hw_ns: info.hardware.map(|t| t.0), at, closed: false };
                 self.on_echo_reply(src, echo, reply);
             }
-            Ok((_, Message::Error(err))) => self.on_icmp_error(err, arrival(info.software.map(|t| t.0), mono, real)),
+            Ok((_, Message::Error(err))) => self.on_icmp_error(err, read.arrival(info.software.map(|t| t.0))),
             Ok((_, Message::Other)) => {}
             Err(_) => EngineCounters::add(&c.packets_malformed, 1),
         }

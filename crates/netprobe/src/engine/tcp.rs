@@ -6,7 +6,7 @@ use super::{family_of, ProbeKind, Proto};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
-use crate::lifecycle::{arrival, Answer, Nanos, Transmit};
+use crate::lifecycle::{Answer, ReadTime, Transmit};
 use crate::recv_batch;
 use crate::sockets::setsockopt;
 use crate::wire::icmp::Family;
@@ -87,10 +87,10 @@ impl EngineLoop {
     }
 
     pub(super) fn receive_tcp(&mut self, family: Family) {
-        self.drain(Proto::Tcp, family, false, |engine, m, mono, real| engine.on_tcp_message(family, m, mono, real));
+        self.drain(Proto::Tcp, family, false, |engine, m, read| engine.on_tcp_message(family, m, read));
     }
 
-    fn on_tcp_message(&mut self, family: Family, m: recv_batch::Message<'_>, mono: Nanos, real: i64) {
+    fn on_tcp_message(&mut self, family: Family, m: recv_batch::Message<'_>, read: ReadTime) {
         let info = cmsg::parse(m.ctrl);
         self.count_receive_drops(Proto::Tcp, family, info.dropped);
         // No checksum check on IPv4: segments from this host's own stack (over lo or veth)
@@ -122,7 +122,7 @@ impl EngineLoop {
             reply: Reply {
                 rx_stamp_ns: info.software.map(|t| t.0),
                 rx_hw_ns: info.hardware.map(|t| t.0),
-                at: arrival(info.software.map(|t| t.0), mono, real),
+                at: read.arrival(info.software.map(|t| t.0)),
                 closed: seg.is_rst(),
             },
         };

@@ -821,8 +821,8 @@ fn an_icmp_error_after_expiry_is_not_the_probe_s() {
     core.on_sent(tx.key, SendResult::Sent { at: 1000 * MS, real: REAL_ZERO }, 1000 * MS);
     let expiry = 1000 * MS + 100 * MS + GRACE;
     core.on_quoted_error(Proto::Icmp, tx.key, tx.token, addr, ProbeKind::Icmp, tx.seq, expiry + 1);
-    assert_eq!(shared.counters(Proto::Icmp).snapshot().icmp_errors_unmatched, 1);
     core.expire(expiry + 2);
+    assert_eq!(shared.counters(Proto::Icmp).snapshot().icmp_errors_unmatched, 1, "judged when the probe ended");
     let log = core.take_log();
     assert_eq!(log.iter().map(|f| f.outcome).collect::<Vec<_>>(), vec![Outcome::Timeout]);
 }
@@ -916,4 +916,85 @@ fn debug_case() {
     let mut sim = Sim::new(sc, seed);
     sim.debug = Some(serial);
     sim.run();
+}
+
+/// A destination whose sends the kernel keeps refusing for lack of room (a full per-flow
+/// queue) holds back no other target, and its own probes, never sent, count as neither sent
+/// nor lost.
+#[test]
+fn a_destination_always_refused_holds_back_no_one_else() {
+    let shared = Arc::new(Shared::default());
+    let interval = 100 * MS;
+    let config = LifecycleConfig { interval, timeout: 50 * MS, gap: 1, hard: false };
+    let mut core = Lifecycle::new(config, shared.clone());
+    for q in 0..QUEUES {
+        core.queue_opened(q, 0);
+    }
+    let (stuck, fine) = (IpAddr::V4(Ipv4Addr::new(198, 18, 192, 7)), IpAddr::V4(Ipv4Addr::new(198, 18, 192, 8)));
+    core.track(1, stuck, ProbeKind::Icmp, 0);
+    core.track(2, fine, ProbeKind::Icmp, 0);
+    let mut now = 0;
+    let mut sends_to_fine = Vec::new();
+    while now < 10_000 * MS {
+        while let Some(tx) = core.poll_transmit(now) {
+            if tx.addr == stuck {
+                core.on_sent(tx.key, SendResult::Congested, now);
+                continue;
+            }
+            let real = REAL_ZERO + now as i64;
+            core.on_sent(tx.key, SendResult::Sent { at: now, real }, now);
+            core.on_tx_stamp(Proto::Icmp, tx.key, None, Some(real + 1_000), None);
+            let reply = Reply { rx_stamp_ns: Some(real + 11_000), rx_hw_ns: None, at: now + 12_000, closed: false };
+            let answer = Answer { key: tx.key, token: tx.token, from: Some(fine), kind: tx.kind, seq: tx.seq, reply };
+            core.on_answer(Proto::Icmp, answer, |_| false);
+            sends_to_fine.push(now);
+        }
+        for q in 0..QUEUES {
+            core.queue_drained(q, now);
+        }
+        core.expire(now);
+        now = core.next_wake().unwrap_or(now + MS).max(now + 1);
+    }
+    assert_eq!(core.snapshot(1).expect("tracked").counters.sent, 0, "never left: neither sent nor lost");
+    let fine_counters = core.snapshot(2).expect("tracked").counters;
+    assert!(fine_counters.sent >= 99, "the other target kept its schedule: {fine_counters:?}");
+    assert_eq!(fine_counters.received, fine_counters.sent);
+    let gaps = sends_to_fine.windows(2).map(|w| w[1] - w[0]);
+    assert!(gaps.clone().all(|g| g == interval), "one probe a round, on its phase: {:?}", gaps.collect::<Vec<_>>());
+    assert!(shared.counters(Proto::Icmp).snapshot().send_deferred > 50);
+}
+
+/// A queue that is never read empty (a flood that passes the socket filters) holds probes only
+/// so long: after 200 turns that read it in full, and a second, they expire as usual.
+#[test]
+fn a_flooded_queue_holds_expiry_back_only_so_long() {
+    let shared = Arc::new(Shared::default());
+    let config = LifecycleConfig { interval: 1000 * MS, timeout: 100 * MS, gap: 1, hard: false };
+    let mut core = Lifecycle::new(config, shared);
+    core.enable_log();
+    for q in 0..QUEUES {
+        core.queue_opened(q, 0);
+    }
+    core.track(1, IpAddr::V4(Ipv4Addr::new(198, 18, 192, 9)), ProbeKind::Icmp, 0);
+    let tx = core.poll_transmit(1000 * MS).expect("due");
+    core.on_sent(tx.key, SendResult::Sent { at: 1000 * MS, real: REAL_ZERO }, 1000 * MS);
+    // Every queue but the first is read empty; the first always has more.
+    let mut now = 1000 * MS;
+    for turn in 0..300 {
+        now += 5 * MS;
+        for q in 1..QUEUES {
+            core.queue_drained(q, now);
+        }
+        core.queue_busy(0);
+        core.expire(now);
+        let ended = !core.take_log().is_empty();
+        // Not before 200 busy turns, nor before the queue's last mark is a second behind the
+        // probe's expiry (1,105 ms); then at once.
+        let due = turn + 1 >= FLOOD_TURNS && now >= 1105 * MS + FLOOD_SPAN;
+        assert_eq!(ended, due, "turn {turn} at {now}");
+        if ended {
+            return;
+        }
+    }
+    panic!("the probe never expired");
 }
