@@ -33,6 +33,33 @@ test('as nobody, with ping_group_range open: ICMP over v4 and v6 with kernel sta
   t.regex(tcp.body, /SYN probing needs CAP_NET_RAW/);
 });
 
+test('answers whose transmit stamp never comes count, with the monotonic RTT: never loss', async (t) => {
+  const lab = Lab.create(t);
+  // Without CAP_NET_RAW and with net.core.tstamp_allow_data 0, the kernel gives a ping socket
+  // no transmit stamp that carries the packet's copy: on the packet path (as before Linux 6.13)
+  // no probe ever gets its transmit stamp.
+  lab.exec(lab.prober, 'sysctl', ['-qw', 'net.ipv4.ping_group_range=0 2147483647', 'net.core.tstamp_allow_data=0']);
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300'], {
+    unprivileged: true,
+    env: { ICMP_EXPORTER_NO_TS_OPT_ID: '1' },
+  });
+  const query = 'target=198.18.128.31&target=2001:2:0:8000::31';
+  const s = await waitForProbes(exporter, query, 30);
+  let answered = 0;
+  for (const ip of ['198.18.128.31', '2001:2:0:8000::31']) {
+    const sent = value(s, 'icmp_probe_packets_sent_total', { ip }) ?? 0;
+    t.is(value(s, 'icmp_probe_packets_recv_total', { ip }), sent, `${ip}: every probe answered, none lost`);
+    const mean = value(s, 'icmp_probe_latency_seconds', { ip }) ?? 1;
+    t.true(mean > 0 && mean < 0.01, `${ip}: monotonic RTT ${mean} s`);
+    answered += sent;
+  }
+  const m = await metrics(exporter);
+  const missing = value(m, 'icmp_timestamp_fallback_total', { reason: 'tx_missing' }) ?? 0;
+  t.true(missing >= answered, `${missing} answers without a transmit stamp for ${answered} probes`);
+  t.is(value(m, 'icmp_rtt_clock_total', { clock: 'software' }), 0, 'no kernel pair');
+  t.true((value(m, 'icmp_rtt_clock_total', { clock: 'monotonic' }) ?? 0) >= answered);
+});
+
 test('as nobody, with ping_group_range closed: a start-up error naming the capability and the sysctl', (t) => {
   const lab = Lab.create(t);
   // Closed is a new namespace's default; said here so that nothing else decides it.

@@ -527,6 +527,19 @@ impl EngineLoop {
 
 #[cfg(test)]
 mod tests {
+    /// Which send errors are this host's lack of room (the probe goes again, no outcome) and
+    /// which are refusals for good (a send error, in `sent`).
+    #[test]
+    fn only_a_lack_of_room_defers_a_probe() {
+        let e = super::io::Error::from_raw_os_error;
+        for errno in [libc::ENOBUFS, libc::EAGAIN, libc::ENOMEM] {
+            assert!(super::congested(&e(errno)), "{errno}");
+        }
+        for errno in [libc::EPERM, libc::EACCES, libc::EHOSTUNREACH, libc::ENETUNREACH, libc::EINVAL, libc::EMSGSIZE] {
+            assert!(!super::congested(&e(errno)), "{errno}");
+        }
+    }
+
     /// Every tracked target costs this much of the engine's resident memory (issue 7 budgets
     /// under 1 KiB a target for the whole process; `npm run bench` measures the whole).
     #[test]
