@@ -11,6 +11,50 @@ import { freezeSends, metrics, scrape, targets, waitForProbes, waitForScrape, wa
 import { value, type Sample } from './helpers/prom.js';
 import { waitFor } from './helpers/wait.js';
 
+test.serial('reading never changes the window: a target scraped every 50 ms and one read only at the end show the same gauges', async (t) => {
+  const lab = Lab.create(t);
+  // Two hosts with the same profile, probed by one exporter: 250+ answered, then 120 lost (loss
+  // on from 5 s to 6.2 s of netsim's clock), then answered again. Scraped often, the window's
+  // split of more than 100 lost sticks; a target read only at the end must show the same
+  // numbers (they used to depend on when someone read: once, at the end, the split came out
+  // over 150 samples with loss 0.8 instead of 30 with loss 0).
+  const [often, once] = ['198.18.203.40', '198.18.203.41'];
+  const prefix = '198.18.203.40/31';
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '10', '-timeout', '100']);
+  await lab.startNetsim({
+    hosts: [{ prefix, delay_ms: 1 }],
+    changes: [
+      { at_ms: 5000, prefix, loss: 1 },
+      { at_ms: 6200, prefix, loss: 0 },
+    ],
+  });
+  // Both start together (one request); from then on only `often` is read, every 50 ms.
+  await scrape(exporter, targets([often, once]));
+  const v = (s: Sample[], name: string, ip: string) => value(s, `icmp_probe_${name}`, { ip }) ?? -1;
+  const lost = (s: Sample[]) => v(s, 'packets_sent_total', often) - v(s, 'packets_recv_total', often);
+  const full = await waitForScrape(exporter, `target=${often}`, (s) => v(s, 'samples_count', often) === 250 || lost(s) > 0, {
+    what: 'a full window before netsim turns loss on at 5 s',
+    everyMs: 50,
+  });
+  t.is(lost(full), 0, 'nothing lost before the change');
+  const lossPhase = await waitForScrape(exporter, `target=${often}`, (s) => lost(s) >= 110 && v(s, 'loss_ratio', often) === 0, {
+    what: 'the loss phase over and answers coming again',
+    everyMs: 50,
+  });
+  const recvBack = v(lossPhase, 'packets_recv_total', often);
+  await waitForScrape(exporter, `target=${often}`, (s) => v(s, 'packets_recv_total', often) >= recvBack + 30, {
+    what: '30 answers since the loss phase',
+    everyMs: 50,
+  });
+  const both = await scrape(exporter, targets([often, once]));
+  for (const name of ['samples_count', 'loss_ratio']) {
+    const [a, b] = [v(both, name, often), v(both, name, once)];
+    // The two hosts' probes go 5 ms apart, so one probe either side of a change may differ.
+    t.true(Math.abs(a - b) <= (name === 'samples_count' ? 2 : 0.07), `${name}: ${a} read often, ${b} read once`);
+  }
+  t.true(v(both, 'samples_count', once) < 100, `the split after the loss phase sticks for the target read once too (${v(both, 'samples_count', once)})`);
+});
+
 test.serial('a step change in loss narrows the window gauges to the samples after it', async (t) => {
   const lab = Lab.create(t);
   const ip = '198.18.203.1';
