@@ -81,6 +81,28 @@ pub(super) fn realtime_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
+/// CLOCK_MONOTONIC (lifecycle time) and CLOCK_REALTIME read together: the real-time reading
+/// between two monotonic ones that are at most 20 us apart (a thread preempted between two
+/// readings would pair them wrongly by as long as it waited, and make a good kernel pair look
+/// inconsistent). After three tries, the closest pair seen.
+fn clock_pair(origin: Instant) -> (Nanos, i64) {
+    let now = || u64::try_from(origin.elapsed().as_nanos()).unwrap_or(Nanos::MAX);
+    let mut best: Option<(u64, Nanos, i64)> = None;
+    for _ in 0..3 {
+        let before = now();
+        let real = realtime_ns();
+        let after = now();
+        let width = after.saturating_sub(before);
+        if best.is_none_or(|(w, _, _)| width < w) {
+            best = Some((width, before + width / 2, real));
+        }
+        if width <= 20_000 {
+            break;
+        }
+    }
+    best.map_or((now(), realtime_ns()), |(_, mono, real)| (mono, real))
+}
+
 /// Whether a send error is this host's lack of room: the probe never left, and goes again.
 fn congested(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN | libc::ENOMEM))
@@ -398,17 +420,14 @@ impl EngineLoop {
             ProbeKind::Tcp { port } => self.write_syn(&tx, port),
         };
         // The fallback clock readings, as close to sendmsg as they get.
-        let at = self.now();
+        let (at, real) = clock_pair(self.origin);
         let result = match written {
             Err(_) => SendResult::Failed,
-            Ok(len) => {
-                let real = realtime_ns();
-                match self.transmit(&tx, len) {
-                    Ok(()) => SendResult::Sent { at, real },
-                    Err(e) if congested(&e) => SendResult::Congested,
-                    Err(_) => SendResult::Failed,
-                }
-            }
+            Ok(len) => match self.transmit(&tx, len) {
+                Ok(()) => SendResult::Sent { at, real },
+                Err(e) if congested(&e) => SendResult::Congested,
+                Err(_) => SendResult::Failed,
+            },
         };
         self.core.on_sent(tx.key, result, at);
     }
@@ -451,7 +470,8 @@ impl EngineLoop {
             };
             let asked_at = self.now();
             let got = if tx_stamps { t.sockets.recv_tx_stamps(&mut batch) } else { t.sockets.recv_replies(&mut batch) };
-            let read = ReadTime { mono: self.now(), real: realtime_ns(), floor: self.core.drained_at(queue) };
+            let (mono, real) = clock_pair(self.origin);
+            let read = ReadTime { mono, real, floor: self.core.drained_at(queue) };
             let n = match got {
                 Ok(n) => n,
                 Err(_) => {
