@@ -180,6 +180,10 @@ impl Engine {
                 .ok()
                 .and_then(|ms| ms.parse().ok())
                 .map(Duration::from_millis),
+            failing_polls: std::env::var("ICMP_EXPORTER_TEST_POLL_FAILURES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
             interface4: interface(options.interface4)?,
             interface6: interface(options.interface6)?,
             hard: options.hard.unwrap_or(false),

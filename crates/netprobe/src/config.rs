@@ -40,6 +40,9 @@ pub struct EngineConfig {
     /// For tests of the failure path only: the engine thread panics this long after it starts
     /// (`ICMP_EXPORTER_TEST_ENGINE_PANIC_MS`), as a bug would.
     pub panic_after: Option<Duration>,
+    /// For tests of the wait's failure path only: this many `ppoll` calls fail as with ENOMEM
+    /// (`ICMP_EXPORTER_TEST_POLL_FAILURES`).
+    pub failing_polls: u32,
 }
 
 /// `Auto` ties each transmit stamp to its probe by `SCM_TS_OPT_ID` where the kernel has it
@@ -65,6 +68,7 @@ impl Default for EngineConfig {
             interface6: Interface::Routed,
             hard: false,
             panic_after: None,
+            failing_polls: 0,
         }
     }
 }

@@ -88,11 +88,16 @@ pub struct ReadTime {
     pub floor: Nanos,
 }
 
+/// How much earlier than its queue was last found empty a message may have been stamped: the
+/// kernel stamps a packet when it takes it in and queues it to the socket later in the same
+/// softirq, which on a loaded host runs late (milliseconds, in ksoftirqd).
+const STAMP_TO_QUEUE: Nanos = 1_000_000_000;
+
 impl ReadTime {
-    /// A message's arrival (see `arrival`), never before its queue was last found empty: a
-    /// real-time step while it waited cannot place it earlier than it can have come.
+    /// A message's arrival (see `arrival`), not much before its queue was last found empty: a
+    /// real-time step while it waited cannot place it far earlier than it can have come.
     pub fn arrival(&self, rx_stamp: Option<i64>) -> Nanos {
-        arrival(rx_stamp, self.mono, self.real).max(self.floor)
+        arrival(rx_stamp, self.mono, self.real).max(self.floor.saturating_sub(STAMP_TO_QUEUE))
     }
 }
 

@@ -331,8 +331,13 @@ impl EngineLoop {
         }
         // SAFETY: `fds` and `timeout` are valid for the call; no signal mask is passed.
         let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &timeout, std::ptr::null()) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
+        let failed = if self.config.failing_polls > 0 {
+            self.config.failing_polls -= 1;
+            Some(io::Error::from_raw_os_error(libc::ENOMEM))
+        } else {
+            (rc < 0).then(io::Error::last_os_error)
+        };
+        if let Some(e) = failed {
             if e.kind() != io::ErrorKind::Interrupted {
                 // Counted and tried again: a failed wait must never end the engine.
                 EngineCounters::add(&self.shared.counters(Proto::Icmp).poll_errors, 1);
