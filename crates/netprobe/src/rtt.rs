@@ -23,9 +23,11 @@ pub struct Sent {
 /// Whether a software pair fits the span from `sent` to `replied_at`: the pair, if it does.
 fn fits(tx: i64, rx: i64, sent: Sent, replied_at: u64) -> Option<u64> {
     let pair = u64::try_from(rx.checked_sub(tx)?).ok()?;
-    let tx_path = u64::try_from(tx.checked_sub(sent.real)?).ok()?;
-    let expected = replied_at.checked_sub(sent.mono)?.checked_sub(tx_path)?;
-    (pair.abs_diff(expected) <= READING_NOISE).then_some(pair)
+    // Signed and wide: with a round trip of a few microseconds, the readings' own error can
+    // make the expected value a little negative.
+    let tx_path = i128::from(tx) - i128::from(sent.real);
+    let expected = i128::from(replied_at) - i128::from(sent.mono) - tx_path;
+    ((i128::from(pair) - expected).abs() <= i128::from(READING_NOISE)).then_some(pair)
 }
 
 /// Whether a hardware pair fits: the NIC's clock is not the system's (no transmit path to
@@ -158,7 +160,10 @@ mod tests {
         assert!(reply_rtt(Some(tx), Some(tx + ms(70)), s, r).1.inconsistent, "a 50 ms step forward");
         assert!(reply_rtt(Some(tx), Some(tx + ms(10)), s, r).1.inconsistent, "a 10 ms step back");
         assert!(reply_rtt(Some(i64::MIN), Some(i64::MAX), s, r).1.inconsistent, "overflow");
-        assert!(reply_rtt(Some(tx - 5), Some(tx + ms(20)), s, r).1.inconsistent, "stamped before it was sent");
+        assert!(reply_rtt(Some(tx - ms(2)), Some(tx + ms(18)), s, r).1.inconsistent, "stamped 2 ms before it was sent");
+        // A round trip of 8 us whose readings err by 10 us the other way is still the pair.
+        let (s2, r2) = (Sent { mono: 5_000_000_000, real: 1_000 }, 5_000_000_000 + 2_000);
+        assert_eq!(reply_rtt(Some(1_000 + 4_000), Some(1_000 + 12_000), s2, r2), (8_000, Fallback::default()));
         assert_eq!(reply_rtt(Some(tx), Some(tx + ms(20)), s, r), (20_000_000, Fallback::default()));
         let noise = READING_NOISE as i64;
         assert!(!reply_rtt(Some(tx), Some(tx + ms(20) + noise), s, r).1.any());
