@@ -3,15 +3,10 @@ import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { Lab } from './helpers/lab.js';
 import { parseSamples, value, type Sample } from './helpers/prom.js';
-import { waitFor } from './helpers/wait.js';
+import { waitUntil } from './helpers/wait.js';
 
 const FORGE6 = fileURLToPath(new URL('helpers/forge6.py', import.meta.url));
 const FORGE_TCP = fileURLToPath(new URL('helpers/forge_tcp.py', import.meta.url));
-
-/** Waits until `check` says done; on a missed deadline the failure names `what` and the last state. */
-async function waitUntil(what: string, timeoutMs: number, check: () => Promise<[boolean, string]>): Promise<void> {
-  await waitFor(check, ([done]) => done, { what, timeoutMs, everyMs: 100, show: ([, state]) => state });
-}
 
 test('forged ICMPv6 replies and errors from the probed address are counted and change nothing', async (t) => {
   const lab = Lab.create(t);

@@ -6,7 +6,7 @@
 import test from 'ava';
 import { Lab, STAMP_PATHS, type ExporterProcess } from './helpers/lab.js';
 import { parseSamples, sleep, value, type Sample } from './helpers/prom.js';
-import { waitFor } from './helpers/wait.js';
+import { waitUntil } from './helpers/wait.js';
 
 async function probe(e: ExporterProcess, query: string): Promise<Sample[]> {
   const r = await e.get(`/probe?${query}`);
@@ -16,11 +16,6 @@ async function probe(e: ExporterProcess, query: string): Promise<Sample[]> {
 
 async function metrics(e: ExporterProcess): Promise<Sample[]> {
   return parseSamples((await e.get('/metrics')).body);
-}
-
-/** Waits until `check` says done; on a missed deadline the failure names `what` and the last state. */
-async function waitUntil(what: string, timeoutMs: number, check: () => Promise<[boolean, string]>): Promise<void> {
-  await waitFor(check, ([done]) => done, { what, timeoutMs, everyMs: 100, show: ([, state]) => state });
 }
 
 for (const [path, env] of STAMP_PATHS) {

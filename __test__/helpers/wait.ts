@@ -58,3 +58,11 @@ export async function waitFor<T>(read: () => T | Promise<T>, done: (value: T) =>
     await sleep(everyMs);
   }
 }
+
+/**
+ * `waitFor` for a check that says at once whether it is done and what it saw:
+ * `[done, "what the state was"]`; on a missed deadline the failure names `what` and that state.
+ */
+export async function waitUntil(what: string, timeoutMs: number, check: () => Promise<[boolean, string]>): Promise<void> {
+  await waitFor(check, ([done]) => done, { what, timeoutMs, everyMs: 100, show: ([, state]) => state });
+}

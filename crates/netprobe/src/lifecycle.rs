@@ -168,6 +168,22 @@ pub struct Answer {
     pub reply: Reply,
 }
 
+/// An ICMP error quoting a probe, as the protocol code recognised it.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotedErrorReport {
+    pub key: Key,
+    /// Must equal the probe's token (the ICMP payload token, or the SYN's sequence number).
+    pub token: u64,
+    /// The quoted packet's destination: must be the probe's target.
+    pub dst: IpAddr,
+    /// What the probe must have been sent as.
+    pub kind: ProbeKind,
+    /// Must equal the probe's `seq` (ICMP sequence, or TCP source port).
+    pub seq: u16,
+    /// When it arrived (see `arrival`).
+    pub at: Nanos,
+}
+
 /// One finished probe, for the model test's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Finished {
@@ -740,19 +756,10 @@ impl Lifecycle {
         // Otherwise the transmit stamp is still on its way: it ends the probe, or expiry does.
     }
 
-    /// An ICMP error quoting a probe, arrived at `at`: when it matches one in flight (and came
-    /// before its expiry), that probe ends lost.
-    #[allow(clippy::too_many_arguments)]
-    pub fn on_quoted_error(
-        &mut self,
-        proto: Proto,
-        key: Key,
-        token: u64,
-        dst: IpAddr,
-        kind: ProbeKind,
-        seq: u16,
-        at: Nanos,
-    ) {
+    /// An ICMP error quoting a probe: when it matches one in flight (and came before its
+    /// expiry), that probe ends lost.
+    pub fn on_quoted_error(&mut self, proto: Proto, e: QuotedErrorReport) {
+        let QuotedErrorReport { key, token, dst, kind, seq, at } = e;
         let c = self.shared.counters(proto);
         if self.inflight.lookup(key, token) != Lookup::Live {
             return EngineCounters::add(&c.icmp_errors_unmatched, 1);

@@ -5,7 +5,7 @@ use super::{family_of, IcmpMode, ProbeKind, Proto};
 use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
-use crate::lifecycle::{Answer, Nanos, ReadTime, Transmit};
+use crate::lifecycle::{Answer, Nanos, QuotedErrorReport, ReadTime, Transmit};
 use crate::recv_batch;
 use crate::wire::icmp::{self, EchoRepr, Family, Message, Quoted, QuotedError, PROBE_LEN};
 use std::net::IpAddr;
@@ -65,13 +65,17 @@ impl EngineLoop {
     fn on_icmp_error(&mut self, err: QuotedError, at: Nanos) {
         match err.quoted {
             Quoted::Echo { ident, seq, key_token: Some((key, token)) } if ident == self.config.identifier => {
-                self.core.on_quoted_error(Proto::Icmp, Key(key), token, err.original_dst, ProbeKind::Icmp, seq, at)
+                let report =
+                    QuotedErrorReport { key: Key(key), token, dst: err.original_dst, kind: ProbeKind::Icmp, seq, at };
+                self.core.on_quoted_error(Proto::Icmp, report)
             }
             Quoted::Echo { .. } => EngineCounters::add(&self.counters(Proto::Icmp).icmp_errors_unmatched, 1),
             Quoted::Tcp { src_port, dst_port, seq } => {
                 let key = self.syn_key(err.original_dst, dst_port, src_port, seq);
                 let kind = ProbeKind::Tcp { port: dst_port };
-                self.core.on_quoted_error(Proto::Tcp, key, u64::from(seq), err.original_dst, kind, src_port, at)
+                let report =
+                    QuotedErrorReport { key, token: u64::from(seq), dst: err.original_dst, kind, seq: src_port, at };
+                self.core.on_quoted_error(Proto::Tcp, report)
             }
         }
     }

@@ -151,13 +151,10 @@ enum Queued {
         step: i64,
         authentic_token: Option<(u32, u16, u64)>,
     },
+    /// `report.at` is filled in when it is read (from `rx`, as the shell does).
     Error {
         proto: Proto,
-        key: Key,
-        token: u64,
-        dst: IpAddr,
-        kind: ProbeKind,
-        seq: u16,
+        report: QuotedErrorReport,
         rx: i64,
     },
 }
@@ -353,7 +350,8 @@ impl Sim {
             let (key, token, seq) = (tx.key, tx.token, tx.seq);
             // (a stepped clock would shift its stamp and the reading alike: arrival is the same)
             let rx = rx - step;
-            let error = Queued::Error { proto, key, token, dst: tx.addr, kind: tx.kind, seq, rx };
+            let report = QuotedErrorReport { key, token, dst: tx.addr, kind: tx.kind, seq, at: 0 };
+            let error = Queued::Error { proto, report, rx };
             self.push(queue_of(Proto::Icmp, v6, false), arrive, error);
             self.errors_delivered += 1;
             let outcome = |expiry: Nanos| if arrive <= expiry { Outcome::IcmpError } else { Outcome::Timeout };
@@ -431,7 +429,8 @@ impl Sim {
             }
             1 => {
                 let kind = ProbeKind::Icmp;
-                let error = Queued::Error { proto: Proto::Icmp, key, token, dst: addr, kind, seq: 7, rx: 0 };
+                let report = QuotedErrorReport { key, token, dst: addr, kind, seq: 7, at: 0 };
+                let error = Queued::Error { proto: Proto::Icmp, report, rx: 0 };
                 self.push(queue_of(Proto::Icmp, false, false), at, error);
                 self.errors_delivered += 1;
             }
@@ -467,9 +466,9 @@ impl Sim {
                         _ => false,
                     });
                 }
-                Queued::Error { proto, key, token, dst, kind, seq, rx } => {
-                    let at = arrival(Some(rx), self.now, read_real);
-                    self.core.on_quoted_error(proto, key, token, dst, kind, seq, at);
+                Queued::Error { proto, mut report, rx } => {
+                    report.at = arrival(Some(rx), self.now, read_real);
+                    self.core.on_quoted_error(proto, report);
                 }
             }
         }
@@ -820,7 +819,15 @@ fn an_icmp_error_after_expiry_is_not_the_probe_s() {
     let tx = core.poll_transmit(1000 * MS).expect("due");
     core.on_sent(tx.key, SendResult::Sent { at: 1000 * MS, real: REAL_ZERO }, 1000 * MS);
     let expiry = 1000 * MS + 100 * MS + GRACE;
-    core.on_quoted_error(Proto::Icmp, tx.key, tx.token, addr, ProbeKind::Icmp, tx.seq, expiry + 1);
+    let report = QuotedErrorReport {
+        key: tx.key,
+        token: tx.token,
+        dst: addr,
+        kind: ProbeKind::Icmp,
+        seq: tx.seq,
+        at: expiry + 1,
+    };
+    core.on_quoted_error(Proto::Icmp, report);
     core.expire(expiry + 2);
     assert_eq!(shared.counters(Proto::Icmp).snapshot().icmp_errors_unmatched, 1, "judged when the probe ended");
     let log = core.take_log();
