@@ -282,8 +282,12 @@ impl EngineLoop {
                 self.forget_stale_sources(Instant::now());
                 self.next_interface_check = Instant::now() + INTERFACE_CHECK;
             }
+            // What is due leaves first (reading a turn's answers takes a while at high rates,
+            // and nothing sent depends on them), then every queue is read, then what has
+            // expired ends (it needs the queues read after its expiry).
+            self.send_due();
             self.look();
-            self.turn();
+            self.core.expire(self.now());
             self.sleep();
         }
         Ok(())
@@ -292,6 +296,11 @@ impl EngineLoop {
     /// Ends what has expired (as far as every queue has been read), then sends what is due.
     fn turn(&mut self) {
         self.core.expire(self.now());
+        self.send_due();
+    }
+
+    /// Sends what is due now, up to BATCH probes.
+    fn send_due(&mut self) {
         for _ in 0..BATCH {
             let Some(tx) = self.core.poll_transmit(self.now()) else {
                 break;

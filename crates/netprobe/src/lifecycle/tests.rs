@@ -477,20 +477,20 @@ impl Sim {
         }
     }
 
-    /// One turn as the shell takes it: read the queues, expire, send.
+    /// One turn as the shell takes it: send what is due, read the queues, expire.
     fn turn(&mut self, sending: bool) {
-        // As the shell does: the error queues (transmit stamps) first, then the receive queues.
-        for q in (1..QUEUES).step_by(2).chain((0..QUEUES).step_by(2)) {
-            let partial = self.rng.chance(self.sc.p_partial);
-            self.read(q, !partial);
-        }
-        self.core.expire(self.now);
         if sending {
             for _ in 0..256 {
                 let Some(tx) = self.core.poll_transmit(self.now) else { break };
                 self.send(tx);
             }
         }
+        // As the shell does: the error queues (transmit stamps) first, then the receive queues.
+        for q in (1..QUEUES).step_by(2).chain((0..QUEUES).step_by(2)) {
+            let partial = self.rng.chance(self.sc.p_partial);
+            self.read(q, !partial);
+        }
+        self.core.expire(self.now);
         self.collect_log();
     }
 
