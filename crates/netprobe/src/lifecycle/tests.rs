@@ -299,7 +299,7 @@ impl Sim {
         // The driver stamps it a little after sendmsg (or after a wait in a queueing
         // discipline, up to twice the timeout); it reaches the error queue right after.
         let driver = if self.rng.chance(self.sc.p_qdisc) {
-            self.rng.between(MS, 2 * timeout)
+            self.rng.between(MS / 2, 2 * timeout)
         } else {
             self.rng.between(US, 30 * US)
         };
@@ -315,8 +315,11 @@ impl Sim {
         // When the probe expires: its timeout and grace from the send, or, once its transmit
         // stamp is read before that, from when the stamp says it left (if within the timeout).
         let first_expiry = t_s + timeout + GRACE;
-        let moved_expiry =
-            if driver <= timeout { first_expiry.max(t_s + driver + timeout + GRACE) } else { first_expiry };
+        let moved_expiry = if driver <= timeout && driver > EXTEND_OVER {
+            first_expiry.max(t_s + driver + timeout + GRACE)
+        } else {
+            first_expiry
+        };
         // Whether the stamp is surely read in time, maybe (it came after the first expiry, which
         // the engine may or may not have reached), or never.
         let stamp_read = match stamp_arrives {
@@ -556,7 +559,13 @@ impl Sim {
             self.turn(false);
             self.now = self.next_wake(false).min(end);
         }
-        self.turn(false);
+        // A last turn that reads every queue in full (the turns before may have read some in
+        // part, and arrivals no longer wake the shell).
+        for q in (1..QUEUES).step_by(2).chain((0..QUEUES).step_by(2)) {
+            self.read(q, true);
+        }
+        self.core.expire(self.now);
+        self.collect_log();
         self.core.expire(Nanos::MAX);
         self.collect_log();
         assert_eq!(self.core.in_flight(), 0, "everything ended");
