@@ -137,6 +137,7 @@ pub(super) struct EngineLoop {
     /// looked up (the SYN's checksum covers it). Kept here, not per target, so ICMP targets
     /// do not carry it; stale entries go with the interface check.
     pub route_sources: HashMap<IpAddr, (IpAddr, Instant)>,
+    pub route_source_probe: super::tcp::RouteSourceProbe,
 }
 
 impl EngineLoop {
@@ -174,6 +175,7 @@ impl EngineLoop {
             routes: None,
             next_interface_check: Instant::now(),
             route_sources: HashMap::new(),
+            route_source_probe: Default::default(),
         };
         engine.add_transport(Proto::Icmp, Family::V4, v4);
         engine.add_transport(Proto::Icmp, Family::V6, v6);
