@@ -138,6 +138,8 @@ pub(super) struct EngineLoop {
     /// do not carry it; stale entries go with the interface check.
     pub route_sources: HashMap<IpAddr, (IpAddr, Instant)>,
     pub route_source_probe: super::tcp::RouteSourceProbe,
+    /// Whether the last look left a queue with more than BATCH messages unread.
+    left_unread: bool,
 }
 
 impl EngineLoop {
@@ -176,6 +178,7 @@ impl EngineLoop {
             next_interface_check: Instant::now(),
             route_sources: HashMap::new(),
             route_source_probe: Default::default(),
+            left_unread: false,
         };
         engine.add_transport(Proto::Icmp, Family::V4, v4);
         engine.add_transport(Proto::Icmp, Family::V6, v6);
@@ -326,6 +329,11 @@ impl EngineLoop {
         let now = self.now();
         if self.routes.as_ref().is_some_and(RouteMonitor::needs_read) {
             return; // more route messages to read than one call takes
+        }
+        if std::mem::take(&mut self.left_unread) {
+            // A queue had more than a turn reads (BATCH): read on at once rather than let it
+            // fill until the next turn.
+            return;
         }
         let wake_at = [self.core.next_wake(), self.next_housekeeping()].into_iter().flatten().min();
         let timeout = wake_at.map(|at| {
@@ -544,6 +552,7 @@ impl EngineLoop {
         }
         if handled >= BATCH {
             self.core.queue_busy(queue);
+            self.left_unread = true;
         }
         self.batch = batch;
     }
