@@ -585,7 +585,7 @@ impl Lifecycle {
                 self.held_until = self.held_until.max(on_grid(now + self.backoff, self.turn));
             }
             SendResult::Failed => {
-                self.count_lateness(proto, now.saturating_sub(probe.due));
+                self.count_lateness(proto, now.saturating_sub(on_grid(probe.due, self.turn)));
                 EngineCounters::add(&self.counters(proto).send_errors, 1);
                 self.inflight.remove(key, Ended::Other);
                 self.end(index, id, probe.serial, Outcome::SendError);

@@ -1115,14 +1115,3 @@ fn a_slow_local_queue_is_shared_by_every_target() {
     println!("sends per target: {counts:?}");
     assert!(least * 2 >= most, "sends per target: {counts:?}");
 }
-
-#[test]
-#[ignore]
-fn print_sizes() {
-    println!("Option<Target> {}", std::mem::size_of::<Option<Target>>());
-    println!("TargetStats {}", std::mem::size_of::<TargetStats>());
-    println!("Probe {}", std::mem::size_of::<Probe>());
-    println!("IpAddr {}", std::mem::size_of::<IpAddr>());
-    println!("ProbeKind {}", std::mem::size_of::<ProbeKind>());
-    println!("Counters {}", std::mem::size_of::<crate::stats::Counters>());
-}
