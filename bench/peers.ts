@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Lab } from '../__test__/helpers/lab.js';
 import { addTargets, timedGets } from './http.js';
 import { parseSamples, sleep, value } from '../__test__/helpers/prom.js';
-import { contextSwitches, cpuSeconds, quantile, rssBytes, syscallsDuring, taskCpuSeconds } from './proc.js';
+import { contextSwitches, quantile, rssBytes, syscallsDuring, taskCpuSeconds } from './proc.js';
 
 export const SMOKEPING = '/usr/bin/prometheus-smokeping-prober';
 const SMOKEPING_PORT = 9374;
@@ -111,9 +111,7 @@ export interface CostRow extends Record<string, string | number> {
   targets: number;
   due_per_s: number;
   probes_per_s: number;
-  cpu_s_per_1k: number;
   cpu_us_per_probe: number;
-  stat_cpu_us_per_probe: number;
   wakeups_per_probe: number;
   syscalls_per_probe: number;
   rss_per_target_bytes: number;
@@ -144,18 +142,16 @@ export async function cost(teardown: (f: () => void) => void, targets: number, w
   const rows: CostRow[] = [];
   const measure = async (pid: number, settleMs: number) => {
     await sleep(settleMs);
-    const [tx0, cpu0, st0, sw0, t0] = [lab.txPackets(lab.prober, lab.proberLink), taskCpuSeconds(pid), cpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
+    const [tx0, cpu0, sw0, t0] = [lab.txPackets(lab.prober, lab.proberLink), taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
     await sleep(windowMs);
-    const [tx1, cpu1, st1, sw1, t1] = [lab.txPackets(lab.prober, lab.proberLink), taskCpuSeconds(pid), cpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
+    const [tx1, cpu1, sw1, t1] = [lab.txPackets(lab.prober, lab.proberLink), taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
     const sent = Math.max(1, tx1 - tx0);
     const tx2 = lab.txPackets(lab.prober, lab.proberLink);
     const calls = syscallsDuring(pid, Math.min(windowMs, 3000));
     const tx3 = lab.txPackets(lab.prober, lab.proberLink);
     return {
       probesPerS: Math.round(sent / ((t1 - t0) / 1000)),
-      cpuPer1k: Number((((cpu1 - cpu0) / sent) * 1000).toFixed(4)),
       cpuUsPerProbe: Number((((cpu1 - cpu0) / sent) * 1e6).toFixed(2)),
-      statCpuUsPerProbe: Number((((st1 - st0) / sent) * 1e6).toFixed(2)),
       wakeupsPerProbe: Number(((sw1 - sw0) / sent).toFixed(3)),
       syscallsPerProbe: Number((calls / Math.max(1, tx3 - tx2)).toFixed(2)),
       rss: rssBytes(pid),
@@ -169,9 +165,7 @@ export async function cost(teardown: (f: () => void) => void, targets: number, w
     targets,
     due_per_s: targets,
     probes_per_s: m.probesPerS,
-    cpu_s_per_1k: m.cpuPer1k,
     cpu_us_per_probe: m.cpuUsPerProbe,
-    stat_cpu_us_per_probe: m.statCpuUsPerProbe,
     wakeups_per_probe: m.wakeupsPerProbe,
     syscalls_per_probe: m.syscallsPerProbe,
     rss_per_target_bytes: perTarget(m.rss, base),
