@@ -233,7 +233,8 @@ export async function idle(teardown: (f: () => void) => void, windowMs: number):
   const ours = await lab.startExporter(['-i-wont-be-evil', '-interval', '2000', '-timeout', '1000']);
   const pid = ours.child.pid ?? 0;
   await addTargets(ours.url, kernelTargets(5));
-  await sleep(3000);
+  // Past start-up: V8's memory reducer collects a few times in the first seconds.
+  await sleep(12_000);
   const [cpu0, sw0, t0] = [taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
   await sleep(windowMs);
   const [cpu1, sw1, t1] = [taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
