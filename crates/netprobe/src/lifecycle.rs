@@ -712,6 +712,23 @@ impl Lifecycle {
                 self.finish(key);
             }
         }
+        // Deadlines of probes that ended already (answered, most of them) go too, however far
+        // off: the next expiry is then a live probe's, and the engine never wakes for the dead.
+        let live = |inflight: &InFlight, at: Nanos, key: Key, serial: u64| {
+            inflight.get(key).is_some_and(|p| p.serial == serial && p.expiry == at)
+        };
+        while let Some(&(at, key, serial)) = self.deadlines.front() {
+            if live(&self.inflight, at, key, serial) {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
+        while let Some(&Reverse((at, key, serial))) = self.extended.peek() {
+            if live(&self.inflight, at, Key(key), serial) {
+                break;
+            }
+            self.extended.pop();
+        }
     }
 
     /// A kernel transmit stamp for the probe `key` names (with the probe's token when the

@@ -1115,3 +1115,37 @@ fn a_slow_local_queue_is_shared_by_every_target() {
     println!("sends per target: {counts:?}");
     assert!(least * 2 >= most, "sends per target: {counts:?}");
 }
+
+/// An answered probe's deadline does not wake the engine: once the turn that read its answer
+/// has expired what it could, the next wake-up is the next send, not the old deadline.
+#[test]
+fn an_answered_probe_leaves_no_wake_up_behind() {
+    let shared = Arc::new(Shared::default());
+    let interval = 1000 * MS;
+    let config = LifecycleConfig { interval, timeout: 100 * MS, gap: 1, hard: false };
+    let mut core = Lifecycle::new(config, shared);
+    for q in 0..QUEUES {
+        core.queue_opened(q, 0);
+    }
+    let fine = IpAddr::V4(Ipv4Addr::new(198, 18, 192, 8));
+    core.track(1, fine, ProbeKind::Icmp, 0);
+    let first = core.next_wake().expect("a send is due");
+    let tx = core.poll_transmit(first).expect("due");
+    let real = REAL_ZERO + first as i64;
+    core.on_sent(tx.key, SendResult::Sent { at: first, real }, first);
+    assert_eq!(core.next_wake(), Some(first + 110 * MS), "unanswered: its deadline (105 ms, on the 10 ms grid)");
+    core.on_tx_stamp(Proto::Icmp, tx.key, None, Some(real + 1_000), None);
+    let reply = Reply { rx_stamp_ns: Some(real + 11_000), rx_hw_ns: None, at: first + 12_000, closed: false };
+    core.on_answer(
+        Proto::Icmp,
+        Answer { key: tx.key, token: tx.token, from: Some(fine), kind: tx.kind, seq: tx.seq, reply },
+        |_| false,
+    );
+    let now = first + MS;
+    for q in 0..QUEUES {
+        core.queue_drained(q, now);
+    }
+    core.expire(now);
+    assert_eq!(core.in_flight(), 0);
+    assert_eq!(core.next_wake(), Some(first + interval), "answered: the next send");
+}
