@@ -144,3 +144,29 @@ test('-hard on a veth: a clear start-up error naming the interface and what it l
   t.is(named.status, 1);
   t.regex(named.stderr, /-hard: interface lo cannot timestamp in hardware/);
 });
+
+test('TCP over a named interface: the SYN checksum covers the source address of that interface, not of the default route', async (t) => {
+  const lab = Lab.create(t);
+  const second = lab.addSecondLink();
+  // SYNs leaving the second link: what the peer answers (a closed port: RST) must come back.
+  lab.nft(
+    lab.prober,
+    `table inet lab {
+      counter syn_second {}
+      chain output {
+        type filter hook output priority 0; policy accept;
+        oifname "${second}" tcp flags syn counter name "syn_second"
+      }
+    }`,
+  );
+  const exporter = await lab.startExporter(['-interface4', second, '-i-wont-be-evil', '-interval', '20', '-timeout', '300']);
+  const ip = TARGETS[0] as string;
+  const query = `target=${ip}&tcp_port=9`;
+  await scrape(exporter, query);
+  const s = await waitForProbes(exporter, query, 21, { proto: 'tcp' });
+  const sent = value(s, 'tcp_probe_packets_sent_total', { ip, tcp_port: '9' }) ?? 0;
+  const recv = value(s, 'tcp_probe_packets_recv_total', { ip, tcp_port: '9' }) ?? 0;
+  t.true(sent > 20, `${sent} SYNs`);
+  t.is(recv, sent, 'every SYN answered: its checksum was right for the address it left from');
+  t.true((lab.nftCounters(lab.prober).syn_second ?? 0) >= sent, `the SYNs left ${second}`);
+});

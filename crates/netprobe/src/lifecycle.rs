@@ -410,16 +410,22 @@ impl Lifecycle {
         self.inflight.len()
     }
 
-    /// When something is next due: a probe to send, or a probe to expire.
-    pub fn next_wake(&self) -> Option<Nanos> {
+    /// When the shell should wake next, at `now`: the turn of the next send (at once when one is
+    /// due), or of the next expiry. An expiry that has come already waits for a queue to be read
+    /// empty after it, which the next turn does: its wake-up is the next turn, so a queue that
+    /// cannot be read (failing reads) never makes the shell spin.
+    pub fn next_wake(&self, now: Nanos) -> Option<Nanos> {
         let queued = self.schedule.peek().map(|(due, _)| due);
         let held = self.held.iter().map(|(due, _)| (*due).max(self.held_until)).min();
-        let send = [queued, held].into_iter().flatten().min().map(|due| due.max(self.pacer_next));
-        let next = match (send, self.next_expiry()) {
-            (Some(s), Some(e)) => Some(s.min(e)),
-            (s, e) => s.or(e),
-        };
-        next.map(|t| on_grid(t, self.turn))
+        let send = [queued, held].into_iter().flatten().min().map(|due| on_grid(due.max(self.pacer_next), self.turn));
+        let expiry = self.next_expiry().map(|at| on_grid(at, self.turn)).map(|at| {
+            if at <= now {
+                on_grid(now + 1, self.turn)
+            } else {
+                at
+            }
+        });
+        [send, expiry].into_iter().flatten().min()
     }
 
     /// The turn grid's step now.
@@ -535,14 +541,10 @@ impl Lifecycle {
     fn schedule_next(&mut self, due: Nanos, slot: u32, id: TargetId, now: Nanos) {
         let phase = schedule::phase_fraction(slot as usize);
         let next = schedule::first_due(due + 1, self.config.interval, phase);
-        // A probe that left more than a turn after its next one was due (it waited for room
-        // here, or for the pps cap) is followed at the target's next phase from now, not at
-        // once: two probes of one target together would be a burst, and take another's room.
-        let next = if next.saturating_add(self.turn) <= now {
-            schedule::first_due(now, self.config.interval, phase)
-        } else {
-            next
-        };
+        // A probe that left after its next one was due (it waited for room here, or for the
+        // pps cap) is followed at the target's next phase from now, not at once: two probes of
+        // one target in one turn would be a burst, and take another's room.
+        let next = if next <= now { schedule::first_due(now, self.config.interval, phase) } else { next };
         self.schedule.put_back(next.max(now), (slot, id));
     }
 
@@ -577,12 +579,12 @@ impl Lifecycle {
                 // stop the rest), and tries again in a later turn, in line by its own due time:
                 // ahead of younger probes, so the room a slow local queue has goes round every
                 // target. It never left, so it is neither sent nor lost until it leaves.
+                self.held.push((probe.due, (slot, id)));
+                self.held_until = self.held_until.max(on_grid(now + self.backoff, self.turn));
                 if self.backoff_turn != now / self.turn {
                     self.backoff_turn = now / self.turn;
                     self.backoff = (self.backoff * 2).min(CONGESTION_BACKOFF_MAX);
                 }
-                self.held.push((probe.due, (slot, id)));
-                self.held_until = self.held_until.max(on_grid(now + self.backoff, self.turn));
             }
             SendResult::Failed => {
                 self.count_lateness(proto, now.saturating_sub(on_grid(probe.due, self.turn)));

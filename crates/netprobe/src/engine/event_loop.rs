@@ -327,15 +327,14 @@ impl EngineLoop {
     /// and their numbers come from the kernel's stamps, not from when they are read.
     fn sleep(&mut self) {
         let now = self.now();
-        if self.routes.as_ref().is_some_and(RouteMonitor::needs_read) {
-            return; // more route messages to read than one call takes
-        }
-        if std::mem::take(&mut self.left_unread) {
-            // A queue had more than a turn reads (BATCH): read on at once rather than let it
-            // fill until the next turn.
-            return;
-        }
-        let wake_at = [self.core.next_wake(), self.next_housekeeping()].into_iter().flatten().min();
+        // Not waiting at all: more route messages than one call takes, or a queue that had
+        // more than a turn reads (BATCH), read on at once rather than let it fill.
+        let busy = self.routes.as_ref().is_some_and(RouteMonitor::needs_read) || std::mem::take(&mut self.left_unread);
+        let wake_at = if busy {
+            Some(now)
+        } else {
+            [self.core.next_wake(now), self.next_housekeeping()].into_iter().flatten().min()
+        };
         let timeout = wake_at.map(|at| {
             let d = at.saturating_sub(now);
             libc::timespec { tv_sec: (d / 1_000_000_000) as libc::time_t, tv_nsec: (d % 1_000_000_000) as libc::c_long }

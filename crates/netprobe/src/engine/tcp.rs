@@ -26,30 +26,31 @@ const WINDOW_SCALE: u8 = 7;
 
 /// A UDP socket per family that asks the kernel which source address it routes from towards a
 /// destination (connecting a UDP socket sends nothing). Kept and connected again for each
-/// lookup: two system calls, where a socket per lookup took five and an allocation.
+/// lookup: three or four system calls, where a socket per lookup took five and an allocation.
 #[derive(Default)]
 pub(super) struct RouteSourceProbe {
-    sockets: [Option<(Socket, Option<u32>)>; 2],
+    sockets: [Option<Socket>; 2],
 }
 
 impl RouteSourceProbe {
     /// The source address the kernel would use towards `dst` from interface `ifindex`.
     fn lookup(&mut self, dst: IpAddr, port: u16, ifindex: Option<u32>) -> io::Result<IpAddr> {
         let slot = &mut self.sockets[usize::from(dst.is_ipv6())];
-        if slot.as_ref().is_none_or(|(_, bound)| *bound != ifindex) {
+        if slot.is_none() {
             let domain = if dst.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-            let s = Socket::new(domain, Type::DGRAM.cloexec(), None)?;
-            if let Some(index) = ifindex {
-                setsockopt(&s, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, &(index as libc::c_int))?;
-            }
-            *slot = Some((s, ifindex));
+            *slot = Some(Socket::new(domain, Type::DGRAM.cloexec(), None)?);
         }
-        let Some((s, _)) = slot.as_ref() else {
+        let Some(s) = slot.as_ref() else {
             return Err(io::Error::other("no route lookup socket"));
         };
         // Dissolve the last association first: connecting a connected UDP socket again keeps
-        // the source address the first connect chose.
+        // the source address the first connect chose. The disconnect also drops the device
+        // binding, so the interface is bound again (or not) for every lookup.
         let looked_up = disconnect(s)
+            .and_then(|()| match ifindex {
+                Some(index) => setsockopt(s, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, &(index as libc::c_int)),
+                None => Ok(()),
+            })
             .and_then(|()| s.connect(&SockAddr::from(SocketAddr::new(dst, port))))
             .and_then(|()| s.local_addr());
         match looked_up {

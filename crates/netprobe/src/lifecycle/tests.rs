@@ -513,7 +513,7 @@ impl Sim {
     /// The next moment the shell would wake: the lifecycle's (or only its next expiry, once
     /// nothing is sent any more). Arrivals never wake the shell: the next turn reads them.
     fn next_wake(&self, sending: bool) -> Nanos {
-        let core = if sending { self.core.next_wake() } else { self.core.next_expiry() };
+        let core = if sending { self.core.next_wake(self.now) } else { self.core.next_expiry() };
         core.unwrap_or(self.now + self.sc.interval).max(self.now + 1)
     }
 
@@ -901,7 +901,7 @@ fn after_churn_n_targets_leave_no_gap_over_twice_the_even_spacing() {
         // The sends of the third round, in order (the first holds the first due times).
         let mut dues = Vec::new();
         while dues.len() < 3 * n {
-            let t = core.next_wake().expect("something due");
+            let t = core.next_wake(now).expect("something due");
             now = now.max(t);
             while let Some(tx) = core.poll_transmit(now) {
                 core.on_sent(tx.key, SendResult::Failed, now);
@@ -970,7 +970,7 @@ fn a_destination_always_refused_holds_back_no_one_else() {
             core.queue_drained(q, now);
         }
         core.expire(now);
-        now = core.next_wake().unwrap_or(now + MS).max(now + 1);
+        now = core.next_wake(now).unwrap_or(now + MS).max(now + 1);
     }
     assert_eq!(core.snapshot(1).expect("tracked").counters.sent, 0, "never left: neither sent nor lost");
     let fine_counters = core.snapshot(2).expect("tracked").counters;
@@ -1064,7 +1064,7 @@ fn the_pacer_holds_the_cap_over_any_span_of_a_turn() {
                 core.on_sent(tx.key, SendResult::Failed, now);
                 sends.push(now);
             }
-            let next = core.next_wake().unwrap_or(now + MS).max(now + 1);
+            let next = core.next_wake(now).unwrap_or(now + MS).max(now + 1);
             // Sometimes late, as a busy host wakes.
             now = if rng.chance(0.1) { next + rng.below(5 * turn) } else { next };
         }
@@ -1108,7 +1108,7 @@ fn a_slow_local_queue_is_shared_by_every_target() {
             now += 1_000; // a send takes a microsecond or so
         }
         core.expire(now);
-        now = core.next_wake().unwrap_or(now + MS).max(now + 1);
+        now = core.next_wake(now).unwrap_or(now + MS).max(now + 1);
     }
     let counts: Vec<u32> = (0..50).map(|i| sent.get(&i).copied().unwrap_or(0)).collect();
     let (least, most) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
@@ -1129,11 +1129,11 @@ fn an_answered_probe_leaves_no_wake_up_behind() {
     }
     let fine = IpAddr::V4(Ipv4Addr::new(198, 18, 192, 8));
     core.track(1, fine, ProbeKind::Icmp, 0);
-    let first = core.next_wake().expect("a send is due");
+    let first = core.next_wake(0).expect("a send is due");
     let tx = core.poll_transmit(first).expect("due");
     let real = REAL_ZERO + first as i64;
     core.on_sent(tx.key, SendResult::Sent { at: first, real }, first);
-    assert_eq!(core.next_wake(), Some(first + 110 * MS), "unanswered: its deadline (105 ms, on the 10 ms grid)");
+    assert_eq!(core.next_wake(first), Some(first + 110 * MS), "unanswered: its deadline (105 ms, on the 10 ms grid)");
     core.on_tx_stamp(Proto::Icmp, tx.key, None, Some(real + 1_000), None);
     let reply = Reply { rx_stamp_ns: Some(real + 11_000), rx_hw_ns: None, at: first + 12_000, closed: false };
     core.on_answer(
@@ -1147,5 +1147,5 @@ fn an_answered_probe_leaves_no_wake_up_behind() {
     }
     core.expire(now);
     assert_eq!(core.in_flight(), 0);
-    assert_eq!(core.next_wake(), Some(first + interval), "answered: the next send");
+    assert_eq!(core.next_wake(now), Some(first + interval), "answered: the next send");
 }
