@@ -4,8 +4,9 @@
 //! lifecycle hands out, decides each probe's fate at send time (refused, no room, lost,
 //! answered after some delay, duplicated, answered by an ICMP error, stamped early, late or
 //! never), queues what the kernel would queue with the arrival times and stamps a kernel would
-//! give, and wakes as the shell does, sometimes late (a busy host), sometimes reading a queue
-//! only in part. The reference derives every probe's outcome from its fate alone, with the
+//! give, and wakes as the shell does (on the turn grid, never for an arrival), sometimes late
+//! (a busy host), sometimes reading a queue only in part, with commands that make it send
+//! between turns without reading first, and time passing as it sends. The reference derives every probe's outcome from its fate alone, with the
 //! rules the README states: an answer counts when it arrived before the probe's expiry and its
 //! round trip (kernel stamps, else the monotonic readings) is within the timeout. Thousands of
 //! random schedules across rates, timeouts, churn and both ways of matching transmit stamps
@@ -477,16 +478,33 @@ impl Sim {
         }
         if all {
             self.core.queue_drained(q, self.now);
+        } else {
+            // As the shell does when a read stops at its budget with more queued.
+            self.core.queue_busy(q);
         }
+    }
+
+    /// Sends what is due, as the shell does: a microsecond or so a send.
+    fn send_due(&mut self) {
+        for _ in 0..256 {
+            let Some(tx) = self.core.poll_transmit(self.now) else { break };
+            self.send(tx);
+            self.now += self.rng.between(US / 2, 3 * US);
+        }
+    }
+
+    /// The turn a command (track, untrack, a snapshot's chunk) makes the shell take at any
+    /// moment: expire, then send, without reading the queues first.
+    fn command_turn(&mut self) {
+        self.core.expire(self.now);
+        self.send_due();
+        self.collect_log();
     }
 
     /// One turn as the shell takes it: send what is due, read the queues, expire.
     fn turn(&mut self, sending: bool) {
         if sending {
-            for _ in 0..256 {
-                let Some(tx) = self.core.poll_transmit(self.now) else { break };
-                self.send(tx);
-            }
+            self.send_due();
         }
         // As the shell does: the error queues (transmit stamps) first, then the receive queues.
         for q in (1..QUEUES).step_by(2).chain((0..QUEUES).step_by(2)) {
@@ -546,6 +564,12 @@ impl Sim {
                 self.check_snapshots();
             }
             let mut next = self.next_wake(true);
+            if self.rng.chance(0.05) {
+                // A command between two turns.
+                self.now += self.rng.below(next.saturating_sub(self.now).max(1));
+                self.command_turn();
+                next = self.next_wake(true);
+            }
             if self.rng.chance(self.sc.p_stall) {
                 // A busy host: the shell wakes late, by up to twice the timeout.
                 next += self.rng.below(2 * self.sc.timeout);
