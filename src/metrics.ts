@@ -48,7 +48,29 @@ function engineCounter(
   });
 }
 
-export function createMetricsRegistry(sources: MetricsSources): { registry: Registry; http: HttpObserver } {
+/**
+ * `sources` with its engine counters read once per scrape rather than once per metric: each
+ * read is a call into the engine that builds all 27 counters, and 30 metrics read them.
+ * prom-client collects every metric of a scrape in one synchronous pass; the reading is
+ * dropped in the microtask after it, so the next scrape reads afresh.
+ */
+function readOncePerScrape(sources: MetricsSources): MetricsSources {
+  let read: Map<Protocol, EngineCounters | undefined> | undefined;
+  return {
+    ...sources,
+    counters(protocol) {
+      if (!read) {
+        read = new Map();
+        queueMicrotask(() => (read = undefined));
+      }
+      if (!read.has(protocol)) read.set(protocol, sources.counters(protocol));
+      return read.get(protocol);
+    },
+  };
+}
+
+export function createMetricsRegistry(allSources: MetricsSources): { registry: Registry; http: HttpObserver } {
+  const sources = readOncePerScrape(allSources);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
