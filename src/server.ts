@@ -138,10 +138,21 @@ export function listen(deps: AppDeps, host: string | undefined, port: number, ht
     http.begin();
     const fast = direct(deps, req.method, req.url ?? '/');
     if (fast) {
-      void fast.reply.then((r) => {
-        res.writeHead(r.status, { 'content-type': r.contentType, ...r.headers, 'content-length': Buffer.byteLength(r.body) });
+      const send = (r: Reply) => {
+        const bytes = Buffer.byteLength(r.body);
+        res.writeHead(r.status, { 'content-type': r.contentType, ...r.headers, 'content-length': bytes });
         res.end(r.body);
-        http.end(fast.path, 'GET', r.status, Number(process.hrtime.bigint() - started) / 1e9, Buffer.byteLength(r.body));
+        http.end(fast.path, 'GET', r.status, Number(process.hrtime.bigint() - started) / 1e9, bytes);
+      };
+      // The replies carry their errors; this is for writing them failing (a bug), which must
+      // not become an unhandled rejection that ends the process.
+      void fast.reply.then(send).catch((e: unknown) => {
+        try {
+          if (res.headersSent) res.destroy();
+          else send(errorReply(e));
+        } catch {
+          res.destroy();
+        }
       });
       return;
     }
