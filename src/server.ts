@@ -1,4 +1,7 @@
-/** HTTP: the h3 routes, and the Node server around them that measures every request. */
+/**
+ * HTTP: the routes (GET /probe and /metrics answered on node:http directly, the rest through
+ * h3), and the Node server around them that measures every request.
+ */
 import { createServer, type Server } from 'node:http';
 import { H3, HTTPResponse } from 'h3';
 import { toNodeHandler } from 'h3/node';
@@ -93,7 +96,7 @@ async function probe(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
   };
 }
 
-/** The answer to GET /probe?`search` (the query string, without `?`); errors are answers too. */
+/** The answer to GET /probe with these query parameters; errors are answers too. */
 export function probeReply(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
   return probe(deps, params).catch(errorReply);
 }
