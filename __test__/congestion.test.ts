@@ -19,7 +19,7 @@ test('a full queueing discipline defers probes: none counted lost, none sent twi
   const s = await waitFor(
     async () => parseSamples((await exporter.get(query)).body),
     (now) => ips.every((ip) => (value(now, 'icmp_probe_packets_sent_total', { ip }) ?? 0) >= 20),
-    { what: '20 final probes of each target', timeoutMs: 60_000, everyMs: 200, show: (now) => `${now.length} samples` },
+    { what: '20 final probes of each target', timeoutMs: 60_000, everyMs: 200, show: (now) => ips.map((ip) => value(now, 'icmp_probe_packets_sent_total', { ip }) ?? 0).join(' ') },
   );
   const v = (name: string, ip: string) => value(s, `icmp_probe_${name}`, { ip }) ?? 0;
   const m = parseSamples((await exporter.get('/metrics')).body);

@@ -84,7 +84,7 @@ const refusals: Array<[string[], RegExp]> = [
   [['-listen', 'nowhere'], /-listen must look like/],
   [['-expiry', '-5'], /-expiry must be between/],
   // 100,000 probes/s for 10.5 s is more than the engine's in-flight table holds.
-  [['-i-wont-be-evil', '-maxpps', '100000', '-timeout', '10500'], /-maxpps 100000 with -timeout 10500 can put up to 1050611 probes in flight, more than the 1048576/],
+  [['-i-wont-be-evil', '-maxpps', '100000', '-timeout', '10500'], /-maxpps 100000 with -timeout 10500 can put up to 1052501 probes in flight, more than the 1048576/],
 ];
 
 for (const [argv, message] of refusals) {

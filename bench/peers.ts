@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Lab } from '../__test__/helpers/lab.js';
 import { addTargets, timedGets } from './http.js';
 import { parseSamples, sleep, value } from '../__test__/helpers/prom.js';
-import { cpuSeconds, quantile, rssBytes } from './proc.js';
+import { contextSwitches, quantile, rssBytes, syscallsDuring, taskCpuSeconds } from './proc.js';
 
 export const SMOKEPING = '/usr/bin/prometheus-smokeping-prober';
 const SMOKEPING_PORT = 9374;
@@ -109,23 +109,30 @@ async function waitHttp(url: string, ms: number): Promise<void> {
 export interface CostRow extends Record<string, string | number> {
   tool: string;
   targets: number;
+  due_per_s: number;
   probes_per_s: number;
-  cpu_s_per_1k: number;
+  cpu_us_per_probe: number;
+  wakeups_per_probe: number;
+  syscalls_per_probe: number;
   rss_per_target_bytes: number;
   rss_mb: number;
   scrape_p50_ms: number;
   scrape_p99_ms: number;
 }
 
-/** Kernel-peer addresses 198.18.128.1 onwards. */
+/** Kernel-peer addresses 198.18.128.1 onwards (up to 32,767). */
 function kernelTargets(n: number): string[] {
   return Array.from({ length: n }, (_, k) => `198.18.${128 + ((k + 1) >> 8)}.${(k + 1) & 0xff}`);
 }
 
 /**
  * Each tool alone, `targets` kernel-peer addresses at 1 probe/s each, for `windowMs`: probes
- * sent (counted on the wire, the prober's veth), CPU per 1,000 probes, resident memory per
- * target beyond the same tool with one target, and scrape latency (ours: /probe of 1 target).
+ * sent (counted on the wire, the prober's veth), CPU per probe (every thread of the process,
+ * from the scheduler's accounting, kernel work done in its context included), sleeps per probe
+ * (voluntary context switches: each is a wake-up), system calls per probe (perf, in a window
+ * of its own after the CPU window, as counting adds to the cost), resident memory per target
+ * beyond the same tool with one target, and scrape latency (ours: /probe of 1 target).
+ * smokeping_prober only at 1,000 targets and below (a goroutine per target: minutes to settle).
  */
 export async function cost(teardown: (f: () => void) => void, targets: number, windowMs: number): Promise<CostRow[]> {
   const lab = Lab.create({ teardown });
@@ -135,18 +142,40 @@ export async function cost(teardown: (f: () => void) => void, targets: number, w
   const rows: CostRow[] = [];
   const measure = async (pid: number, settleMs: number) => {
     await sleep(settleMs);
-    const [tx0, cpu0, t0] = [lab.txPackets(lab.prober, lab.proberLink), cpuSeconds(pid), Date.now()];
+    const [tx0, cpu0, sw0, t0] = [lab.txPackets(lab.prober, lab.proberLink), taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
     await sleep(windowMs);
-    const [tx1, cpu1, t1] = [lab.txPackets(lab.prober, lab.proberLink), cpuSeconds(pid), Date.now()];
-    const sent = tx1 - tx0;
-    return { probesPerS: Math.round(sent / ((t1 - t0) / 1000)), cpuPer1k: Number((((cpu1 - cpu0) / Math.max(1, sent)) * 1000).toFixed(4)), rss: rssBytes(pid) };
+    const [tx1, cpu1, sw1, t1] = [lab.txPackets(lab.prober, lab.proberLink), taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
+    const sent = Math.max(1, tx1 - tx0);
+    const tx2 = lab.txPackets(lab.prober, lab.proberLink);
+    const calls = syscallsDuring(pid, Math.min(windowMs, 3000));
+    const tx3 = lab.txPackets(lab.prober, lab.proberLink);
+    return {
+      probesPerS: Math.round(sent / ((t1 - t0) / 1000)),
+      cpuUsPerProbe: Number((((cpu1 - cpu0) / sent) * 1e6).toFixed(2)),
+      wakeupsPerProbe: Number(((sw1 - sw0) / sent).toFixed(3)),
+      syscallsPerProbe: Number((calls / Math.max(1, tx3 - tx2)).toFixed(2)),
+      rss: rssBytes(pid),
+    };
   };
   const perTarget = (rss: number, base: number) => Math.round((rss - base) / Math.max(1, targets - 1));
   const ms = (x: number) => Number(x.toFixed(3));
   const mb = (x: number) => Number((x / 1e6).toFixed(1));
+  const row = (tool: string, m: Awaited<ReturnType<typeof measure>>, base: number, scrape?: number[]): CostRow => ({
+    tool,
+    targets,
+    due_per_s: targets,
+    probes_per_s: m.probesPerS,
+    cpu_us_per_probe: m.cpuUsPerProbe,
+    wakeups_per_probe: m.wakeupsPerProbe,
+    syscalls_per_probe: m.syscallsPerProbe,
+    rss_per_target_bytes: perTarget(m.rss, base),
+    rss_mb: mb(m.rss),
+    scrape_p50_ms: scrape ? ms(quantile(scrape, 0.5)) : NaN,
+    scrape_p99_ms: scrape ? ms(quantile(scrape, 0.99)) : NaN,
+  });
 
   // Ours: the base is the same process with one target.
-  const ours = await lab.startExporter(['-i-wont-be-evil', '-interval', '1000', '-timeout', '1000']);
+  const ours = await lab.startExporter(['-i-wont-be-evil', '-interval', '1000', '-timeout', '1000', '-maxpps', '100000']);
   const ourPid = ours.child.pid ?? 0;
   await addTargets(ours.url, ips.slice(0, 1));
   await sleep(1000);
@@ -154,28 +183,32 @@ export async function cost(teardown: (f: () => void) => void, targets: number, w
   await addTargets(ours.url, ips);
   const o = await measure(ourPid, 2000);
   const { client: scrape } = await timedGets(`${ours.url}/probe?target=${ips[0]}`, 100);
-  rows.push({ tool: 'icmp-exporter', targets, probes_per_s: o.probesPerS, cpu_s_per_1k: o.cpuPer1k, rss_per_target_bytes: perTarget(o.rss, ourBase), rss_mb: mb(o.rss), scrape_p50_ms: ms(quantile(scrape, 0.5)), scrape_p99_ms: ms(quantile(scrape, 0.99)) });
+  rows.push(row('icmp-exporter', o, ourBase, scrape));
   ours.child.kill('SIGKILL');
   await exited(ours.child, 2000);
 
-  // smokeping_prober: its base is a run with one host.
-  const one = startSmokeping(lab, dir, ips.slice(0, 1), false);
-  await waitHttp(`${one.url}/metrics`, 10_000);
-  await sleep(2000);
-  const spBase = rssBytes(one.child.pid ?? 0);
-  one.child.kill('SIGKILL');
-  await exited(one.child, 2000);
-  const sp = startSmokeping(lab, dir, ips, false);
-  await waitHttp(`${sp.url}/metrics`, 10_000);
-  const s = await measure(sp.child.pid ?? 0, 3000);
-  const { client: spScrape } = await timedGets(`${sp.url}/metrics`, 100);
-  rows.push({ tool: 'smokeping_prober', targets, probes_per_s: s.probesPerS, cpu_s_per_1k: s.cpuPer1k, rss_per_target_bytes: perTarget(s.rss, spBase), rss_mb: mb(s.rss), scrape_p50_ms: ms(quantile(spScrape, 0.5)), scrape_p99_ms: ms(quantile(spScrape, 0.99)) });
-  sp.child.kill('SIGKILL');
-  await exited(sp.child, 2000);
+  if (targets <= 1000) {
+    // smokeping_prober: its base is a run with one host.
+    const one = startSmokeping(lab, dir, ips.slice(0, 1), false);
+    await waitHttp(`${one.url}/metrics`, 10_000);
+    await sleep(2000);
+    const spBase = rssBytes(one.child.pid ?? 0);
+    one.child.kill('SIGKILL');
+    await exited(one.child, 2000);
+    const sp = startSmokeping(lab, dir, ips, false);
+    await waitHttp(`${sp.url}/metrics`, 10_000);
+    const s = await measure(sp.child.pid ?? 0, 3000);
+    const { client: spScrape } = await timedGets(`${sp.url}/metrics`, 100);
+    rows.push(row('smokeping_prober', s, spBase, spScrape));
+    sp.child.kill('SIGKILL');
+    await exited(sp.child, 2000);
+  }
 
-  // fping in loop mode, 1 ms between sends so that every target is probed each second.
-  // -Q: quiet but for a summary every minute (-q alone still prints each reply in loop mode).
-  const fpingArgs = (hosts: readonly string[]) => ['-l', '-Q', '60', '-p', '1000', '-i', '1', '-t', '900', ...hosts];
+  // fping in loop mode, its sends spread over the second (as ours are) with a little room, so
+  // that every target is due each second. -Q: quiet but for a summary every minute (-q alone
+  // still prints each reply in loop mode).
+  const gapMs = (0.9 * 1000) / targets;
+  const fpingArgs = (hosts: readonly string[]) => ['-l', '-Q', '60', '-p', '1000', '-i', String(Number(gapMs.toFixed(3))), '-t', '900', ...hosts];
   const fOne = lab.spawn(lab.prober, 'fping', fpingArgs(ips.slice(0, 1)));
   collect(fOne);
   await sleep(1500);
@@ -185,10 +218,36 @@ export async function cost(teardown: (f: () => void) => void, targets: number, w
   const fp = lab.spawn(lab.prober, 'fping', fpingArgs(ips));
   collect(fp); // a pipe nobody reads would stop it
   const f = await measure(fp.pid ?? 0, 2000);
-  rows.push({ tool: 'fping', targets, probes_per_s: f.probesPerS, cpu_s_per_1k: f.cpuPer1k, rss_per_target_bytes: perTarget(f.rss, fBase), rss_mb: mb(f.rss), scrape_p50_ms: NaN, scrape_p99_ms: NaN });
+  rows.push(row('fping', f, fBase));
   fp.kill('SIGKILL');
   await exited(fp, 2000);
   return rows;
+}
+
+/**
+ * An idle exporter: a handful of targets at a 2 s interval, for `windowMs`. CPU share of one
+ * core (every thread, from the scheduler's nanosecond accounting) and wake-ups per second.
+ */
+export async function idle(teardown: (f: () => void) => void, windowMs: number): Promise<Array<Record<string, number>>> {
+  const lab = Lab.create({ teardown });
+  const ours = await lab.startExporter(['-i-wont-be-evil', '-interval', '2000', '-timeout', '1000']);
+  const pid = ours.child.pid ?? 0;
+  await addTargets(ours.url, kernelTargets(5));
+  // Past start-up: V8's memory reducer collects a few times in the first seconds.
+  await sleep(12_000);
+  const [cpu0, sw0, t0] = [taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
+  await sleep(windowMs);
+  const [cpu1, sw1, t1] = [taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
+  const seconds = (t1 - t0) / 1000;
+  return [
+    {
+      targets: 5,
+      interval_s: 2,
+      window_s: Number(seconds.toFixed(1)),
+      core_share_percent: Number((((cpu1 - cpu0) / seconds) * 100).toFixed(3)),
+      wakeups_per_s: Number(((sw1 - sw0) / seconds).toFixed(1)),
+    },
+  ];
 }
 
 export interface PrecisionRow extends Record<string, string | number> {

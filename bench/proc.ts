@@ -1,4 +1,5 @@
 /** Reading a process's cost from /proc: CPU time (whole process, or one named thread) and resident memory. */
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
 const TICKS = 100; // USER_HZ
@@ -61,6 +62,45 @@ export function anonymousRss(pid: number): { v8Pages: number; rest: number } {
     }
   }
   return { v8Pages, rest };
+}
+
+/**
+ * CPU seconds of every live thread of `pid`, from the scheduler's own accounting (schedstat:
+ * nanoseconds on a CPU, softirq work done in the thread's context included) rather than
+ * /proc/<pid>/stat's 10 ms ticks: an idle process uses a few of those a minute.
+ */
+export function taskCpuSeconds(pid: number): number {
+  return sumOverTasks(pid, (task) => Number(readFileSync(`${task}/schedstat`, 'utf8').split(' ')[0]) / 1e9);
+}
+
+/** Context switches of every live thread of `pid`: each voluntary one is a sleep and a wake-up. */
+export function contextSwitches(pid: number): { voluntary: number; involuntary: number } {
+  const read = (field: string) =>
+    sumOverTasks(pid, (task) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(`${task}/status`, 'utf8'))?.[1] ?? 0));
+  return { voluntary: read('voluntary_ctxt_switches'), involuntary: read('nonvoluntary_ctxt_switches') };
+}
+
+function sumOverTasks(pid: number, read: (task: string) => number): number {
+  let total = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      total += read(`/proc/${pid}/task/${tid}`);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return total;
+}
+
+/**
+ * System calls every thread of `pid` makes in `ms` milliseconds (perf counting the
+ * raw_syscalls:sys_enter tracepoint); NaN where perf is missing or refused.
+ */
+export function syscallsDuring(pid: number, ms: number): number {
+  const r = spawnSync('perf', ['stat', '-x', ',', '-e', 'raw_syscalls:sys_enter', '-p', String(pid), '--', 'sleep', String(ms / 1000)], { encoding: 'utf8' });
+  const line = r.stderr.split('\n').find((l) => l.includes('raw_syscalls:sys_enter'));
+  const n = Number(line?.split(',')[0]);
+  return r.status === 0 && Number.isFinite(n) ? n : NaN;
 }
 
 /** Resident memory of a process, in bytes. */

@@ -68,9 +68,10 @@ export async function scale(
   steps: readonly number[],
   windowMs: number,
   intervalMs = INTERVAL_MS,
+  maxPps = 100_000,
 ): Promise<Array<Record<string, number>>> {
   const lab = Lab.create({ teardown });
-  const args = ['-i-wont-be-evil', '-interval', String(intervalMs), '-timeout', '1000', '-maxpps', '100000'];
+  const args = ['-i-wont-be-evil', '-interval', String(intervalMs), '-timeout', '1000', '-maxpps', String(maxPps)];
   const exporter = await lab.startExporter(args);
   const pid = exporter.child.pid ?? 0;
   await sleep(500);
@@ -127,6 +128,8 @@ export async function scale(
       late_over_10ms_adding: c0.over10ms - before.over10ms,
       late_over_1ms_window: c1.over1ms - c0.over1ms,
       late_share_window: Number(((c1.over1ms - c0.over1ms) / Math.max(1, sent)).toFixed(4)),
+      // Probes that left within 1 ms of their slot (their turn on the grid).
+      on_schedule_share: Number((1 - (c1.over1ms - c0.over1ms) / Math.max(1, sent)).toFixed(4)),
       tx_stamps_missing_window: c1.txMissing - c0.txMissing,
       receive_queue_drops_since_start: c1.queueDrops,
       // Probes lost although their answer came within the timeout: must be 0 at every step.

@@ -94,11 +94,12 @@ const LOCKED = ['interval', 'maxpps', 'identifier'];
 
 /**
  * The engine's in-flight table, and how long past its timeout a probe can stay in it (the
- * 5 ms grace for the transmit path, 1 ms of pacer catch-up, 0.1 ms of send quantum): the
- * same figures as `lifecycle::peak_in_flight` in crates/netprobe, which refuses them too.
+ * 5 ms grace for the transmit path, a turn of up to 10 ms before its expiry is noticed, and a
+ * turn's worth of pacer catch-up): the same figures as `lifecycle::peak_in_flight` in
+ * crates/netprobe, which refuses them too.
  */
 const IN_FLIGHT_SLOTS = 1_048_576;
-const IN_FLIGHT_EXTRA_MS = 6.1;
+const IN_FLIGHT_EXTRA_MS = 25;
 
 /** The most probes `maxPps` and `timeoutMs` can put in flight at once. */
 export function peakInFlight(maxPps: number, timeoutMs: number): number {

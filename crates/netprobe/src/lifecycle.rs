@@ -39,17 +39,41 @@ pub type Nanos = u64;
 /// network's); an answer the kernel stamps at the very end of the timeout reaches its socket a
 /// little after that. Answers within the grace are judged by their RTT: above the timeout, late.
 pub const GRACE: Nanos = 5_000_000;
+/// A probe's expiry moves to follow its transmit stamp only when the stamp is this much later
+/// than `sendmsg` (it waited in a local queue): shorter waits are within the grace.
+pub const EXTEND_OVER: Nanos = 1_000_000;
 /// A queue read in full this many turns in a row without ever being found empty, for at least
 /// `FLOOD_SPAN`, is flooded (packets that pass the socket filters, faster than they are read):
 /// probes then expire as if it had been read (a backlog after a stall drains in far fewer).
 const FLOOD_TURNS: u32 = 200;
 const FLOOD_SPAN: Nanos = 1_000_000_000;
-/// How far the pacer may catch up after the thread was late.
-const PACER_CATCH_UP: Nanos = 1_000_000;
-/// The shortest sleep between two turns that send: probes due closer together than this leave
-/// together, up to this late. At 50,000 probes/s a wake-up per probe took a fifth of the engine
-/// thread (measured with perf; see the README's benchmarks); a turn then sends a few probes.
-pub const SEND_QUANTUM: Nanos = 100_000;
+/// The turn grid. The engine wakes only on the send schedule: since every RTT comes from the
+/// kernel's stamps, when it reads an answer does not change its number, so one wake-up sends
+/// what is due and reads every answer and stamp that came meanwhile. Turns fall on a grid of
+/// `turn` nanoseconds (fixed points in time: multiples of it since the engine started): a
+/// probe leaves in the first turn at or after its phase, which makes that grid point its slot
+/// (lateness is counted from it). The grid is as coarse as about `TURN_PROBES` probes a turn
+/// allow, between `TURN_MIN` and `TURN_MAX`, and divides the interval so that slots stay put
+/// round after round. At 1,000 probes/s a turn sends about ten and the engine wakes 100 times
+/// a second instead of three times a probe (see the README's benchmarks).
+pub const TURN_MIN: Nanos = 1_000_000;
+pub const TURN_MAX: Nanos = 10_000_000;
+const TURN_PROBES: u64 = 32;
+const TURN_CHOICES: [Nanos; 4] = [10_000_000, 5_000_000, 2_000_000, 1_000_000];
+
+/// The turn length for `targets` targets probed every `interval`, at most one probe each
+/// `gap` (`1 / max_pps`): the longest of `TURN_CHOICES` that holds no more than about
+/// `TURN_PROBES` probes and divides the interval (1 ms where none does).
+pub fn turn_length(targets: usize, interval: Nanos, gap: Nanos) -> Nanos {
+    let spacing = (interval / (targets as u64).max(1)).max(gap);
+    let most = spacing.saturating_mul(TURN_PROBES);
+    TURN_CHOICES.into_iter().find(|&t| t <= most && interval.is_multiple_of(t)).unwrap_or(TURN_MIN)
+}
+
+/// `t` rounded up to the turn grid of `turn`.
+fn on_grid(t: Nanos, turn: Nanos) -> Nanos {
+    t.div_ceil(turn).saturating_mul(turn)
+}
 /// How long sending pauses after the kernel had no room for a probe, doubled while it keeps
 /// refusing, up to the longest. A full backlog drains in microseconds, a slow queueing
 /// discipline takes milliseconds.
@@ -61,9 +85,10 @@ const CONGESTION_BACKOFF_MAX: Nanos = 64_000_000;
 pub const QUEUES: usize = 8;
 
 /// The most probes in flight `max_pps` and `timeout` can lead to: every probe sent within one
-/// expiry span, plus what the pacer may send at once to catch up.
+/// expiry span (an expiry is noticed up to a turn late), plus what the pacer lets one turn send
+/// at once to catch up (a turn's worth).
 pub fn peak_in_flight(max_pps: u32, timeout: Nanos) -> u64 {
-    let span = u128::from(timeout + GRACE + PACER_CATCH_UP + SEND_QUANTUM);
+    let span = u128::from(timeout + GRACE + 2 * TURN_MAX);
     (u128::from(max_pps) * span).div_ceil(1_000_000_000).min(u128::from(u64::MAX)) as u64 + 1
 }
 
@@ -220,11 +245,21 @@ pub struct Lifecycle {
     extended: BinaryHeap<Reverse<(Nanos, u32, u64)>>,
     next_serial: u64,
     pacer_next: Nanos,
-    /// When a turn last sent a probe (see SEND_QUANTUM).
-    last_send_turn: Nanos,
+    /// The turn grid's step for the targets tracked now (see `turn_length`).
+    turn: Nanos,
     /// How long a probe the kernel had no room for waits before it goes again: doubled while
     /// sends keep being refused, back to the shortest after one goes.
     backoff: Nanos,
+    /// The turn (`now / turn`) in which the backoff was last doubled: it doubles once a turn
+    /// at most, as the probes of one turn leave together and meet the same full queue.
+    backoff_turn: Nanos,
+    /// Probes the kernel had no room for, with their own due times, held until `held_until`:
+    /// then they go back in line where their due times put them, ahead of younger probes, so
+    /// the room a slow local queue has goes round every target (a retry timed afresh, or given
+    /// up at the target's next turn, queues behind the same targets every round: some never
+    /// get a turn).
+    held: Vec<(Nanos, (u32, TargetId))>,
+    held_until: Nanos,
     /// TCP source ports, used in turn.
     ports: Vec<u16>,
     next_port: usize,
@@ -252,8 +287,11 @@ impl Lifecycle {
             extended: BinaryHeap::new(),
             next_serial: 0,
             pacer_next: 0,
-            last_send_turn: 0,
+            turn: turn_length(0, config.interval, config.gap),
             backoff: CONGESTION_BACKOFF,
+            backoff_turn: Nanos::MAX,
+            held: Vec::new(),
+            held_until: 0,
             ports: Vec::new(),
             next_port: 0,
             queue_present: [false; QUEUES],
@@ -339,6 +377,7 @@ impl Lifecycle {
             }
         };
         self.index_of.insert(id, index as u32);
+        self.turn = turn_length(self.index_of.len(), self.config.interval, self.config.gap);
         // Its slot's fixed phase in the round: targets spread evenly, and nobody else's moves.
         let due = schedule::first_due(now, self.config.interval, schedule::phase_fraction(index));
         self.schedule.add(due, (index as u32, id));
@@ -348,6 +387,7 @@ impl Lifecycle {
         if let Some(index) = self.index_of.remove(&id).map(|i| i as usize) {
             self.targets[index] = None;
             self.free_targets.push(Reverse(index));
+            self.turn = turn_length(self.index_of.len(), self.config.interval, self.config.gap);
         }
     }
 
@@ -372,12 +412,19 @@ impl Lifecycle {
 
     /// When something is next due: a probe to send, or a probe to expire.
     pub fn next_wake(&self) -> Option<Nanos> {
-        let send =
-            self.schedule.peek().map(|(due, _)| due.max(self.pacer_next).max(self.last_send_turn + SEND_QUANTUM));
-        match (send, self.next_expiry()) {
+        let queued = self.schedule.peek().map(|(due, _)| due);
+        let held = self.held.iter().map(|(due, _)| (*due).max(self.held_until)).min();
+        let send = [queued, held].into_iter().flatten().min().map(|due| due.max(self.pacer_next));
+        let next = match (send, self.next_expiry()) {
             (Some(s), Some(e)) => Some(s.min(e)),
             (s, e) => s.or(e),
-        }
+        };
+        next.map(|t| on_grid(t, self.turn))
+    }
+
+    /// The turn grid's step now.
+    pub fn turn(&self) -> Nanos {
+        self.turn
     }
 
     /// When the next probe in flight expires.
@@ -392,9 +439,15 @@ impl Lifecycle {
 
     /// The next probe to send at `now`, if one is due and the pacer allows it.
     pub fn poll_transmit(&mut self, now: Nanos) -> Option<Transmit> {
+        if now >= self.held_until {
+            for (due, item) in self.held.drain(..) {
+                self.schedule.add(due, item);
+            }
+        }
         loop {
             let (due, (slot, id)) = self.schedule.peek()?;
-            if due > now || self.pacer_next > now {
+            // Not before its slot, the turn it belongs to, even in a turn a command started.
+            if on_grid(due, self.turn) > now || self.pacer_next > now {
                 return None;
             }
             self.schedule.pop();
@@ -411,8 +464,9 @@ impl Lifecycle {
                 }
                 ProbeKind::Tcp { .. } => self.take_port(),
             };
-            self.last_send_turn = now;
-            self.pacer_next = self.pacer_next.max(now.saturating_sub(PACER_CATCH_UP)) + self.config.gap;
+            // A turn may send as many as `-maxpps` allows over one turn, so the cap holds
+            // over any span of a turn or more.
+            self.pacer_next = self.pacer_next.max(now.saturating_sub(self.turn)) + self.config.gap;
             let serial = self.next_serial;
             self.next_serial += 1;
             let Some(seq) = seq else {
@@ -481,7 +535,14 @@ impl Lifecycle {
     fn schedule_next(&mut self, due: Nanos, slot: u32, id: TargetId, now: Nanos) {
         let phase = schedule::phase_fraction(slot as usize);
         let next = schedule::first_due(due + 1, self.config.interval, phase);
-        // When the pps cap cannot keep up, the next probe goes as soon as the pacer allows.
+        // A probe that left more than a turn after its next one was due (it waited for room
+        // here, or for the pps cap) is followed at the target's next phase from now, not at
+        // once: two probes of one target together would be a burst, and take another's room.
+        let next = if next.saturating_add(self.turn) <= now {
+            schedule::first_due(now, self.config.interval, phase)
+        } else {
+            next
+        };
         self.schedule.put_back(next.max(now), (slot, id));
     }
 
@@ -496,7 +557,7 @@ impl Lifecycle {
             SendResult::Sent { at, real } => {
                 // How late it left against its schedule (a probe that had to wait for room here
                 // counts once, when it leaves).
-                self.count_lateness(proto, at.saturating_sub(probe.due));
+                self.count_lateness(proto, at.saturating_sub(on_grid(probe.due, self.turn)));
                 self.backoff = CONGESTION_BACKOFF;
                 EngineCounters::add(&self.counters(proto).packets_sent, 1);
                 let expiry = at + self.config.timeout + GRACE;
@@ -513,20 +574,18 @@ impl Lifecycle {
                 EngineCounters::add(&self.counters(proto).send_deferred, 1);
                 self.inflight.remove(key, Ended::Other);
                 // This probe alone waits (others go: a queue full for one destination must not
-                // stop the rest), and tries again until its target's next turn; past that it is
-                // given up without an outcome: it never left, so it is neither sent nor lost.
-                let retry = now + self.backoff;
-                self.backoff = (self.backoff * 2).min(CONGESTION_BACKOFF_MAX);
-                let next_turn =
-                    schedule::first_due(probe.due + 1, self.config.interval, schedule::phase_fraction(index));
-                if retry < next_turn {
-                    self.schedule.add(retry, (slot, id));
-                } else {
-                    self.schedule_next(probe.due, slot, id, now);
+                // stop the rest), and tries again in a later turn, in line by its own due time:
+                // ahead of younger probes, so the room a slow local queue has goes round every
+                // target. It never left, so it is neither sent nor lost until it leaves.
+                if self.backoff_turn != now / self.turn {
+                    self.backoff_turn = now / self.turn;
+                    self.backoff = (self.backoff * 2).min(CONGESTION_BACKOFF_MAX);
                 }
+                self.held.push((probe.due, (slot, id)));
+                self.held_until = self.held_until.max(on_grid(now + self.backoff, self.turn));
             }
             SendResult::Failed => {
-                self.count_lateness(proto, now.saturating_sub(probe.due));
+                self.count_lateness(proto, now.saturating_sub(on_grid(probe.due, self.turn)));
                 EngineCounters::add(&self.counters(proto).send_errors, 1);
                 self.inflight.remove(key, Ended::Other);
                 self.end(index, id, probe.serial, Outcome::SendError);
@@ -653,6 +712,23 @@ impl Lifecycle {
                 self.finish(key);
             }
         }
+        // Deadlines of probes that ended already (answered, most of them) go too, however far
+        // off: the next expiry is then a live probe's, and the engine never wakes for the dead.
+        let live = |inflight: &InFlight, at: Nanos, key: Key, serial: u64| {
+            inflight.get(key).is_some_and(|p| p.serial == serial && p.expiry == at)
+        };
+        while let Some(&(at, key, serial)) = self.deadlines.front() {
+            if live(&self.inflight, at, key, serial) {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
+        while let Some(&Reverse((at, key, serial))) = self.extended.peek() {
+            if live(&self.inflight, at, Key(key), serial) {
+                break;
+            }
+            self.extended.pop();
+        }
     }
 
     /// A kernel transmit stamp for the probe `key` names (with the probe's token when the
@@ -696,6 +772,12 @@ impl Lifecycle {
         };
         if waited > self.config.timeout {
             return; // left after its timeout: lost here already
+        }
+        if waited <= EXTEND_OVER {
+            // The grace covers it: an answer in time still comes GRACE - EXTEND_OVER before
+            // the expiry. Moving every probe's expiry by the microseconds between `sendmsg` and
+            // its stamp cost a heap push and pop per probe (4 % of the engine at 100,000/s).
+            return;
         }
         let expiry = p.sent_at + waited + self.config.timeout + GRACE;
         if expiry > p.expiry {

@@ -44,11 +44,13 @@ pub struct SampleRing {
     filled: u8,
     /// Samples (LOST aside) with the top bit set: those that pin the ring to its step.
     wide: u8,
+    /// Written samples that are LOST (so a ring without any needs no loss pattern read).
+    lost: u8,
 }
 
 impl Default for SampleRing {
     fn default() -> Self {
-        Self { samples: [LOST; RING_LEN], shift: 0, head: 0, filled: 0, wide: 0 }
+        Self { samples: [LOST; RING_LEN], shift: 0, head: 0, filled: 0, wide: 0, lost: 0 }
     }
 }
 
@@ -86,7 +88,11 @@ impl SampleRing {
         if is_wide(self.samples[slot]) {
             self.wide -= 1;
         }
+        if usize::from(self.filled) == RING_LEN && self.samples[slot] == LOST {
+            self.lost -= 1;
+        }
         self.samples[slot] = LOST;
+        self.lost += u8::from(rtt_ns.is_none());
         if let Some(ns) = rtt_ns {
             let (shift, sample) = self.place(ns);
             if shift > self.shift {
@@ -99,6 +105,11 @@ impl SampleRing {
         }
         self.head = ((slot + 1) % RING_LEN) as u8;
         self.filled = (usize::from(self.filled) + 1).min(RING_LEN) as u8;
+    }
+
+    /// How many of the written samples are lost.
+    pub fn lost(&self) -> usize {
+        usize::from(self.lost)
     }
 
     /// The step the ring moves to for a new RTT, and the RTT at that step: the finest step at
@@ -250,7 +261,8 @@ mod tests {
 
     #[test]
     fn stays_within_its_budget() {
-        assert!(std::mem::size_of::<SampleRing>() <= 2 * RING_LEN + 4);
+        // The samples, and six bytes of bookkeeping (step, head, filled, wide, lost).
+        assert!(std::mem::size_of::<SampleRing>() <= 2 * RING_LEN + 6);
     }
 
     #[test]
@@ -472,6 +484,7 @@ mod tests {
 
                 let got = newest(&r);
                 assert_eq!(got.len(), model.len());
+                assert_eq!(r.lost(), got.iter().filter(|s| s.is_none()).count(), "lost count");
                 for (got, m) in got.iter().zip(model.iter().rev()) {
                     let (got, ns) = match (got, m.ns) {
                         (None, None) => continue,

@@ -75,6 +75,9 @@ impl TargetStats {
     /// a function of the outcomes alone: reading the gauges (by one scraper or several, at any
     /// moment) never changes them.
     fn apply_sticky_split(&mut self) {
+        if self.ring.lost() == 0 {
+            return; // every sample answered: no split scores anything (the common case, O(1))
+        }
         let mut answered = [false; RING_LEN];
         let n = usize::from(self.limit);
         for (slot, sample) in answered.iter_mut().zip(self.ring.newest_first().take(n)) {

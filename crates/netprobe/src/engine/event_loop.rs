@@ -64,6 +64,8 @@ const SNAPSHOT_CHUNK: usize = 16;
 pub(super) const MAX_PROBE_LEN: usize = 64;
 // So that taking a probe-sized chunk of the packet buffer can never fail.
 const _: () = assert!(MAX_PROBE_LEN >= crate::wire::icmp::PROBE_LEN && MAX_PROBE_LEN >= crate::wire::tcp::SYN_LEN);
+/// The engine thread's timer slack (the kernel's default): small against a turn (`TURN_MIN`).
+const TIMER_SLACK_NS: u64 = 50_000;
 /// How long the loop rests after `ppoll` failed (other than EINTR) before it tries again.
 const POLL_RETRY: Duration = Duration::from_millis(1);
 
@@ -135,6 +137,9 @@ pub(super) struct EngineLoop {
     /// looked up (the SYN's checksum covers it). Kept here, not per target, so ICMP targets
     /// do not carry it; stale entries go with the interface check.
     pub route_sources: HashMap<IpAddr, (IpAddr, Instant)>,
+    pub route_source_probe: super::tcp::RouteSourceProbe,
+    /// Whether the last look left a queue with more than BATCH messages unread.
+    left_unread: bool,
 }
 
 impl EngineLoop {
@@ -172,6 +177,8 @@ impl EngineLoop {
             routes: None,
             next_interface_check: Instant::now(),
             route_sources: HashMap::new(),
+            route_source_probe: Default::default(),
+            left_unread: false,
         };
         engine.add_transport(Proto::Icmp, Family::V4, v4);
         engine.add_transport(Proto::Icmp, Family::V6, v6);
@@ -260,9 +267,11 @@ impl EngineLoop {
     }
 
     pub fn run(&mut self) -> io::Result<()> {
-        // Precise wake-ups for pacing: the default 50 us timer slack would blur the schedule.
+        // Turns fall on a grid of at least a millisecond: the default 50 us of timer slack
+        // lets the kernel merge this thread's wake-ups with others' without moving a turn
+        // by more than a small share of it.
         // SAFETY: prctl with integer arguments only affects this thread.
-        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS as libc::c_ulong) };
         while !self.stopping {
             if self.config.panic_after.is_some_and(|after| self.origin.elapsed() >= after) {
                 panic!("injected failure (ICMP_EXPORTER_TEST_ENGINE_PANIC_MS)");
@@ -278,8 +287,13 @@ impl EngineLoop {
                 self.forget_stale_sources(Instant::now());
                 self.next_interface_check = Instant::now() + INTERFACE_CHECK;
             }
-            self.turn();
-            self.poll(true);
+            // What is due leaves first (reading a turn's answers takes a while at high rates,
+            // and nothing sent depends on them), then every queue is read, then what has
+            // expired ends (it needs the queues read after its expiry).
+            self.send_due();
+            self.look();
+            self.core.expire(self.now());
+            self.sleep();
         }
         Ok(())
     }
@@ -287,6 +301,11 @@ impl EngineLoop {
     /// Ends what has expired (as far as every queue has been read), then sends what is due.
     fn turn(&mut self) {
         self.core.expire(self.now());
+        self.send_due();
+    }
+
+    /// Sends what is due now, up to BATCH probes.
+    fn send_due(&mut self) {
         for _ in 0..BATCH {
             let Some(tx) = self.core.poll_transmit(self.now()) else {
                 break;
@@ -295,77 +314,107 @@ impl EngineLoop {
         }
     }
 
-    /// Waits in `ppoll` until something is due (`wait`), or only looks (not `wait`), then reads
-    /// every queue that has something. Tells the lifecycle how far each queue has been read.
-    fn poll(&mut self, wait: bool) {
-        let before = self.now();
-        let mut wake_at = before;
-        let timeout = if wait {
-            let check = self.next_interface_check.saturating_duration_since(self.origin).as_nanos();
-            let check = u64::try_from(check).unwrap_or(Nanos::MAX);
-            wake_at = self.core.next_wake().map_or(check, |w| w.min(check)).max(before);
-            if self.routes.as_ref().is_some_and(RouteMonitor::needs_read) {
-                wake_at = before; // more route messages to read than one call takes
-            }
-            let d = wake_at - before;
-            libc::timespec { tv_sec: (d / 1_000_000_000) as libc::time_t, tv_nsec: (d % 1_000_000_000) as libc::c_long }
-        } else {
-            libc::timespec { tv_sec: 0, tv_nsec: 0 }
-        };
-        let pollfd = |fd: i32, events: i16| libc::pollfd { fd, events, revents: 0 };
-        // The wake-up, then per transport its receive and send socket, then the route monitor's
-        // two sockets (-1 = absent, ignored).
-        let mut fds = [pollfd(-1, 0); 1 + 2 * SLOTS + 2];
-        fds[0] = pollfd(self.wake.as_fd().as_raw_fd(), libc::POLLIN);
-        if let Some(m) = &self.routes {
-            for (i, fd) in m.fds().iter().enumerate() {
-                fds[1 + 2 * SLOTS + i] = pollfd(fd.as_raw_fd(), libc::POLLIN);
-            }
+    /// When the loop must look at its own business next: the route monitor's table aged, and
+    /// (where there is no monitor) the default route read again. Nothing, when there is none.
+    fn next_housekeeping(&self) -> Option<Nanos> {
+        let needed = self.routes.is_none() || !self.route_sources.is_empty();
+        let at = self.next_interface_check.saturating_duration_since(self.origin).as_nanos();
+        needed.then(|| u64::try_from(at).unwrap_or(Nanos::MAX))
+    }
+
+    /// Sleeps until the next turn of the schedule (a send or an expiry, on the turn grid), a
+    /// command, or a route change. Answers and stamps do not wake it: the next turn reads them,
+    /// and their numbers come from the kernel's stamps, not from when they are read.
+    fn sleep(&mut self) {
+        let now = self.now();
+        if self.routes.as_ref().is_some_and(RouteMonitor::needs_read) {
+            return; // more route messages to read than one call takes
         }
-        for (i, t) in self.transports.iter().enumerate() {
-            if let Some(t) = t {
-                fds[1 + 2 * i] = pollfd(t.sockets.rx_fd().as_raw_fd(), libc::POLLIN);
-                // Transmit timestamps raise POLLERR, which poll reports unasked.
-                fds[2 + 2 * i] = pollfd(t.sockets.tx_fd().as_raw_fd(), 0);
-            }
-        }
-        // SAFETY: `fds` and `timeout` are valid for the call; no signal mask is passed.
-        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &timeout, std::ptr::null()) };
-        let failed = if self.config.failing_polls > 0 {
-            self.config.failing_polls -= 1;
-            Some(io::Error::from_raw_os_error(libc::ENOMEM))
-        } else {
-            (rc < 0).then(io::Error::last_os_error)
-        };
-        if let Some(e) = failed {
-            if e.kind() != io::ErrorKind::Interrupted {
-                // Counted and tried again: a failed wait must never end the engine.
-                EngineCounters::add(&self.shared.counters(Proto::Icmp).poll_errors, 1);
-                std::thread::sleep(POLL_RETRY);
-            }
+        if std::mem::take(&mut self.left_unread) {
+            // A queue had more than a turn reads (BATCH): read on at once rather than let it
+            // fill until the next turn.
             return;
         }
-        // A socket poll found empty was empty at its last look, which came after `before`; on a
-        // timeout the kernel looks once more after the timer fired, so after `wake_at`.
-        let empty_since = if rc == 0 { wake_at } else { before };
+        let wake_at = [self.core.next_wake(), self.next_housekeeping()].into_iter().flatten().min();
+        let timeout = wake_at.map(|at| {
+            let d = at.saturating_sub(now);
+            libc::timespec { tv_sec: (d / 1_000_000_000) as libc::time_t, tv_nsec: (d % 1_000_000_000) as libc::c_long }
+        });
+        let pollfd = |fd: i32| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // The wake-up, then the route monitor's two sockets (-1 = absent, ignored).
+        let mut fds = [pollfd(self.wake.as_fd().as_raw_fd()), pollfd(-1), pollfd(-1)];
+        if let Some(m) = &self.routes {
+            for (i, fd) in m.fds().iter().enumerate() {
+                fds[1 + i] = pollfd(fd.as_raw_fd());
+            }
+        }
+        let timeout_ptr = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `fds` and `timeout` are valid for the call; no signal mask is passed.
+        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ptr, std::ptr::null()) };
+        if self.poll_failed(rc) {
+            return;
+        }
         if fds[0].revents != 0 {
             let _ = self.wake.read();
         }
-        let routes_ready = fds[1 + 2 * SLOTS..].iter().any(|f| f.revents != 0);
+        let routes_ready = fds[1..].iter().any(|f| f.revents != 0);
         if let Some(m) = self.routes.as_mut().filter(|m| routes_ready || m.needs_read()) {
             let changes = m.on_readable();
             if changes.default_routes || changes.links {
                 self.follow_interfaces();
             }
         }
+    }
+
+    /// Whether a `ppoll` that returned `rc` failed (counted, and after a short rest, tried
+    /// again by the loop: a failed wait must never end the engine).
+    fn poll_failed(&mut self, rc: libc::c_int) -> bool {
+        let failed = if self.config.failing_polls > 0 {
+            self.config.failing_polls -= 1;
+            Some(io::Error::from_raw_os_error(libc::ENOMEM))
+        } else {
+            (rc < 0).then(io::Error::last_os_error)
+        };
+        match failed {
+            Some(e) if e.kind() != io::ErrorKind::Interrupted => {
+                EngineCounters::add(&self.shared.counters(Proto::Icmp).poll_errors, 1);
+                std::thread::sleep(POLL_RETRY);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Looks at every socket queue (one `ppoll` that does not wait) and reads every one that
+    /// has something; tells the lifecycle how far each queue has been read.
+    fn look(&mut self) {
+        let before = self.now();
+        let pollfd = |fd: i32, events: i16| libc::pollfd { fd, events, revents: 0 };
+        // Per transport its receive and send socket (-1 = absent, ignored).
+        let mut fds = [pollfd(-1, 0); 2 * SLOTS];
+        for (i, t) in self.transports.iter().enumerate() {
+            if let Some(t) = t {
+                fds[2 * i] = pollfd(t.sockets.rx_fd().as_raw_fd(), libc::POLLIN);
+                // Transmit timestamps raise POLLERR, which poll reports unasked.
+                fds[2 * i + 1] = pollfd(t.sockets.tx_fd().as_raw_fd(), 0);
+            }
+        }
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `fds` and `zero` are valid for the call; no signal mask is passed.
+        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &zero, std::ptr::null()) };
+        if self.poll_failed(rc) {
+            return;
+        }
+        // A socket poll found empty was empty at its look, which came after `before`.
         // Transmit stamps first: a stamp can move its probe's expiry later (it waited in a local
         // queue), which an answer or error read in the same turn must be judged against.
         for i in 0..SLOTS {
             if self.transports[i].is_none() {
                 continue;
             }
-            if fds[2 + 2 * i].revents == 0 {
-                self.core.queue_drained(tx_queue(i), empty_since);
+            if fds[2 * i + 1].revents == 0 {
+                self.core.queue_drained(tx_queue(i), before);
             } else {
                 self.receive_tx_stamps(i);
             }
@@ -375,8 +424,8 @@ impl EngineLoop {
                 continue;
             }
             let (proto, family) = slot_info(i);
-            if fds[1 + 2 * i].revents == 0 {
-                self.core.queue_drained(rx_queue(i), empty_since);
+            if fds[2 * i].revents == 0 {
+                self.core.queue_drained(rx_queue(i), before);
             } else {
                 match proto {
                     Proto::Icmp => self.receive_icmp(family),
@@ -400,7 +449,7 @@ impl EngineLoop {
                     let mut out = Vec::with_capacity(ids.len());
                     for chunk in ids.chunks(SNAPSHOT_CHUNK) {
                         out.extend(chunk.iter().map(|id| self.core.snapshot(*id)));
-                        self.poll(false);
+                        self.look();
                         self.turn();
                     }
                     let _ = reply.send(out);
@@ -503,6 +552,7 @@ impl EngineLoop {
         }
         if handled >= BATCH {
             self.core.queue_busy(queue);
+            self.left_unread = true;
         }
         self.batch = batch;
     }

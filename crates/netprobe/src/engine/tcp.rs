@@ -15,6 +15,7 @@ use crate::wire::tcp::{self, flags, SynRepr, SYN_LEN};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// How long a looked-up source address is trusted before the route is asked again.
@@ -23,16 +24,58 @@ const SOURCE_TTL: Duration = Duration::from_secs(5);
 const WINDOW: u16 = 64240;
 const WINDOW_SCALE: u8 = 7;
 
-/// The source address the kernel would use towards `dst` from interface `ifindex` (a UDP
-/// connect sends nothing).
-fn route_source(dst: IpAddr, port: u16, ifindex: Option<u32>) -> io::Result<IpAddr> {
-    let domain = if dst.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-    let s = Socket::new(domain, Type::DGRAM.cloexec(), None)?;
-    if let Some(index) = ifindex {
-        setsockopt(&s, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, &(index as libc::c_int))?;
+/// A UDP socket per family that asks the kernel which source address it routes from towards a
+/// destination (connecting a UDP socket sends nothing). Kept and connected again for each
+/// lookup: two system calls, where a socket per lookup took five and an allocation.
+#[derive(Default)]
+pub(super) struct RouteSourceProbe {
+    sockets: [Option<(Socket, Option<u32>)>; 2],
+}
+
+impl RouteSourceProbe {
+    /// The source address the kernel would use towards `dst` from interface `ifindex`.
+    fn lookup(&mut self, dst: IpAddr, port: u16, ifindex: Option<u32>) -> io::Result<IpAddr> {
+        let slot = &mut self.sockets[usize::from(dst.is_ipv6())];
+        if slot.as_ref().is_none_or(|(_, bound)| *bound != ifindex) {
+            let domain = if dst.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+            let s = Socket::new(domain, Type::DGRAM.cloexec(), None)?;
+            if let Some(index) = ifindex {
+                setsockopt(&s, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, &(index as libc::c_int))?;
+            }
+            *slot = Some((s, ifindex));
+        }
+        let Some((s, _)) = slot.as_ref() else {
+            return Err(io::Error::other("no route lookup socket"));
+        };
+        // Dissolve the last association first: connecting a connected UDP socket again keeps
+        // the source address the first connect chose.
+        let looked_up = disconnect(s)
+            .and_then(|()| s.connect(&SockAddr::from(SocketAddr::new(dst, port))))
+            .and_then(|()| s.local_addr());
+        match looked_up {
+            Ok(local) => local.as_socket().map(|a| a.ip()).ok_or_else(|| io::Error::other("no source address")),
+            Err(e) => {
+                // A failed connect can leave the socket in any state: the next lookup opens anew.
+                *slot = None;
+                Err(e)
+            }
+        }
     }
-    s.connect(&SockAddr::from(SocketAddr::new(dst, port)))?;
-    s.local_addr()?.as_socket().map(|a| a.ip()).ok_or_else(|| io::Error::other("no source address"))
+}
+
+/// Dissolves a UDP socket's association (`connect` to AF_UNSPEC), which also forgets the
+/// source address it chose.
+fn disconnect(s: &Socket) -> io::Result<()> {
+    // SAFETY: an all-zero sockaddr (family AF_UNSPEC) of its own size, for the call only.
+    let unspec: libc::sockaddr = unsafe { std::mem::zeroed() };
+    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: a valid socket and a valid sockaddr of `len` bytes.
+    let rc = unsafe { libc::connect(s.as_raw_fd(), &unspec, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl EngineLoop {
@@ -49,7 +92,7 @@ impl EngineLoop {
                 return Ok(src);
             }
         }
-        let looked_up = route_source(dst, port, self.bound[usize::from(dst.is_ipv6())]);
+        let looked_up = self.route_source_probe.lookup(dst, port, self.bound[usize::from(dst.is_ipv6())]);
         match &looked_up {
             Ok(src) => self.route_sources.insert(dst, (*src, now)),
             Err(_) => self.route_sources.remove(&dst),

@@ -299,7 +299,7 @@ impl Sim {
         // The driver stamps it a little after sendmsg (or after a wait in a queueing
         // discipline, up to twice the timeout); it reaches the error queue right after.
         let driver = if self.rng.chance(self.sc.p_qdisc) {
-            self.rng.between(MS, 2 * timeout)
+            self.rng.between(MS / 2, 2 * timeout)
         } else {
             self.rng.between(US, 30 * US)
         };
@@ -315,8 +315,11 @@ impl Sim {
         // When the probe expires: its timeout and grace from the send, or, once its transmit
         // stamp is read before that, from when the stamp says it left (if within the timeout).
         let first_expiry = t_s + timeout + GRACE;
-        let moved_expiry =
-            if driver <= timeout { first_expiry.max(t_s + driver + timeout + GRACE) } else { first_expiry };
+        let moved_expiry = if driver <= timeout && driver > EXTEND_OVER {
+            first_expiry.max(t_s + driver + timeout + GRACE)
+        } else {
+            first_expiry
+        };
         // Whether the stamp is surely read in time, maybe (it came after the first expiry, which
         // the engine may or may not have reached), or never.
         let stamp_read = match stamp_arrives {
@@ -477,20 +480,20 @@ impl Sim {
         }
     }
 
-    /// One turn as the shell takes it: read the queues, expire, send.
+    /// One turn as the shell takes it: send what is due, read the queues, expire.
     fn turn(&mut self, sending: bool) {
-        // As the shell does: the error queues (transmit stamps) first, then the receive queues.
-        for q in (1..QUEUES).step_by(2).chain((0..QUEUES).step_by(2)) {
-            let partial = self.rng.chance(self.sc.p_partial);
-            self.read(q, !partial);
-        }
-        self.core.expire(self.now);
         if sending {
             for _ in 0..256 {
                 let Some(tx) = self.core.poll_transmit(self.now) else { break };
                 self.send(tx);
             }
         }
+        // As the shell does: the error queues (transmit stamps) first, then the receive queues.
+        for q in (1..QUEUES).step_by(2).chain((0..QUEUES).step_by(2)) {
+            let partial = self.rng.chance(self.sc.p_partial);
+            self.read(q, !partial);
+        }
+        self.core.expire(self.now);
         self.collect_log();
     }
 
@@ -508,12 +511,10 @@ impl Sim {
     }
 
     /// The next moment the shell would wake: the lifecycle's (or only its next expiry, once
-    /// nothing is sent any more), or an arrival.
+    /// nothing is sent any more). Arrivals never wake the shell: the next turn reads them.
     fn next_wake(&self, sending: bool) -> Nanos {
-        let arrival = self.queues.iter().filter_map(|q| q.first().map(|(t, _)| *t)).min();
         let core = if sending { self.core.next_wake() } else { self.core.next_expiry() };
-        let wake = [core, arrival].into_iter().flatten().min().unwrap_or(self.now + self.sc.interval);
-        wake.max(self.now + 1)
+        core.unwrap_or(self.now + self.sc.interval).max(self.now + 1)
     }
 
     fn check_snapshots(&self) {
@@ -558,7 +559,13 @@ impl Sim {
             self.turn(false);
             self.now = self.next_wake(false).min(end);
         }
-        self.turn(false);
+        // A last turn that reads every queue in full (the turns before may have read some in
+        // part, and arrivals no longer wake the shell).
+        for q in (1..QUEUES).step_by(2).chain((0..QUEUES).step_by(2)) {
+            self.read(q, true);
+        }
+        self.core.expire(self.now);
+        self.collect_log();
         self.core.expire(Nanos::MAX);
         self.collect_log();
         assert_eq!(self.core.in_flight(), 0, "everything ended");
@@ -853,7 +860,8 @@ fn a_late_engine_loses_nothing_that_came_in_time() {
 
 /// Whatever targets came and went before, once N targets are tracked in slots 0..N-1 (freed
 /// slots are taken again lowest first, so as many additions as removals fill every hole) the
-/// round has no gap longer than twice interval/N: the next N sends, due in one interval.
+/// round has no gap longer than twice interval/N, give or take the turn each probe waits for:
+/// the next N sends, due in one interval. Every send leaves at a turn on the grid.
 #[test]
 fn after_churn_n_targets_leave_no_gap_over_twice_the_even_spacing() {
     let mut rng = Rng(0x9a9);
@@ -897,6 +905,7 @@ fn after_churn_n_targets_leave_no_gap_over_twice_the_even_spacing() {
             now = now.max(t);
             while let Some(tx) = core.poll_transmit(now) {
                 core.on_sent(tx.key, SendResult::Failed, now);
+                assert_eq!(now % core.turn(), 0, "case {case}: a send off the turn grid at {now}");
                 dues.push(now);
             }
             now += 1;
@@ -905,7 +914,8 @@ fn after_churn_n_targets_leave_no_gap_over_twice_the_even_spacing() {
         let mut gaps: Vec<u64> = round.windows(2).map(|w| w[1] - w[0]).collect();
         gaps.push(round[0] + interval - round[n - 1]);
         let max = *gaps.iter().max().unwrap_or(&0);
-        assert!(max <= 2 * interval / n as u64 + 2, "case {case}: {n} targets, largest gap {max} ns");
+        let turn = core.turn();
+        assert!(max <= 2 * interval / n as u64 + turn, "case {case}: {n} targets, largest gap {max} ns (turn {turn})");
     }
 }
 
@@ -1004,4 +1014,138 @@ fn a_flooded_queue_holds_expiry_back_only_so_long() {
         }
     }
     panic!("the probe never expired");
+}
+
+/// The turn grid: about 32 probes a turn at most, 1 to 10 ms, a divisor of the interval.
+#[test]
+fn turns_hold_about_32_probes_and_divide_the_interval() {
+    use super::turn_length;
+    let s = 1000 * MS;
+    let unlimited = 1; // -maxpps far above the rate
+    assert_eq!(turn_length(0, s, unlimited), 10 * MS, "idle: the longest");
+    assert_eq!(turn_length(1_000, s, unlimited), 10 * MS, "1,000/s: 10 a turn");
+    assert_eq!(turn_length(10_000, s, unlimited), 2 * MS, "10,000/s: 20 a turn");
+    assert_eq!(turn_length(100_000, s, unlimited), MS, "100,000/s: the shortest");
+    assert_eq!(turn_length(100_000, s, 100_000), 2 * MS, "-maxpps 10,000: 20 a turn");
+    assert_eq!(turn_length(10, 15 * MS, unlimited), 5 * MS, "a divisor of a 15 ms interval");
+    assert_eq!(turn_length(10, 7 * MS, unlimited), MS, "7 ms: only 1 ms divides it");
+    let mut rng = Rng(0x7e57);
+    for _ in 0..10_000 {
+        let interval = rng.between(10, 100_000) * MS;
+        let (targets, gap) = (rng.below(200_000) as usize, rng.between(1, 1_000_000));
+        let turn = turn_length(targets, interval, gap);
+        assert!((TURN_MIN..=TURN_MAX).contains(&turn));
+        assert_eq!(interval % turn, 0, "{interval} {turn}");
+        let spacing = (interval / (targets as u64).max(1)).max(gap);
+        assert!(turn == TURN_MIN || turn / spacing <= 32, "{targets} targets, {interval}, gap {gap}: turn {turn}");
+    }
+}
+
+/// Whatever is due, and however late the engine wakes, no span sends more than `-maxpps`
+/// allows over it and one turn more (a turn that woke late catches up by one turn's worth at
+/// most), plus the one probe that starts the span.
+#[test]
+fn the_pacer_holds_the_cap_over_any_span_of_a_turn() {
+    let mut rng = Rng(0xcab);
+    for case in 0..50 {
+        let shared = Arc::new(Shared::default());
+        let max_pps = rng.between(100, 50_000);
+        let gap = 1_000_000_000 / max_pps;
+        let config = LifecycleConfig { interval: rng.between(10, 2000) * MS, timeout: 100 * MS, gap, hard: false };
+        let mut core = Lifecycle::new(config, shared);
+        for id in 0..rng.between(1, 3000) as u32 {
+            core.track(id + 1, IpAddr::V4(Ipv4Addr::from(0xc612_0000 | id)), ProbeKind::Icmp, 0);
+        }
+        let turn = core.turn();
+        let mut sends = Vec::new();
+        let mut now = 0;
+        while now < 3000 * MS {
+            while let Some(tx) = core.poll_transmit(now) {
+                core.on_sent(tx.key, SendResult::Failed, now);
+                sends.push(now);
+            }
+            let next = core.next_wake().unwrap_or(now + MS).max(now + 1);
+            // Sometimes late, as a busy host wakes.
+            now = if rng.chance(0.1) { next + rng.below(5 * turn) } else { next };
+        }
+        for (i, &start) in sends.iter().enumerate() {
+            for span in [turn, 2 * turn, 10 * turn] {
+                let within = sends[i..].partition_point(|&t| t < start + span) as u64;
+                assert!(
+                    within <= (span + turn) / gap + 2,
+                    "case {case}: {within} sends in {span} ns from {start}, cap {max_pps}/s"
+                );
+            }
+        }
+    }
+}
+
+/// A local queue that drains slower than the probes are due (a slow queueing discipline):
+/// the room it has goes round the targets, so every target keeps being probed.
+#[test]
+fn a_slow_local_queue_is_shared_by_every_target() {
+    let shared = Arc::new(Shared::default());
+    let config = LifecycleConfig { interval: 50 * MS, timeout: 1000 * MS, gap: 10_000, hard: false };
+    let mut core = Lifecycle::new(config, shared);
+    for id in 1..=50u32 {
+        core.track(id, IpAddr::V4(Ipv4Addr::from(0xc612_8000 | id)), ProbeKind::Icmp, 0);
+    }
+    // Room for 30 packets, draining 250 a second.
+    let (mut room, mut drained_at) = (30.0f64, 0);
+    let mut sent: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut now = 0;
+    while now < 20_000 * MS {
+        room = (room + (now - drained_at) as f64 * 250.0 / 1e9).min(30.0);
+        drained_at = now;
+        while let Some(tx) = core.poll_transmit(now) {
+            if room >= 1.0 {
+                room -= 1.0;
+                *sent.entry(tx.target_index).or_default() += 1;
+                core.on_sent(tx.key, SendResult::Sent { at: now, real: REAL_ZERO + now as i64 }, now);
+            } else {
+                core.on_sent(tx.key, SendResult::Congested, now);
+            }
+            now += 1_000; // a send takes a microsecond or so
+        }
+        core.expire(now);
+        now = core.next_wake().unwrap_or(now + MS).max(now + 1);
+    }
+    let counts: Vec<u32> = (0..50).map(|i| sent.get(&i).copied().unwrap_or(0)).collect();
+    let (least, most) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
+    println!("sends per target: {counts:?}");
+    assert!(least * 2 >= most, "sends per target: {counts:?}");
+}
+
+/// An answered probe's deadline does not wake the engine: once the turn that read its answer
+/// has expired what it could, the next wake-up is the next send, not the old deadline.
+#[test]
+fn an_answered_probe_leaves_no_wake_up_behind() {
+    let shared = Arc::new(Shared::default());
+    let interval = 1000 * MS;
+    let config = LifecycleConfig { interval, timeout: 100 * MS, gap: 1, hard: false };
+    let mut core = Lifecycle::new(config, shared);
+    for q in 0..QUEUES {
+        core.queue_opened(q, 0);
+    }
+    let fine = IpAddr::V4(Ipv4Addr::new(198, 18, 192, 8));
+    core.track(1, fine, ProbeKind::Icmp, 0);
+    let first = core.next_wake().expect("a send is due");
+    let tx = core.poll_transmit(first).expect("due");
+    let real = REAL_ZERO + first as i64;
+    core.on_sent(tx.key, SendResult::Sent { at: first, real }, first);
+    assert_eq!(core.next_wake(), Some(first + 110 * MS), "unanswered: its deadline (105 ms, on the 10 ms grid)");
+    core.on_tx_stamp(Proto::Icmp, tx.key, None, Some(real + 1_000), None);
+    let reply = Reply { rx_stamp_ns: Some(real + 11_000), rx_hw_ns: None, at: first + 12_000, closed: false };
+    core.on_answer(
+        Proto::Icmp,
+        Answer { key: tx.key, token: tx.token, from: Some(fine), kind: tx.kind, seq: tx.seq, reply },
+        |_| false,
+    );
+    let now = first + MS;
+    for q in 0..QUEUES {
+        core.queue_drained(q, now);
+    }
+    core.expire(now);
+    assert_eq!(core.in_flight(), 0);
+    assert_eq!(core.next_wake(), Some(first + interval), "answered: the next send");
 }
