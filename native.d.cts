@@ -18,8 +18,17 @@ export declare class Engine {
    */
   track(address: string, protocol: 'icmp' | 'tcp', port?: number): number
   untrack(id: number): void
-  /** Statistics of each id, in order; null for an id that is not tracked. */
-  snapshot(ids: Array<number>): Promise<Array<TargetStats | null>>
+  /**
+   * Where the answers of `snapshotFlat` go, from now on: `listener(token, stats, error)`,
+   * called on the event loop.
+   */
+  answerSnapshotsTo(listener: (token: number, stats: Float64Array | null, error: string | null) => void): void
+  /**
+   * Statistics of each id, in order, as `SNAPSHOT_STRIDE` numbers per id, answered to the
+   * `answerSnapshotsTo` listener with `token`. The engine thread hands them to the event
+   * loop itself: no thread of libuv's pool sits waiting for it, as an async task's did.
+   */
+  snapshotFlat(ids: Uint32Array, token: number): void
   /** Engine-wide counters of one protocol. */
   counters(protocol: 'icmp' | 'tcp'): EngineCounters
   /** What did not work at start without preventing it (e.g. no IPv6 socket). */
@@ -94,20 +103,9 @@ export interface EngineOptions {
 }
 
 /**
- * Statistics of one target. Counters are cumulative since the target was first tracked;
- * `window*` fields are absent when undefined (no samples, or no reply in the window).
+ * Numbers per target in `snapshotFlat`'s answer, in this order: sent, received, closed,
+ * latency sum, squared latency sum, ICMP errors, send errors, window samples, window loss
+ * ratio, window mean latency, window standard deviation. NaN where a window figure is
+ * undefined, and in every place of an id that is not tracked.
  */
-export interface TargetStats {
-  sent: number
-  received: number
-  /** Of `received`, TCP probes answered by a RST (port closed, host up). */
-  closed: number
-  latencySecondsTotal: number
-  latencySquaredSecondsTotal: number
-  icmpErrors: number
-  sendErrors: number
-  windowSamples: number
-  windowLossRatio?: number
-  windowLatencySeconds?: number
-  windowStddevSeconds?: number
-}
+export declare const SNAPSHOT_STRIDE: number

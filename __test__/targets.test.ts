@@ -58,3 +58,26 @@ test('thousands of targets: slots grow, are reused, and keep their ids and acces
   );
   t.is(tracked.size, 1500);
 });
+
+test('the timer passes over the targets only once one can have expired; targets added after an empty pass still expire', (t) => {
+  const { targets, tick } = registry();
+  t.is(targets.sweepDue(), 0, 'nothing to expire');
+  targets.acquire([{ address: '198.18.0.1', port: 0 }]);
+  tick(999);
+  t.is(targets.sweepDue(), 0);
+  tick(1);
+  t.is(targets.sweepDue(), 1, 'expired at its time, though the last pass found no target');
+  targets.acquire([{ address: '198.18.0.2', port: 0 }]);
+  tick(500);
+  targets.acquire([{ address: '198.18.0.3', port: 0 }]);
+  tick(500);
+  t.is(targets.sweepDue(), 1, 'the older one');
+  tick(499);
+  t.is(targets.sweepDue(), 0);
+  targets.acquire([{ address: '198.18.0.3', port: 0 }]); // asked for again: later
+  tick(1);
+  t.is(targets.sweepDue(), 0, 'refreshed, not due');
+  tick(1000);
+  t.is(targets.sweepDue(), 1);
+  t.is(targets.count(false), 0);
+});

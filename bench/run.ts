@@ -5,20 +5,26 @@
  * takes about three minutes). Compare figures as ratios within one run, never across
  * machines or runs: the machines are shared and noisy.
  *
- *   BENCH_SECTIONS   scale,ceiling,cost,idle,precision (default: all)
+ *   BENCH_SECTIONS   scale,ceiling,cost,idle,precision,http,deployment (default: all)
  *   BENCH_COST_TARGETS  targets of the cost section (default 1000,10000)
  *   BENCH_TARGETS    scale steps (default 1000,10000,100000; 2 s interval, -maxpps 100000)
  *   BENCH_WINDOW_MS  measuring window of each step (default 5000)
+ *   BENCH_DEPLOYMENT_TARGETS    deployment steps (default 1000,10000)
+ *   BENCH_DEPLOYMENT_WINDOW_MS  its measuring window (default 30000: two scrape intervals)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { deployment } from './deployment.js';
+import { httpCost } from './http-cost.js';
 import { cost, idle, precision } from './peers.js';
 import { churn, scale } from './scale.js';
 
-const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? 'scale,ceiling,cost,idle,precision').split(','));
+const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? 'scale,ceiling,cost,idle,precision,http,deployment').split(','));
 const STEPS = (process.env.BENCH_TARGETS ?? '1000,10000,100000').split(',').map(Number);
 const WINDOW_MS = Number(process.env.BENCH_WINDOW_MS ?? 5000);
 const COST_TARGETS = (process.env.BENCH_COST_TARGETS ?? '1000,10000').split(',').map(Number);
 const IDLE_WINDOW_MS = 20_000;
+const DEPLOYMENT_STEPS = (process.env.BENCH_DEPLOYMENT_TARGETS ?? '1000,10000').split(',').map(Number);
+const DEPLOYMENT_WINDOW_MS = Number(process.env.BENCH_DEPLOYMENT_WINDOW_MS ?? 30_000);
 const PRECISION_HOSTS = 50;
 
 type Row = Record<string, string | number>;
@@ -94,6 +100,20 @@ async function main(): Promise<void> {
       const table = withRatios(rows as Array<Row & { load: string }>, ['kernel_mean_us', 'kernel_sd_us', 'netsim_sd_us'], (r) => String(r['load']));
       console.table(table);
       results['precision'] = table;
+    }
+    if (SECTIONS.has('http')) {
+      console.log('\nHTTP: server CPU per request, 5,000 serial keep-alive requests each, against a bare node:http server (lowest of 3 rounds); paced: 500 each, alternated, 10 ms apart');
+      const rows = await httpCost(teardown);
+      cleanup();
+      console.table(rows);
+      results['http'] = rows;
+    }
+    if (SECTIONS.has('deployment')) {
+      console.log(`\nDeployment: Prometheus scraping each target's /probe every 15 s, targets probed every 1 s (window ${DEPLOYMENT_WINDOW_MS} ms)`);
+      const rows = await deployment(teardown, DEPLOYMENT_STEPS, DEPLOYMENT_WINDOW_MS);
+      cleanup();
+      console.table(rows);
+      results['deployment'] = rows;
     }
   } finally {
     cleanup();

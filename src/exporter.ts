@@ -4,7 +4,7 @@ import type { Server } from 'node:http';
 import { DEFAULTS, type ExporterOptions } from './flags.js';
 import { createMetricsRegistry } from './metrics.js';
 import { Prober } from './prober.js';
-import { createApp, listen } from './server.js';
+import { listen } from './server.js';
 
 export interface Exporter {
   /** Where the server listens, e.g. `http://127.0.0.1:9116`. */
@@ -41,7 +41,7 @@ export async function startExporter(partial: Partial<ExporterOptions> = {}): Pro
   });
   let server: Server;
   try {
-    server = await listen(createApp({ targets, resolver, engine, metrics: registry }), options.host, options.port, http);
+    server = await listen({ targets, resolver, engine, metrics: registry }, options.host, options.port, http);
   } catch (e) {
     await prober.stop();
     throw e;

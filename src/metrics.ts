@@ -48,10 +48,32 @@ function engineCounter(
   });
 }
 
+/**
+ * `sources` with its engine counters read once per scrape rather than once per metric: each
+ * read is a call into the engine that builds all 27 counters, and 30 metrics read them.
+ * prom-client collects every metric of a scrape in one synchronous pass; the reading is
+ * dropped in the microtask after it, so the next scrape reads afresh.
+ */
+function readOncePerScrape(sources: MetricsSources): MetricsSources {
+  let read: Map<Protocol, EngineCounters | undefined> | undefined;
+  return {
+    ...sources,
+    counters(protocol) {
+      if (!read) {
+        read = new Map();
+        queueMicrotask(() => (read = undefined));
+      }
+      if (!read.has(protocol)) read.set(protocol, sources.counters(protocol));
+      return read.get(protocol);
+    },
+  };
+}
+
 /** How often the event-loop delay is sampled (`nodejs_eventloop_lag_*_seconds`). */
 const EVENT_LOOP_SAMPLE_MS = 100;
 
-export function createMetricsRegistry(sources: MetricsSources): { registry: Registry; http: HttpObserver } {
+export function createMetricsRegistry(allSources: MetricsSources): { registry: Registry; http: HttpObserver } {
+  const sources = readOncePerScrape(allSources);
   const registry = new Registry();
   // The event-loop delay histogram samples with a libuv timer: at prom-client's default
   // 10 ms that timer alone woke an idle exporter 100 times a second (0.1-0.2 % of a core).

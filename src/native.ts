@@ -6,7 +6,8 @@
 import { createRequire } from 'node:module';
 import type * as Native from '../native.cjs';
 
-export type { EngineCounters, EngineOptions, TargetStats } from '../native.cjs';
+export type { EngineCounters, EngineOptions } from '../native.cjs';
+export type { TargetStats } from './snapshot.js';
 
 /** Where prebuilt engines exist: Linux on x86_64 and aarch64, with glibc or musl. */
 export const SUPPORTED_PLATFORMS = ['linux-x64-gnu', 'linux-x64-musl', 'linux-arm64-gnu', 'linux-arm64-musl'];
@@ -30,5 +31,5 @@ function load(): typeof Native {
   }
 }
 
-export const { Engine } = load();
+export const { Engine, SNAPSHOT_STRIDE } = load();
 export type Engine = Native.Engine;

@@ -5,6 +5,7 @@
 import { randomInt } from 'node:crypto';
 import { DEFAULTS } from './flags.js';
 import { Engine, type EngineCounters, type TargetStats } from './native.js';
+import { snapshotFlat, statsAt } from './snapshot.js';
 import { Resolver, type IpVersion } from './resolve.js';
 import { Targets, type Target } from './targets.js';
 
@@ -90,9 +91,9 @@ export class Prober {
   /** Statistics of these targets (all by default), counters since each was first added. */
   async stats(targets?: readonly ProbeTarget[]): Promise<ProbeStats[]> {
     const chosen = targets ? this.targets.find(targets) : this.targets.all();
-    const stats = await this.engine.snapshot(chosen.map((t) => t.id));
+    const flat = await snapshotFlat(this.engine, chosen.map((t) => t.id));
     return chosen.flatMap((t, i) => {
-      const s = stats[i];
+      const s = statsAt(flat, i);
       return s ? [{ ...describe(t), ...s }] : [];
     });
   }

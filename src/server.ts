@@ -1,6 +1,9 @@
-/** HTTP: the h3 routes, and the Node server around them that measures every request. */
+/**
+ * HTTP: the routes (GET /probe and /metrics answered on node:http directly, the rest through
+ * h3), and the Node server around them that measures every request.
+ */
 import { createServer, type Server } from 'node:http';
-import { H3 } from 'h3';
+import { H3, HTTPResponse } from 'h3';
 import { toNodeHandler } from 'h3/node';
 import type { Registry } from 'prom-client';
 import { BadRequestError, UnavailableError } from './errors.js';
@@ -8,6 +11,7 @@ import type { HttpObserver } from './metrics.js';
 import type { Engine } from './native.js';
 import { parseProbeQuery } from './params.js';
 import { renderProbe } from './render.js';
+import { snapshotFlat, statsAt } from './snapshot.js';
 import type { ResolvedAddress, Resolver } from './resolve.js';
 import type { Targets } from './targets.js';
 
@@ -17,18 +21,29 @@ export const MAX_PROBES = 256;
 export interface AppDeps {
   targets: Targets;
   resolver: Resolver;
-  engine: Pick<Engine, 'snapshot' | 'failure'>;
+  engine: Pick<Engine, 'snapshotFlat' | 'answerSnapshotsTo' | 'failure'>;
   metrics: Registry;
 }
 
-function text(status: number, body: string, contentType = 'text/plain; charset=utf-8'): Response {
-  return new Response(body, { status, headers: { 'content-type': contentType } });
+/** What a route answers: plain data, written by the direct path or handed to h3. */
+export interface Reply {
+  status: number;
+  contentType: string;
+  body: string;
+  headers?: Record<string, string>;
 }
 
-function errorResponse(e: unknown): Response {
+const text = (status: number, body: string, contentType = 'text/plain; charset=utf-8'): Reply => ({ status, contentType, body });
+
+function errorReply(e: unknown): Reply {
   if (e instanceof BadRequestError) return text(400, `${e.message}\n`);
   if (e instanceof UnavailableError) return text(503, `${e.message}\n`);
   return text(500, `internal error: ${(e as Error).message}\n`);
+}
+
+/** h3's own response type, not a Web `Response`: that one sent a string body through a ReadableStream. */
+function toH3(r: Reply): HTTPResponse {
+  return new HTTPResponse(r.body, { status: r.status, headers: { 'content-type': r.contentType, ...r.headers } });
 }
 
 const INDEX = `<!doctype html>
@@ -44,7 +59,7 @@ and measures round trips with kernel timestamps.</p>
 </body></html>
 `;
 
-async function probe(deps: AppDeps, params: URLSearchParams): Promise<Response> {
+async function probe(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
   const started = process.hrtime.bigint();
   const query = parseProbeQuery(params);
   const failure = deps.engine.failure();
@@ -59,54 +74,91 @@ async function probe(deps: AppDeps, params: URLSearchParams): Promise<Response> 
     throw new BadRequestError(`too many targets: ${what}, at most ${MAX_PROBES} probes per request`);
   }
   const targets = deps.targets.acquire(wanted);
-  let stats;
+  let flat;
   try {
-    stats = await deps.engine.snapshot(targets.map((t) => t.id));
+    flat = await snapshotFlat(deps.engine, targets.map((t) => t.id));
   } catch (e) {
     throw new UnavailableError(`the probing engine did not answer: ${(e as Error).message}`);
   }
   const results = targets.map((t, i) => {
-    const s = stats[i];
+    const s = statsAt(flat, i);
     if (!s) throw new UnavailableError(`the probe of ${t.address} vanished`);
     return { address: t.address, port: t.port, stats: s };
   });
   const { body, contentType } = renderProbe(query.tcpPorts.length > 0 ? 'tcp' : 'icmp', results);
   // Time spent in the exporter (resolving, the engine's snapshot, writing), for the bench and curious operators.
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
-  return new Response(body, {
-    headers: { 'content-type': contentType, 'x-target-count': String(addresses.length), 'server-timing': `probe;dur=${ms.toFixed(3)}` },
-  });
+  return {
+    status: 200,
+    contentType,
+    body,
+    headers: { 'x-target-count': String(addresses.length), 'server-timing': `probe;dur=${ms.toFixed(3)}` },
+  };
+}
+
+/** The answer to GET /probe with these query parameters; errors are answers too. */
+export function probeReply(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
+  return probe(deps, params).catch(errorReply);
+}
+
+/** The answer to GET /metrics. */
+export function metricsReply(deps: AppDeps): Promise<Reply> {
+  return deps.metrics.metrics().then((body) => text(200, body, deps.metrics.contentType), errorReply);
 }
 
 export function createApp(deps: AppDeps): H3 {
   const app = new H3();
-  app.get('/', () => text(200, INDEX, 'text/html; charset=utf-8'));
-  app.get('/probe', async (event) => {
-    try {
-      return await probe(deps, event.url.searchParams);
-    } catch (e) {
-      return errorResponse(e);
-    }
-  });
-  app.get('/metrics', async () => {
-    try {
-      return text(200, await deps.metrics.metrics(), deps.metrics.contentType);
-    } catch (e) {
-      return errorResponse(e);
-    }
-  });
-  app.all('/**', () => text(404, 'not found: see / for what this exporter serves\n'));
+  app.get('/', () => toH3(text(200, INDEX, 'text/html; charset=utf-8')));
+  app.get('/probe', async (event) => toH3(await probeReply(deps, event.url.searchParams)));
+  app.get('/metrics', async () => toH3(await metricsReply(deps)));
+  app.all('/**', () => toH3(text(404, 'not found: see / for what this exporter serves\n')));
   return app;
 }
 
 const ROUTES = new Set(['/', '/probe', '/metrics']);
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
 
-/** Serves `app` and records every request in the HTTP metrics. */
-export function listen(app: H3, host: string | undefined, port: number, http: HttpObserver): Promise<Server> {
-  const handler = toNodeHandler(app);
+/**
+ * GET /probe and GET /metrics, the requests Prometheus makes, answered on node:http directly:
+ * through h3 (a Web-style request, event, router and response for each) a one-target /probe
+ * took several times the CPU of a bare node:http server. Anything else (other paths and
+ * methods, HEAD, an absolute-form URL) goes to h3 as before. Undefined when not one of these.
+ */
+function direct(deps: AppDeps, method: string | undefined, url: string): { path: string; reply: Promise<Reply> } | undefined {
+  if (method !== 'GET') return undefined;
+  const q = url.indexOf('?');
+  const pathname = q < 0 ? url : url.slice(0, q);
+  if (pathname === '/probe') return { path: pathname, reply: probeReply(deps, new URLSearchParams(q < 0 ? '' : url.slice(q + 1))) };
+  if (pathname === '/metrics') return { path: pathname, reply: metricsReply(deps) };
+  return undefined;
+}
+
+/** Serves `deps` (the two scraped routes directly, the rest through h3) and records every request in the HTTP metrics. */
+export function listen(deps: AppDeps, host: string | undefined, port: number, http: HttpObserver): Promise<Server> {
+  const handler = toNodeHandler(createApp(deps));
   const server = createServer((req, res) => {
     const started = process.hrtime.bigint();
+    http.begin();
+    const fast = direct(deps, req.method, req.url ?? '/');
+    if (fast) {
+      const send = (r: Reply) => {
+        const bytes = Buffer.byteLength(r.body);
+        res.writeHead(r.status, { 'content-type': r.contentType, ...r.headers, 'content-length': bytes });
+        res.end(r.body);
+        http.end(fast.path, 'GET', r.status, Number(process.hrtime.bigint() - started) / 1e9, bytes);
+      };
+      // The replies carry their errors; this is for writing them failing (a bug), which must
+      // not become an unhandled rejection that ends the process.
+      void fast.reply.then(send).catch((e: unknown) => {
+        try {
+          if (res.headersSent) res.destroy();
+          else send(errorReply(e));
+        } catch {
+          res.destroy();
+        }
+      });
+      return;
+    }
     let bytes = 0;
     const write = res.write.bind(res) as (...args: unknown[]) => boolean;
     const end = res.end.bind(res) as (...args: unknown[]) => typeof res;

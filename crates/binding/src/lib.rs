@@ -1,6 +1,7 @@
 //! napi-rs binding of the netprobe engine: types in, types out, errors mapped to JS errors.
 //! No sockets and no logic a test would want to reach without Node.
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use netprobe::sockets::StampMatching;
 use netprobe::{EngineConfig, EngineError, IcmpMode, Interface, ProbeKind, Proto, StampKeyMode, TargetSnapshot};
@@ -34,24 +35,6 @@ fn interface(choice: Option<String>) -> Result<Interface> {
         Some("") => Err(Error::new(Status::InvalidArg, "an interface name cannot be empty")),
         Some(name) => Ok(Interface::Named(name.to_string())),
     }
-}
-
-/// Statistics of one target. Counters are cumulative since the target was first tracked;
-/// `window*` fields are absent when undefined (no samples, or no reply in the window).
-#[napi(object)]
-pub struct TargetStats {
-    pub sent: f64,
-    pub received: f64,
-    /// Of `received`, TCP probes answered by a RST (port closed, host up).
-    pub closed: f64,
-    pub latency_seconds_total: f64,
-    pub latency_squared_seconds_total: f64,
-    pub icmp_errors: f64,
-    pub send_errors: f64,
-    pub window_samples: u32,
-    pub window_loss_ratio: Option<f64>,
-    pub window_latency_seconds: Option<f64>,
-    pub window_stddev_seconds: Option<f64>,
 }
 
 /// Engine-wide counters (see netprobe::counters for what each one counts).
@@ -100,44 +83,51 @@ fn to_js_error(e: EngineError) -> Error {
     Error::new(status, e.to_string())
 }
 
-fn to_stats(s: TargetSnapshot) -> TargetStats {
-    let c = s.counters;
-    TargetStats {
-        sent: c.sent as f64,
-        received: c.received as f64,
-        closed: c.closed as f64,
-        latency_seconds_total: c.rtt_sum_ns as f64 / 1e9,
-        latency_squared_seconds_total: c.rtt_sq_sum_ns2 as f64 / 1e18,
-        icmp_errors: c.icmp_errors as f64,
-        send_errors: c.send_errors as f64,
-        window_samples: s.window.samples as u32,
-        window_loss_ratio: s.window.loss_ratio,
-        window_latency_seconds: s.window.latency_seconds,
-        window_stddev_seconds: s.window.stddev_seconds,
+/// Numbers per target in `snapshotFlat`'s answer, in this order: sent, received, closed,
+/// latency sum, squared latency sum, ICMP errors, send errors, window samples, window loss
+/// ratio, window mean latency, window standard deviation. NaN where a window figure is
+/// undefined, and in every place of an id that is not tracked.
+#[napi]
+pub const SNAPSHOT_STRIDE: u32 = 11;
+
+/// One typed array for all targets rather than an object per target: one allocation crossing
+/// to JavaScript instead of a dozen property writes per target.
+fn flatten(snapshots: Vec<Option<TargetSnapshot>>) -> Vec<f64> {
+    let mut out = Vec::with_capacity(snapshots.len() * SNAPSHOT_STRIDE as usize);
+    for s in snapshots {
+        match s {
+            None => out.extend([f64::NAN; SNAPSHOT_STRIDE as usize]),
+            Some(s) => {
+                let (c, w) = (s.counters, s.window);
+                out.extend([
+                    c.sent as f64,
+                    c.received as f64,
+                    c.closed as f64,
+                    c.rtt_sum_ns as f64 / 1e9,
+                    c.rtt_sq_sum_ns2 as f64 / 1e18,
+                    c.icmp_errors as f64,
+                    c.send_errors as f64,
+                    w.samples as f64,
+                    w.loss_ratio.unwrap_or(f64::NAN),
+                    w.latency_seconds.unwrap_or(f64::NAN),
+                    w.stddev_seconds.unwrap_or(f64::NAN),
+                ]);
+            }
+        }
     }
+    out
 }
+
+/// An answer of `snapshotFlat`: its token, and the statistics or why there are none.
+type Answer = FnArgs<(u32, Option<Float64Array>, Option<String>)>;
+/// One function for every answer, made once: a threadsafe function made per snapshot cost
+/// more than the rest of a one-target /probe. Weak: it keeps no process alive.
+type Answers = ThreadsafeFunction<Answer, (), Answer, Status, false, true>;
 
 #[napi]
 pub struct Engine {
     inner: Arc<netprobe::Engine>,
-}
-
-pub struct SnapshotTask {
-    engine: Arc<netprobe::Engine>,
-    ids: Vec<u32>,
-}
-
-impl Task for SnapshotTask {
-    type Output = Vec<Option<TargetSnapshot>>;
-    type JsValue = Vec<Option<TargetStats>>;
-
-    fn compute(&mut self) -> Result<Self::Output> {
-        self.engine.snapshot(std::mem::take(&mut self.ids)).map_err(to_js_error)
-    }
-
-    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
-        Ok(output.into_iter().map(|s| s.map(to_stats)).collect())
-    }
+    answers: Option<Arc<Answers>>,
 }
 
 pub struct StopTask {
@@ -190,7 +180,7 @@ impl Engine {
         };
         config.validate().map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
         let inner = netprobe::Engine::start(config).map_err(to_js_error)?;
-        Ok(Engine { inner: Arc::new(inner) })
+        Ok(Engine { inner: Arc::new(inner), answers: None })
     }
 
     /// Starts probing an IP address, with ICMP echo or with TCP SYN to `port`; returns the
@@ -219,10 +209,38 @@ impl Engine {
         self.inner.untrack(id).map_err(to_js_error)
     }
 
-    /// Statistics of each id, in order; null for an id that is not tracked.
-    #[napi(ts_return_type = "Promise<Array<TargetStats | null>>")]
-    pub fn snapshot(&self, ids: Vec<u32>) -> AsyncTask<SnapshotTask> {
-        AsyncTask::new(SnapshotTask { engine: self.inner.clone(), ids })
+    /// Where the answers of `snapshotFlat` go, from now on: `listener(token, stats, error)`,
+    /// called on the event loop.
+    #[napi(ts_args_type = "listener: (token: number, stats: Float64Array | null, error: string | null) => void")]
+    pub fn answer_snapshots_to(&mut self, listener: Function<Answer, ()>) -> Result<()> {
+        let answers =
+            listener.build_threadsafe_function::<Answer>().weak::<true>().callee_handled::<false>().build()?;
+        self.answers = Some(Arc::new(answers));
+        Ok(())
+    }
+
+    /// Statistics of each id, in order, as `SNAPSHOT_STRIDE` numbers per id, answered to the
+    /// `answerSnapshotsTo` listener with `token`. The engine thread hands them to the event
+    /// loop itself: no thread of libuv's pool sits waiting for it, as an async task's did.
+    #[napi(catch_unwind)]
+    pub fn snapshot_flat(&self, ids: Uint32Array, token: u32) -> Result<()> {
+        let answers = self
+            .answers
+            .clone()
+            .ok_or_else(|| Error::new(Status::GenericFailure, "snapshotFlat before answerSnapshotsTo"))?;
+        self.inner.snapshot_with(
+            ids.to_vec(),
+            Box::new(move |result| {
+                let answer = match result {
+                    Ok(s) => (token, Some(Float64Array::new(flatten(s))), None),
+                    Err(e) => (token, None, Some(e.to_string())),
+                }
+                .into();
+                // Fails only when the environment is going away: nobody is left to answer.
+                let _ = answers.call(answer, ThreadsafeFunctionCallMode::NonBlocking);
+            }),
+        );
+        Ok(())
     }
 
     /// Engine-wide counters of one protocol.

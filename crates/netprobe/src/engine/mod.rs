@@ -102,10 +102,51 @@ pub(crate) struct TcpTransports {
     ports: PortPool,
 }
 
+/// What `Engine::snapshot_with` calls with the statistics, or with why there are none.
+pub type SnapshotCallback = Box<dyn FnOnce(Result<Vec<Option<TargetSnapshot>>, EngineError>) + Send>;
+
+/// Where the engine thread sends a snapshot: to a caller blocked on a channel (`snapshot`), or
+/// into a callback it runs itself (`snapshot_with`: no thread sits waiting for the answer).
+pub(crate) enum Reply {
+    Channel(SyncSender<Vec<Option<TargetSnapshot>>>),
+    Callback(CallbackReply),
+}
+
+impl Reply {
+    /// Err when nobody waits for the answer any more.
+    pub(crate) fn send(self, out: Vec<Option<TargetSnapshot>>) -> Result<(), ()> {
+        match self {
+            Reply::Channel(tx) => tx.send(out).map_err(|_| ()),
+            Reply::Callback(mut c) => {
+                if let Some(done) = c.done.take() {
+                    done(Ok(out));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A callback that is called exactly once: with the answer, or, dropped unanswered (the
+/// engine stopped or failed with the command queued), with the engine's failure.
+pub(crate) struct CallbackReply {
+    done: Option<SnapshotCallback>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for CallbackReply {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let why = self.shared.failure.lock().ok().and_then(|f| f.clone());
+            done(Err(EngineError::Stopped(why.unwrap_or_else(|| "stopped".into()))));
+        }
+    }
+}
+
 enum Command {
     Track { id: TargetId, addr: IpAddr, kind: ProbeKind },
     Untrack { id: TargetId },
-    Snapshot { ids: Vec<TargetId>, reply: SyncSender<Vec<Option<TargetSnapshot>>> },
+    Snapshot { ids: Vec<TargetId>, reply: Reply },
     OpenTcp(TcpTransports),
     Stop,
 }
@@ -432,8 +473,17 @@ impl Engine {
     /// Statistics of each id, `None` for an id that is not tracked.
     pub fn snapshot(&self, ids: Vec<TargetId>) -> Result<Vec<Option<TargetSnapshot>>, EngineError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.send(Command::Snapshot { ids, reply })?;
+        self.send(Command::Snapshot { ids, reply: Reply::Channel(reply) })?;
         answer.recv_timeout(Duration::from_secs(10)).map_err(|_| self.stopped_error())
+    }
+
+    /// As `snapshot`, without waiting: `done` is called once, on the engine thread with the
+    /// statistics, or with the reason there are none (on this thread if the engine has stopped).
+    /// For a caller with an event loop, whose thread must not block on the engine's.
+    pub fn snapshot_with(&self, ids: Vec<TargetId>, done: SnapshotCallback) {
+        let reply = Reply::Callback(CallbackReply { done: Some(done), shared: self.shared.clone() });
+        // Refused, the command is dropped here and its reply calls `done` with the failure.
+        let _ = self.send(Command::Snapshot { ids, reply });
     }
 
     pub fn counters(&self, proto: Proto) -> CountersSnapshot {

@@ -1,0 +1,155 @@
+/**
+ * Deployment: the exporter as it is run. A real Prometheus (Debian's) scrapes each of N
+ * targets every 15 s through `/probe?target=` with the README's relabelling, and the
+ * exporter probes each target every second; the figure is the exporter's whole-process CPU
+ * per target per second (and Prometheus' own, separately), over a few scrape intervals after
+ * every target has been scraped once. Prometheus runs inside the lab's prober namespace with a
+ * temporary data directory, listening on the lab's HTTP address; both go with the lab.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Lab } from '../__test__/helpers/lab.js';
+import { parseSamples, sleep, value } from '../__test__/helpers/prom.js';
+import { cpuSeconds, rssBytes, threadCpuSeconds } from './proc.js';
+
+export const PROMETHEUS = '/usr/bin/prometheus';
+const PROMETHEUS_PORT = 9090;
+const SCRAPE_INTERVAL_S = 15;
+
+/** The n-th address the lab's kernel peer answers (198.18.128.0/17: up to 32,768). */
+export function peerAddress(n: number): string {
+  return `198.18.${128 + (n >> 8)}.${n & 0xff}`;
+}
+
+/** The README's scrape config, the exporter at `exporter` (host:port), plus a job for its own /metrics. */
+function prometheusConfig(exporter: string, targets: readonly string[]): string {
+  return [
+    'global:',
+    `  scrape_interval: ${SCRAPE_INTERVAL_S}s`,
+    '  scrape_timeout: 10s',
+    'scrape_configs:',
+    "  - job_name: 'icmp'",
+    '    metrics_path: /probe',
+    '    relabel_configs:',
+    '      - target_label: __param_target',
+    '        source_labels: [__address__]',
+    '      - target_label: instance',
+    '        source_labels: [__address__]',
+    '      - target_label: __address__',
+    `        replacement: ${exporter}`,
+    '    static_configs:',
+    '      - targets:',
+    ...targets.map((t) => `        - ${t}`),
+    "  - job_name: 'exporter'",
+    '    static_configs:',
+    `      - targets: ['${exporter}']`,
+    '',
+  ].join('\n');
+}
+
+/** The value of a one-number PromQL query, NaN when it has none. */
+async function query(prometheus: string, promql: string): Promise<number> {
+  const res = await fetch(`${prometheus}/api/v1/query?query=${encodeURIComponent(promql)}`);
+  const body = (await res.json()) as { data?: { result?: Array<{ value?: [number, string] }> } };
+  return Number(body.data?.result?.[0]?.value?.[1] ?? NaN);
+}
+
+/** Polls `read` until `done` holds; throws with the last value after `ms`. */
+async function until<T>(what: string, read: () => Promise<T>, done: (v: T) => boolean, ms: number): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: T | undefined;
+  for (;;) {
+    try {
+      last = await read();
+      if (done(last)) return last;
+    } catch {
+      // not answering yet
+    }
+    if (Date.now() > deadline) throw new Error(`deployment: ${what} not reached within ${ms} ms (last: ${String(last)})`);
+    await sleep(250);
+  }
+}
+
+function startPrometheus(lab: Lab, dir: string, exporter: string, targets: readonly string[]): { child: ChildProcess; url: string; log: () => string } {
+  writeFileSync(join(dir, 'prometheus.yml'), prometheusConfig(exporter, targets));
+  const listen = `${lab.httpAddress}:${PROMETHEUS_PORT}`;
+  const child = lab.spawn(lab.prober, PROMETHEUS, [
+    `--config.file=${join(dir, 'prometheus.yml')}`,
+    `--storage.tsdb.path=${join(dir, 'data')}`,
+    `--web.listen-address=${listen}`,
+    '--log.level=warn',
+  ]);
+  let log = '';
+  child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  return { child, url: `http://${listen}`, log: () => log };
+}
+
+/** One step: N targets, its own lab, exporter and Prometheus, all removed before it returns. */
+async function step(teardown: (f: () => void) => void, n: number, windowMs: number): Promise<Record<string, number>> {
+  const local: Array<() => void> = [];
+  // Run by this step's end, and by the bench's cleanup should the run be interrupted first.
+  const cleanup = () => local.splice(0).reverse().forEach((f) => f());
+  teardown(cleanup);
+  try {
+    const lab = Lab.create({ teardown: (f) => local.push(f) });
+    const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '1000', '-timeout', '1000', '-maxpps', String(2 * n)]);
+    const pid = exporter.child.pid ?? 0;
+    const dir = mkdtempSync(join(tmpdir(), 'bench-prometheus-'));
+    local.push(() => rmSync(dir, { recursive: true, force: true }));
+    const targets = Array.from({ length: n }, (_, k) => peerAddress(k));
+    const prom = startPrometheus(lab, dir, new URL(exporter.url).host, targets);
+    local.push(() => {
+      try {
+        process.kill(-(prom.child.pid ?? 0), 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    });
+    // Warm-up: every target scraped (so probed) once, then one more interval at the steady state.
+    const upTimeout = 4 * SCRAPE_INTERVAL_S * 1000;
+    await until('Prometheus ready', async () => (await fetch(`${prom.url}/-/ready`)).status, (s) => s === 200, 30_000).catch((e: Error) => {
+      throw new Error(`${e.message}\n${prom.log()}`);
+    });
+    await until(`all ${n} targets up`, () => query(prom.url, 'count(up{job="icmp"} == 1)'), (c) => c === n, upTimeout);
+    await sleep(SCRAPE_INTERVAL_S * 1000);
+    const probeScrapes = async () =>
+      value(parseSamples((await exporter.get('/metrics')).body), 'http_request_duration_seconds_count', { path: '/probe', method: 'GET', status: '200' }) ?? 0;
+    const [s0, cpu0, eng0, prom0, t0] = [await probeScrapes(), cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), cpuSeconds(prom.child.pid ?? 0), Date.now()];
+    await sleep(windowMs);
+    const [s1, cpu1, eng1, prom1, t1] = [await probeScrapes(), cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), cpuSeconds(prom.child.pid ?? 0), Date.now()];
+    const seconds = (t1 - t0) / 1000;
+    const scrapes = s1 - s0;
+    const perTargetUs = (cpu: number) => Number(((cpu / seconds / n) * 1e6).toFixed(2));
+    const down = await query(prom.url, 'count(up{job="icmp"} == 0)');
+    const scrapeMs = await query(prom.url, 'avg(scrape_duration_seconds{job="icmp"})');
+    return {
+      targets: n,
+      window_s: Math.round(seconds),
+      scrapes_per_s: Number((scrapes / seconds).toFixed(1)),
+      due_scrapes_per_s: Number((n / SCRAPE_INTERVAL_S).toFixed(1)),
+      targets_down: Number.isNaN(down) ? 0 : down,
+      // The headline: CPU microseconds per target per second, the whole exporter process.
+      exporter_cpu_us_per_target_s: perTargetUs(cpu1 - cpu0),
+      // Of it: the engine thread (probing), and the rest (Node: HTTP, scrapes, GC).
+      engine_cpu_us_per_target_s: perTargetUs(eng1 - eng0),
+      node_cpu_us_per_target_s: perTargetUs(cpu1 - cpu0 - (eng1 - eng0)),
+      node_cpu_us_per_scrape: Number((((cpu1 - cpu0 - (eng1 - eng0)) / Math.max(1, scrapes)) * 1e6).toFixed(1)),
+      exporter_core_share: Number(((cpu1 - cpu0) / seconds).toFixed(3)),
+      exporter_rss_mb: Number((rssBytes(pid) / 1e6).toFixed(1)),
+      prometheus_cpu_us_per_target_s: perTargetUs(prom1 - prom0),
+      prometheus_core_share: Number(((prom1 - prom0) / seconds).toFixed(3)),
+      scrape_duration_avg_ms: Number((scrapeMs * 1000).toFixed(2)),
+    };
+  } finally {
+    cleanup();
+  }
+}
+
+export async function deployment(teardown: (f: () => void) => void, steps: readonly number[], windowMs: number): Promise<Array<Record<string, number>>> {
+  const rows: Array<Record<string, number>> = [];
+  for (const n of steps) rows.push(await step(teardown, n, windowMs));
+  return rows;
+}
