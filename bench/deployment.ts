@@ -12,7 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab } from '../__test__/helpers/lab.js';
 import { parseSamples, sleep, value } from '../__test__/helpers/prom.js';
-import { cpuSeconds, rssBytes, threadCpuSeconds } from './proc.js';
+import { addTargets } from './http.js';
+import { cpuSeconds, rssBytes, threadCpuSeconds, threadRunqueueWaitSeconds } from './proc.js';
+import { targetAddress } from './scale.js';
 
 export const PROMETHEUS = '/usr/bin/prometheus';
 const PROMETHEUS_PORT = 9090;
@@ -72,8 +74,8 @@ async function until<T>(what: string, read: () => Promise<T>, done: (v: T) => bo
   }
 }
 
-function startPrometheus(lab: Lab, dir: string, exporter: string, targets: readonly string[]): { child: ChildProcess; url: string; log: () => string } {
-  writeFileSync(join(dir, 'prometheus.yml'), prometheusConfig(exporter, targets));
+function startPrometheus(lab: Lab, dir: string, config: string): { child: ChildProcess; url: string; log: () => string } {
+  writeFileSync(join(dir, 'prometheus.yml'), config);
   const listen = `${lab.httpAddress}:${PROMETHEUS_PORT}`;
   const child = lab.spawn(lab.prober, PROMETHEUS, [
     `--config.file=${join(dir, 'prometheus.yml')}`,
@@ -100,7 +102,7 @@ async function step(teardown: (f: () => void) => void, n: number, windowMs: numb
     const dir = mkdtempSync(join(tmpdir(), 'bench-prometheus-'));
     local.push(() => rmSync(dir, { recursive: true, force: true }));
     const targets = Array.from({ length: n }, (_, k) => peerAddress(k));
-    const prom = startPrometheus(lab, dir, new URL(exporter.url).host, targets);
+    const prom = startPrometheus(lab, dir, prometheusConfig(new URL(exporter.url).host, targets));
     local.push(() => {
       try {
         process.kill(-(prom.child.pid ?? 0), 'SIGKILL');
@@ -152,4 +154,91 @@ export async function deployment(teardown: (f: () => void) => void, steps: reado
   const rows: Array<Record<string, number>> = [];
   for (const n of steps) rows.push(await step(teardown, n, windowMs));
   return rows;
+}
+
+/**
+ * A scrape config for many targets per scrape: one job per batch of up to 256 targets, each
+ * scraping `/probe` with all of them as `target` parameters (one request returns every
+ * target's series), plus the exporter's own /metrics.
+ */
+function batchedConfig(exporter: string, targets: readonly string[], batch: number): string {
+  const lines = ['global:', `  scrape_interval: ${SCRAPE_INTERVAL_S}s`, '  scrape_timeout: 10s', 'scrape_configs:'];
+  for (let i = 0; i < targets.length; i += batch) {
+    lines.push(`  - job_name: 'icmp-${i / batch}'`, '    metrics_path: /probe', '    params:', '      target:');
+    lines.push(...targets.slice(i, i + batch).map((t) => `        - '${t}'`));
+    lines.push('    static_configs:', `      - targets: ['${exporter}']`);
+  }
+  lines.push("  - job_name: 'exporter'", '    static_configs:', `      - targets: ['${exporter}']`, '');
+  return lines.join('\n');
+}
+
+/**
+ * The ceiling while Prometheus scrapes: 100,000 targets at a 1 s interval (100,000 probes/s,
+ * `-maxpps 200000`), every target's series scraped every 15 s by a real Prometheus through
+ * `/probe` in batches of 256 targets a request (391 scrapes per interval), and the exporter's
+ * /metrics. Over one scrape interval after every batch was scraped once: the exporter's CPU
+ * (whole process, and the engine thread), probes/s, the share that left within 1 ms of their
+ * slot, false losses, and Prometheus' own CPU.
+ */
+export async function scrapedCeiling(teardown: (f: () => void) => void, n = 100_000, batch = 256): Promise<Array<Record<string, number>>> {
+  const local: Array<() => void> = [];
+  const cleanup = () => local.splice(0).reverse().forEach((f) => f());
+  teardown(cleanup);
+  try {
+    const lab = Lab.create({ teardown: (f) => local.push(f) });
+    const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '1000', '-timeout', '1000', '-maxpps', String(2 * n)]);
+    const pid = exporter.child.pid ?? 0;
+    const targets = Array.from({ length: n }, (_, k) => targetAddress(k));
+    await addTargets(exporter.url, targets);
+    const dir = mkdtempSync(join(tmpdir(), 'bench-prometheus-'));
+    local.push(() => rmSync(dir, { recursive: true, force: true }));
+    const prom = startPrometheus(lab, dir, batchedConfig(new URL(exporter.url).host, targets, batch));
+    local.push(() => {
+      try {
+        process.kill(-(prom.child.pid ?? 0), 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    });
+    const jobs = Math.ceil(n / batch);
+    await until('Prometheus ready', async () => (await fetch(`${prom.url}/-/ready`)).status, (s) => s === 200, 30_000);
+    await until(`all ${jobs} batches up`, () => query(prom.url, 'count(up{job=~"icmp-.*"} == 1)'), (c) => c === jobs, 4 * SCRAPE_INTERVAL_S * 1000);
+    const read = async () => {
+      const m = parseSamples((await exporter.get('/metrics')).body);
+      return {
+        sent: value(m, 'icmp_packets_sent_total') ?? 0,
+        late: value(m, 'icmp_send_schedule_late_total', { over: '0.001' }) ?? 0,
+        falseLosses: value(m, 'icmp_late_replies_within_timeout_total') ?? 0,
+        scrapes: value(m, 'http_request_duration_seconds_count', { path: '/probe', method: 'GET', status: '200' }) ?? 0,
+      };
+    };
+    const waited = () => threadRunqueueWaitSeconds(pid, 'netprobe') * 1000;
+    const [c0, cpu0, eng0, prom0, w0, t0] = [await read(), cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), cpuSeconds(prom.child.pid ?? 0), waited(), Date.now()];
+    await sleep(SCRAPE_INTERVAL_S * 1000);
+    const [c1, cpu1, eng1, prom1, w1, t1] = [await read(), cpuSeconds(pid), threadCpuSeconds(pid, 'netprobe'), cpuSeconds(prom.child.pid ?? 0), waited(), Date.now()];
+    const seconds = (t1 - t0) / 1000;
+    const sent = Math.max(1, c1.sent - c0.sent);
+    const samples = await query(prom.url, 'sum(scrape_samples_scraped{job=~"icmp-.*"})');
+    return [
+      {
+        targets: n,
+        targets_per_scrape: batch,
+        window_s: Number(seconds.toFixed(1)),
+        probes_per_s: Math.round(sent / seconds),
+        on_schedule_share: Number((1 - (c1.late - c0.late) / sent).toFixed(4)),
+        // The engine thread runnable but not running (others had the CPUs): the machine's share of the lateness.
+        engine_waited_for_cpu_ms: Math.round(w1 - w0),
+        false_losses_since_start: c1.falseLosses,
+        probe_scrapes_per_s: Number(((c1.scrapes - c0.scrapes) / seconds).toFixed(1)),
+        samples_per_scrape_round: samples,
+        exporter_core_share: Number(((cpu1 - cpu0) / seconds).toFixed(3)),
+        engine_core_share: Number(((eng1 - eng0) / seconds).toFixed(3)),
+        exporter_cpu_us_per_probe: Number((((cpu1 - cpu0) / sent) * 1e6).toFixed(2)),
+        exporter_rss_mb: Number((rssBytes(pid) / 1e6).toFixed(1)),
+        prometheus_core_share: Number(((prom1 - prom0) / seconds).toFixed(3)),
+      },
+    ];
+  } finally {
+    cleanup();
+  }
 }

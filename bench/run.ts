@@ -13,7 +13,7 @@
  *   BENCH_DEPLOYMENT_WINDOW_MS  its measuring window (default 30000: two scrape intervals)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { deployment } from './deployment.js';
+import { deployment, scrapedCeiling } from './deployment.js';
 import { httpCost } from './http-cost.js';
 import { cost, idle, precision } from './peers.js';
 import { churn, scale } from './scale.js';
@@ -71,6 +71,11 @@ async function main(): Promise<void> {
       cleanup();
       console.table(rows);
       results['ceiling'] = rows;
+      console.log('\nCeiling while Prometheus scrapes every target every 15 s, 256 targets a /probe request');
+      const scraped = await scrapedCeiling(teardown);
+      cleanup();
+      console.table(scraped);
+      results['ceiling_scraped'] = scraped;
     }
     if (SECTIONS.has('cost')) {
       const all: Row[] = [];
