@@ -444,12 +444,14 @@ impl EngineLoop {
                 Command::Untrack { id } => self.core.untrack(id),
                 Command::Snapshot { ids, reply } => {
                     // A window takes microseconds; a snapshot of 100,000 must not hold back due
-                    // probes, nor leave answers and stamps waiting in the socket buffers.
+                    // probes, nor leave answers and stamps waiting in the socket buffers. Each
+                    // chunk reads the queues first: answers wait for the next turn, and a
+                    // scrape should see those that came since the last one.
                     let mut out = Vec::with_capacity(ids.len());
                     for chunk in ids.chunks(SNAPSHOT_CHUNK) {
-                        out.extend(chunk.iter().map(|id| self.core.snapshot(*id)));
                         self.look();
                         self.turn();
+                        out.extend(chunk.iter().map(|id| self.core.snapshot(*id)));
                     }
                     let _ = reply.send(out);
                 }
