@@ -77,11 +77,16 @@ engine_counters! {
 }
 
 impl EngineCounters {
+    /// One writer (the engine thread): a plain load and store, no locked read-modify-write.
+    /// Readers on other threads see each value whole (a 64-bit atomic store), at worst one
+    /// update late.
     pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 
     pub fn raise(counter: &AtomicU64, n: u64) {
-        counter.fetch_max(n, Ordering::Relaxed);
+        if n > counter.load(Ordering::Relaxed) {
+            counter.store(n, Ordering::Relaxed);
+        }
     }
 }
