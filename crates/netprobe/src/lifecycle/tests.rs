@@ -1173,3 +1173,28 @@ fn an_answered_probe_leaves_no_wake_up_behind() {
     assert_eq!(core.in_flight(), 0);
     assert_eq!(core.next_wake(now), Some(first + interval), "answered: the next send");
 }
+
+/// A probe that left after its target's next one was due (it waited for room, or for the cap)
+/// is followed at the target's next phase from then on: never a second probe of the target in
+/// the same turn.
+#[test]
+fn a_late_probe_is_followed_at_the_next_phase_not_at_once() {
+    let shared = Arc::new(Shared::default());
+    let interval = 100 * MS;
+    let config = LifecycleConfig { interval, timeout: 50 * MS, gap: 1, hard: false };
+    let mut core = Lifecycle::new(config, shared);
+    core.track(1, IpAddr::V4(Ipv4Addr::new(198, 18, 192, 9)), ProbeKind::Icmp, 0);
+    let first = core.next_wake(0).expect("due");
+    drop(core);
+    // The engine wakes late: past the target's next due time, by less than a turn (10 ms), and
+    // by two and a half intervals.
+    for (n, late) in [(2, first + interval + 5 * MS), (3, first + 2 * interval + interval / 2)] {
+        let shared = Arc::new(Shared::default());
+        let mut core = Lifecycle::new(config, shared);
+        core.track(1, IpAddr::V4(Ipv4Addr::new(198, 18, 192, 9)), ProbeKind::Icmp, 0);
+        let tx = core.poll_transmit(late).expect("due");
+        core.on_sent(tx.key, SendResult::Failed, late);
+        assert!(core.poll_transmit(late).is_none(), "no second probe of the target in the same turn");
+        assert_eq!(core.next_wake(late), Some(first + n * interval), "its next phase after now");
+    }
+}
