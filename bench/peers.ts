@@ -3,7 +3,7 @@
  * `cost` runs each tool alone against the kernel peer; `precision` runs all three at once
  * against the kernel peer and against netsim hosts of known delay, idle or with every core busy.
  */
-import type { ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -108,6 +108,7 @@ async function waitHttp(url: string, ms: number): Promise<void> {
 
 export interface CostRow extends Record<string, string | number> {
   tool: string;
+  peer: string;
   targets: number;
   due_per_s: number;
   probes_per_s: number;
@@ -118,6 +119,14 @@ export interface CostRow extends Record<string, string | number> {
   rss_mb: number;
   scrape_p50_ms: number;
   scrape_p99_ms: number;
+}
+
+/** The TUN device netsim runs on in the prober namespace. */
+function tunDevice(lab: Lab): string {
+  const links = JSON.parse(execFileSync('ip', ['-n', lab.prober, '-j', 'link', 'show', 'type', 'tun'], { encoding: 'utf8' })) as Array<{ ifname: string }>;
+  const name = links[0]?.ifname;
+  if (!name) throw new Error('no netsim TUN device in the prober namespace');
+  return name;
 }
 
 /** Kernel-peer addresses 198.18.128.1 onwards (up to 32,767). */
@@ -134,21 +143,30 @@ function kernelTargets(n: number): string[] {
  * beyond the same tool with one target, and scrape latency (ours: /probe of 1 target).
  * smokeping_prober only at 1,000 targets and below (a goroutine per target: minutes to settle).
  */
-export async function cost(teardown: (f: () => void) => void, targets: number, windowMs: number): Promise<CostRow[]> {
+export async function cost(teardown: (f: () => void) => void, targets: number, windowMs: number, peer: 'kernel' | 'netsim' = 'kernel'): Promise<CostRow[]> {
   const lab = Lab.create({ teardown });
   const dir = mkdtempSync(join(tmpdir(), 'bench-peers-'));
   teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const ips = kernelTargets(targets);
+  // The kernel peer computes its echo replies in the sender's softirq (over veth), so every
+  // tool's CPU includes the peer's work; netsim answers from its own process (over a TUN
+  // device), so only the prober's side is counted.
+  let ips = kernelTargets(targets);
+  let link = lab.proberLink;
+  if (peer === 'netsim') {
+    await lab.startNetsim({ seed: 1, hosts: [{ prefix: '198.18.192.0/18', delay_ms: 0 }] });
+    ips = Array.from({ length: targets }, (_, k) => `198.18.${192 + ((k + 1) >> 8)}.${(k + 1) & 0xff}`);
+    link = tunDevice(lab);
+  }
   const rows: CostRow[] = [];
   const measure = async (pid: number, settleMs: number) => {
     await sleep(settleMs);
-    const [tx0, cpu0, sw0, t0] = [lab.txPackets(lab.prober, lab.proberLink), taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
+    const [tx0, cpu0, sw0, t0] = [lab.txPackets(lab.prober, link), taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
     await sleep(windowMs);
-    const [tx1, cpu1, sw1, t1] = [lab.txPackets(lab.prober, lab.proberLink), taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
+    const [tx1, cpu1, sw1, t1] = [lab.txPackets(lab.prober, link), taskCpuSeconds(pid), contextSwitches(pid).voluntary, Date.now()];
     const sent = Math.max(1, tx1 - tx0);
-    const tx2 = lab.txPackets(lab.prober, lab.proberLink);
+    const tx2 = lab.txPackets(lab.prober, link);
     const calls = syscallsDuring(pid, Math.min(windowMs, 3000));
-    const tx3 = lab.txPackets(lab.prober, lab.proberLink);
+    const tx3 = lab.txPackets(lab.prober, link);
     return {
       probesPerS: Math.round(sent / ((t1 - t0) / 1000)),
       cpuUsPerProbe: Number((((cpu1 - cpu0) / sent) * 1e6).toFixed(2)),
@@ -162,6 +180,7 @@ export async function cost(teardown: (f: () => void) => void, targets: number, w
   const mb = (x: number) => Number((x / 1e6).toFixed(1));
   const row = (tool: string, m: Awaited<ReturnType<typeof measure>>, base: number, scrape?: number[]): CostRow => ({
     tool,
+    peer,
     targets,
     due_per_s: targets,
     probes_per_s: m.probesPerS,
@@ -187,7 +206,7 @@ export async function cost(teardown: (f: () => void) => void, targets: number, w
   ours.child.kill('SIGKILL');
   await exited(ours.child, 2000);
 
-  if (targets <= 1000) {
+  if (targets <= 1000 && peer === 'kernel') {
     // smokeping_prober: its base is a run with one host.
     const one = startSmokeping(lab, dir, ips.slice(0, 1), false);
     await waitHttp(`${one.url}/metrics`, 10_000);

@@ -7,6 +7,7 @@
  *
  *   BENCH_SECTIONS   scale,ceiling,cost,idle,precision,http,deployment (default: all)
  *   BENCH_COST_TARGETS  targets of the cost section (default 1000,10000)
+ *   BENCH_COST_PEERS    who answers in the cost section: kernel,netsim (default both)
  *   BENCH_TARGETS    scale steps (default 1000,10000,100000; 2 s interval, -maxpps 100000)
  *   BENCH_WINDOW_MS  measuring window of each step (default 5000)
  *   BENCH_DEPLOYMENT_TARGETS    deployment steps (default 1000,10000)
@@ -22,6 +23,8 @@ const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? 'scale,ceiling,cost,idle
 const STEPS = (process.env.BENCH_TARGETS ?? '1000,10000,100000').split(',').map(Number);
 const WINDOW_MS = Number(process.env.BENCH_WINDOW_MS ?? 5000);
 const COST_TARGETS = (process.env.BENCH_COST_TARGETS ?? '1000,10000').split(',').map(Number);
+/** kernel: the peer namespace's kernel answers (its work is charged to the sender, over veth); netsim: a process answers. */
+const COST_PEERS = (process.env.BENCH_COST_PEERS ?? 'kernel,netsim').split(',').filter((p): p is 'kernel' | 'netsim' => p === 'kernel' || p === 'netsim');
 const IDLE_WINDOW_MS = 20_000;
 const DEPLOYMENT_STEPS = (process.env.BENCH_DEPLOYMENT_TARGETS ?? '1000,10000').split(',').map(Number);
 const DEPLOYMENT_WINDOW_MS = Number(process.env.BENCH_DEPLOYMENT_WINDOW_MS ?? 30_000);
@@ -79,12 +82,14 @@ async function main(): Promise<void> {
     }
     if (SECTIONS.has('cost')) {
       const all: Row[] = [];
-      for (const targets of COST_TARGETS) {
-        console.log(`\nCost: each tool alone, ${targets} kernel-peer targets at 1 probe/s each`);
-        const rows = withRatios(await cost(teardown, targets, WINDOW_MS), ['cpu_us_per_probe', 'wakeups_per_probe', 'syscalls_per_probe', 'rss_mb', 'scrape_p99_ms'], () => '');
-        cleanup();
-        console.table(rows);
-        all.push(...rows);
+      for (const peer of COST_PEERS) {
+        for (const targets of COST_TARGETS) {
+          console.log(`\nCost: each tool alone, ${targets} ${peer === 'kernel' ? 'kernel-peer' : 'netsim'} targets at 1 probe/s each`);
+          const rows = withRatios(await cost(teardown, targets, WINDOW_MS, peer), ['cpu_us_per_probe', 'wakeups_per_probe', 'syscalls_per_probe', 'rss_mb', 'scrape_p99_ms'], () => '');
+          cleanup();
+          console.table(rows);
+          all.push(...rows);
+        }
       }
       results['cost'] = all;
     }
