@@ -200,7 +200,8 @@ export async function cost(teardown: (f: () => void) => void, targets: number, w
   await sleep(1000);
   const ourBase = rssBytes(ourPid);
   await addTargets(ours.url, ips);
-  const o = await measure(ourPid, 2000);
+  // Past start-up: V8 collects a few times in the first seconds after the targets came.
+  const o = await measure(ourPid, 10_000);
   const { client: scrape } = await timedGets(`${ours.url}/probe?target=${ips[0]}`, 100);
   rows.push(row('icmp-exporter', o, ourBase, scrape));
   ours.child.kill('SIGKILL');
