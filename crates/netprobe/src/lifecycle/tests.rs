@@ -203,6 +203,19 @@ struct Sim {
     debug: Option<u64>,
 }
 
+/// A lifecycle of the given interval, timeout and pacer gap (`1 / max_pps`), and its counters.
+fn lifecycle(interval: Nanos, timeout: Nanos, gap: Nanos) -> (Lifecycle, Arc<Shared>) {
+    let shared = Arc::new(Shared::default());
+    (Lifecycle::new(LifecycleConfig { interval, timeout, gap, hard: false }, shared.clone()), shared)
+}
+
+/// Says that every socket queue exists and was empty at 0.
+fn open_queues(core: &mut Lifecycle) {
+    for q in 0..QUEUES {
+        core.queue_opened(q, 0);
+    }
+}
+
 fn queue_of(proto: Proto, v6: bool, stamps: bool) -> usize {
     let slot = match proto {
         Proto::Icmp => 0,
@@ -223,9 +236,7 @@ impl Sim {
         let mut core = Lifecycle::new(config, shared.clone());
         core.enable_log();
         core.set_tcp_ports((61000..61128).collect());
-        for q in 0..QUEUES {
-            core.queue_opened(q, 0);
-        }
+        open_queues(&mut core);
         Sim {
             rng: Rng(seed | 1),
             sc,
@@ -798,13 +809,9 @@ fn a_deadline_never_ends_a_later_probe_of_its_slot() {
 /// the probe now holding that key was sent, is not that probe's.
 #[test]
 fn a_stamp_taken_before_a_probe_was_sent_is_not_its_own() {
-    let shared = Arc::new(Shared::default());
-    let config = LifecycleConfig { interval: 10 * MS, timeout: 100 * MS, gap: 1, hard: false };
-    let mut core = Lifecycle::new(config, shared.clone());
+    let (mut core, shared) = lifecycle(10 * MS, 100 * MS, 1);
     core.enable_log();
-    for q in 0..QUEUES {
-        core.queue_opened(q, 0);
-    }
+    open_queues(&mut core);
     let addr = IpAddr::V4(Ipv4Addr::new(198, 18, 192, 1));
     core.track(1, addr, ProbeKind::Icmp, 0);
     let mut now = 0;
@@ -841,9 +848,7 @@ fn a_stamp_taken_before_a_probe_was_sent_is_not_its_own() {
 /// reads it before it gets to expire the probe.
 #[test]
 fn an_icmp_error_after_expiry_is_not_the_probe_s() {
-    let shared = Arc::new(Shared::default());
-    let config = LifecycleConfig { interval: 1000 * MS, timeout: 100 * MS, gap: 1, hard: false };
-    let mut core = Lifecycle::new(config, shared.clone());
+    let (mut core, shared) = lifecycle(1000 * MS, 100 * MS, 1);
     core.enable_log();
     let addr = IpAddr::V4(Ipv4Addr::new(198, 18, 192, 2));
     core.track(1, addr, ProbeKind::Icmp, 0);
@@ -890,10 +895,8 @@ fn a_late_engine_loses_nothing_that_came_in_time() {
 fn after_churn_n_targets_leave_no_gap_over_twice_the_even_spacing() {
     let mut rng = Rng(0x9a9);
     for case in 0..200 {
-        let shared = Arc::new(Shared::default());
         let interval = 1000 * MS;
-        let config = LifecycleConfig { interval, timeout: 100 * MS, gap: 1, hard: false };
-        let mut core = Lifecycle::new(config, shared);
+        let (mut core, _) = lifecycle(interval, 100 * MS, 1);
         let mut tracked: Vec<TargetId> = Vec::new();
         let mut next_id = 1;
         let mut now = 0;
@@ -964,13 +967,9 @@ fn debug_case() {
 /// nor lost.
 #[test]
 fn a_destination_always_refused_holds_back_no_one_else() {
-    let shared = Arc::new(Shared::default());
     let interval = 100 * MS;
-    let config = LifecycleConfig { interval, timeout: 50 * MS, gap: 1, hard: false };
-    let mut core = Lifecycle::new(config, shared.clone());
-    for q in 0..QUEUES {
-        core.queue_opened(q, 0);
-    }
+    let (mut core, shared) = lifecycle(interval, 50 * MS, 1);
+    open_queues(&mut core);
     let (stuck, fine) = (IpAddr::V4(Ipv4Addr::new(198, 18, 192, 7)), IpAddr::V4(Ipv4Addr::new(198, 18, 192, 8)));
     core.track(1, stuck, ProbeKind::Icmp, 0);
     core.track(2, fine, ProbeKind::Icmp, 0);
@@ -1009,13 +1008,9 @@ fn a_destination_always_refused_holds_back_no_one_else() {
 /// so long: after 200 turns that read it in full, and a second, they expire as usual.
 #[test]
 fn a_flooded_queue_holds_expiry_back_only_so_long() {
-    let shared = Arc::new(Shared::default());
-    let config = LifecycleConfig { interval: 1000 * MS, timeout: 100 * MS, gap: 1, hard: false };
-    let mut core = Lifecycle::new(config, shared);
+    let (mut core, _) = lifecycle(1000 * MS, 100 * MS, 1);
     core.enable_log();
-    for q in 0..QUEUES {
-        core.queue_opened(q, 0);
-    }
+    open_queues(&mut core);
     core.track(1, IpAddr::V4(Ipv4Addr::new(198, 18, 192, 9)), ProbeKind::Icmp, 0);
     let tx = core.poll_transmit(1000 * MS).expect("due");
     core.on_sent(tx.key, SendResult::Sent { at: 1000 * MS, real: REAL_ZERO }, 1000 * MS);
@@ -1072,11 +1067,9 @@ fn turns_hold_about_32_probes_and_divide_the_interval() {
 fn the_pacer_holds_the_cap_over_any_span_of_a_turn() {
     let mut rng = Rng(0xcab);
     for case in 0..50 {
-        let shared = Arc::new(Shared::default());
         let max_pps = rng.between(100, 50_000);
         let gap = 1_000_000_000 / max_pps;
-        let config = LifecycleConfig { interval: rng.between(10, 2000) * MS, timeout: 100 * MS, gap, hard: false };
-        let mut core = Lifecycle::new(config, shared);
+        let (mut core, _) = lifecycle(rng.between(10, 2000) * MS, 100 * MS, gap);
         for id in 0..rng.between(1, 3000) as u32 {
             core.track(id + 1, IpAddr::V4(Ipv4Addr::from(0xc612_0000 | id)), ProbeKind::Icmp, 0);
         }
@@ -1108,9 +1101,7 @@ fn the_pacer_holds_the_cap_over_any_span_of_a_turn() {
 /// the room it has goes round the targets, so every target keeps being probed.
 #[test]
 fn a_slow_local_queue_is_shared_by_every_target() {
-    let shared = Arc::new(Shared::default());
-    let config = LifecycleConfig { interval: 50 * MS, timeout: 1000 * MS, gap: 10_000, hard: false };
-    let mut core = Lifecycle::new(config, shared);
+    let (mut core, _) = lifecycle(50 * MS, 1000 * MS, 10_000);
     for id in 1..=50u32 {
         core.track(id, IpAddr::V4(Ipv4Addr::from(0xc612_8000 | id)), ProbeKind::Icmp, 0);
     }
@@ -1144,13 +1135,9 @@ fn a_slow_local_queue_is_shared_by_every_target() {
 /// has expired what it could, the next wake-up is the next send, not the old deadline.
 #[test]
 fn an_answered_probe_leaves_no_wake_up_behind() {
-    let shared = Arc::new(Shared::default());
     let interval = 1000 * MS;
-    let config = LifecycleConfig { interval, timeout: 100 * MS, gap: 1, hard: false };
-    let mut core = Lifecycle::new(config, shared);
-    for q in 0..QUEUES {
-        core.queue_opened(q, 0);
-    }
+    let (mut core, _) = lifecycle(interval, 100 * MS, 1);
+    open_queues(&mut core);
     let fine = IpAddr::V4(Ipv4Addr::new(198, 18, 192, 8));
     core.track(1, fine, ProbeKind::Icmp, 0);
     let first = core.next_wake(0).expect("a send is due");
@@ -1179,18 +1166,14 @@ fn an_answered_probe_leaves_no_wake_up_behind() {
 /// the same turn.
 #[test]
 fn a_late_probe_is_followed_at_the_next_phase_not_at_once() {
-    let shared = Arc::new(Shared::default());
     let interval = 100 * MS;
-    let config = LifecycleConfig { interval, timeout: 50 * MS, gap: 1, hard: false };
-    let mut core = Lifecycle::new(config, shared);
+    let (mut core, _) = lifecycle(interval, 50 * MS, 1);
     core.track(1, IpAddr::V4(Ipv4Addr::new(198, 18, 192, 9)), ProbeKind::Icmp, 0);
     let first = core.next_wake(0).expect("due");
-    drop(core);
     // The engine wakes late: past the target's next due time, by less than a turn (10 ms), and
     // by two and a half intervals.
     for (n, late) in [(2, first + interval + 5 * MS), (3, first + 2 * interval + interval / 2)] {
-        let shared = Arc::new(Shared::default());
-        let mut core = Lifecycle::new(config, shared);
+        let (mut core, _) = lifecycle(interval, 50 * MS, 1);
         core.track(1, IpAddr::V4(Ipv4Addr::new(198, 18, 192, 9)), ProbeKind::Icmp, 0);
         let tx = core.poll_transmit(late).expect("due");
         core.on_sent(tx.key, SendResult::Failed, late);
