@@ -74,7 +74,14 @@ async function until<T>(what: string, read: () => Promise<T>, done: (v: T) => bo
   }
 }
 
-function startPrometheus(lab: Lab, dir: string, config: string): { child: ChildProcess; url: string; log: () => string } {
+/**
+ * Starts Prometheus in the lab's prober namespace with `config`, its data in a temporary
+ * directory; `onTeardown` gets what kills it and removes the directory. Resolves once it is
+ * ready (its log in the error otherwise).
+ */
+async function startPrometheus(lab: Lab, config: string, onTeardown: (f: () => void) => void): Promise<{ child: ChildProcess; url: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-prometheus-'));
+  onTeardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'prometheus.yml'), config);
   const listen = `${lab.httpAddress}:${PROMETHEUS_PORT}`;
   const child = lab.spawn(lab.prober, PROMETHEUS, [
@@ -83,38 +90,49 @@ function startPrometheus(lab: Lab, dir: string, config: string): { child: ChildP
     `--web.listen-address=${listen}`,
     '--log.level=warn',
   ]);
+  // Killed before its directory goes (teardowns run last first).
+  onTeardown(() => {
+    try {
+      process.kill(-(child.pid ?? 0), 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  });
   let log = '';
   child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
-  return { child, url: `http://${listen}`, log: () => log };
+  const url = `http://${listen}`;
+  await until('Prometheus ready', async () => (await fetch(`${url}/-/ready`)).status, (s) => s === 200, 30_000).catch((e: Error) => {
+    throw new Error(`${e.message}\n${log}`);
+  });
+  return { child, url };
 }
 
-/** One step: N targets, its own lab, exporter and Prometheus, all removed before it returns. */
-async function step(teardown: (f: () => void) => void, n: number, windowMs: number): Promise<Record<string, number>> {
+/**
+ * Runs `body` with a teardown list of its own, run when it ends, and by the bench's cleanup
+ * should the run be interrupted first.
+ */
+async function scoped<T>(teardown: (f: () => void) => void, body: (onTeardown: (f: () => void) => void) => Promise<T>): Promise<T> {
   const local: Array<() => void> = [];
-  // Run by this step's end, and by the bench's cleanup should the run be interrupted first.
   const cleanup = () => local.splice(0).reverse().forEach((f) => f());
   teardown(cleanup);
   try {
-    const lab = Lab.create({ teardown: (f) => local.push(f) });
+    return await body((f) => local.push(f));
+  } finally {
+    cleanup();
+  }
+}
+
+/** One step: N targets, its own lab, exporter and Prometheus, all removed before it returns. */
+function step(teardown: (f: () => void) => void, n: number, windowMs: number): Promise<Record<string, number>> {
+  return scoped(teardown, async (onTeardown) => {
+    const lab = Lab.create({ teardown: onTeardown });
     const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '1000', '-timeout', '1000', '-maxpps', String(2 * n)]);
     const pid = exporter.child.pid ?? 0;
-    const dir = mkdtempSync(join(tmpdir(), 'bench-prometheus-'));
-    local.push(() => rmSync(dir, { recursive: true, force: true }));
     const targets = Array.from({ length: n }, (_, k) => peerAddress(k));
-    const prom = startPrometheus(lab, dir, prometheusConfig(new URL(exporter.url).host, targets));
-    local.push(() => {
-      try {
-        process.kill(-(prom.child.pid ?? 0), 'SIGKILL');
-      } catch {
-        // gone already
-      }
-    });
+    const prom = await startPrometheus(lab, prometheusConfig(new URL(exporter.url).host, targets), onTeardown);
     // Warm-up: every target scraped (so probed) once, then one more interval at the steady state.
     const upTimeout = 4 * SCRAPE_INTERVAL_S * 1000;
-    await until('Prometheus ready', async () => (await fetch(`${prom.url}/-/ready`)).status, (s) => s === 200, 30_000).catch((e: Error) => {
-      throw new Error(`${e.message}\n${prom.log()}`);
-    });
     await until(`all ${n} targets up`, () => query(prom.url, 'count(up{job="icmp"} == 1)'), (c) => c === n, upTimeout);
     await sleep(SCRAPE_INTERVAL_S * 1000);
     const probeScrapes = async () =>
@@ -145,9 +163,7 @@ async function step(teardown: (f: () => void) => void, n: number, windowMs: numb
       prometheus_core_share: Number(((prom1 - prom0) / seconds).toFixed(3)),
       scrape_duration_avg_ms: Number((scrapeMs * 1000).toFixed(2)),
     };
-  } finally {
-    cleanup();
-  }
+  });
 }
 
 export async function deployment(teardown: (f: () => void) => void, steps: readonly number[], windowMs: number): Promise<Array<Record<string, number>>> {
@@ -180,28 +196,15 @@ function batchedConfig(exporter: string, targets: readonly string[], batch: numb
  * (whole process, and the engine thread), probes/s, the share that left within 1 ms of their
  * slot, false losses, and Prometheus' own CPU.
  */
-export async function scrapedCeiling(teardown: (f: () => void) => void, n = 100_000, batch = 256): Promise<Array<Record<string, number>>> {
-  const local: Array<() => void> = [];
-  const cleanup = () => local.splice(0).reverse().forEach((f) => f());
-  teardown(cleanup);
-  try {
-    const lab = Lab.create({ teardown: (f) => local.push(f) });
+export function scrapedCeiling(teardown: (f: () => void) => void, n = 100_000, batch = 256): Promise<Array<Record<string, number>>> {
+  return scoped(teardown, async (onTeardown) => {
+    const lab = Lab.create({ teardown: onTeardown });
     const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '1000', '-timeout', '1000', '-maxpps', String(2 * n)]);
     const pid = exporter.child.pid ?? 0;
     const targets = Array.from({ length: n }, (_, k) => targetAddress(k));
     await addTargets(exporter.url, targets);
-    const dir = mkdtempSync(join(tmpdir(), 'bench-prometheus-'));
-    local.push(() => rmSync(dir, { recursive: true, force: true }));
-    const prom = startPrometheus(lab, dir, batchedConfig(new URL(exporter.url).host, targets, batch));
-    local.push(() => {
-      try {
-        process.kill(-(prom.child.pid ?? 0), 'SIGKILL');
-      } catch {
-        // gone already
-      }
-    });
+    const prom = await startPrometheus(lab, batchedConfig(new URL(exporter.url).host, targets, batch), onTeardown);
     const jobs = Math.ceil(n / batch);
-    await until('Prometheus ready', async () => (await fetch(`${prom.url}/-/ready`)).status, (s) => s === 200, 30_000);
     await until(`all ${jobs} batches up`, () => query(prom.url, 'count(up{job=~"icmp-.*"} == 1)'), (c) => c === jobs, 4 * SCRAPE_INTERVAL_S * 1000);
     const read = async () => {
       const m = parseSamples((await exporter.get('/metrics')).body);
@@ -238,7 +241,5 @@ export async function scrapedCeiling(teardown: (f: () => void) => void, n = 100_
         prometheus_core_share: Number(((prom1 - prom0) / seconds).toFixed(3)),
       },
     ];
-  } finally {
-    cleanup();
-  }
+  });
 }

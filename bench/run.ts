@@ -52,78 +52,61 @@ async function main(): Promise<void> {
   const teardown = (f: () => void) => teardowns.push(f);
   process.on('SIGINT', () => (cleanup(), process.exit(130)));
   const results: Record<string, unknown> = { window_ms: WINDOW_MS };
+  /** Prints `title`, runs `measure`, tears its lab down, prints its rows and keeps them as `key` (if any). */
+  const section = async (key: string | undefined, title: string, measure: () => Promise<Row[]>): Promise<void> => {
+    console.log(`\n${title}`);
+    const rows = await measure();
+    cleanup();
+    console.table(rows);
+    if (key !== undefined) results[key] = rows;
+  };
   try {
     if (SECTIONS.has('scale')) {
-      console.log(`\nScale: the exporter against the kernel peer, 2 s interval, -maxpps 100000 (window ${WINDOW_MS} ms)`);
-      const rows = await scale(teardown, STEPS, WINDOW_MS);
-      cleanup();
-      console.table(rows);
-      results['scale'] = rows;
-      console.log('\nChurn: 20,000 targets added at once, then expiring together, beside 1,000 kept ones');
-      const churned = await churn(teardown);
-      cleanup();
-      console.table(churned);
-      results['churn'] = churned;
+      await section('scale', `Scale: the exporter against the kernel peer, 2 s interval, -maxpps 100000 (window ${WINDOW_MS} ms)`, () => scale(teardown, STEPS, WINDOW_MS));
+      await section('churn', 'Churn: 20,000 targets added at once, then expiring together, beside 1,000 kept ones', () => churn(teardown));
     }
     if (SECTIONS.has('ceiling')) {
       // 100,000 probes a second due. The cap is set above the demand, as a user would: with
       // the demand exactly at the cap, the pacer is a queue at full load and any stall leaves
       // a backlog it can only work off by one turn's worth at a time.
-      console.log(`\nCeiling: 100,000 targets at a 1 s interval, -maxpps 200000 (window ${WINDOW_MS} ms)`);
-      const rows = await scale(teardown, [100_000], WINDOW_MS, 1000, 200_000);
-      cleanup();
-      console.table(rows);
-      results['ceiling'] = rows;
-      console.log('\nCeiling while Prometheus scrapes every target every 15 s, 256 targets a /probe request');
-      const scraped = await scrapedCeiling(teardown);
-      cleanup();
-      console.table(scraped);
-      results['ceiling_scraped'] = scraped;
+      await section('ceiling', `Ceiling: 100,000 targets at a 1 s interval, -maxpps 200000 (window ${WINDOW_MS} ms)`, () => scale(teardown, [100_000], WINDOW_MS, 1000, 200_000));
+      await section('ceiling_scraped', 'Ceiling while Prometheus scrapes every target every 15 s, 256 targets a /probe request', () => scrapedCeiling(teardown));
     }
     if (SECTIONS.has('cost')) {
       const all: Row[] = [];
       for (const peer of COST_PEERS) {
         for (const targets of COST_TARGETS) {
-          console.log(`\nCost: each tool alone, ${targets} ${peer === 'kernel' ? 'kernel-peer' : 'netsim'} targets at 1 probe/s each`);
-          const rows = withRatios(await cost(teardown, targets, WINDOW_MS, peer), ['cpu_us_per_probe', 'wakeups_per_probe', 'syscalls_per_probe', 'rss_mb', 'scrape_p99_ms'], () => '');
-          cleanup();
-          console.table(rows);
-          all.push(...rows);
+          const title = `Cost: each tool alone, ${targets} ${peer === 'kernel' ? 'kernel-peer' : 'netsim'} targets at 1 probe/s each`;
+          await section(undefined, title, async () => {
+            const rows = withRatios(await cost(teardown, targets, WINDOW_MS, peer), ['cpu_us_per_probe', 'wakeups_per_probe', 'syscalls_per_probe', 'rss_mb', 'scrape_p99_ms'], () => '');
+            all.push(...rows);
+            return rows;
+          });
         }
       }
       results['cost'] = all;
     }
     if (SECTIONS.has('idle')) {
-      console.log(`\nIdle: 5 targets at a 2 s interval (window ${IDLE_WINDOW_MS} ms)`);
-      const rows = await idle(teardown, IDLE_WINDOW_MS);
-      cleanup();
-      console.table(rows);
-      results['idle'] = rows;
+      await section('idle', `Idle: 5 targets at a 2 s interval (window ${IDLE_WINDOW_MS} ms)`, () => idle(teardown, IDLE_WINDOW_MS));
     }
     if (SECTIONS.has('precision')) {
-      console.log(`\nPrecision: all tools at once, ${PRECISION_HOSTS} kernel-peer hosts and ${PRECISION_HOSTS} netsim hosts (2 ms fixed delay), 1 probe/s each`);
-      const rows: Row[] = [];
-      for (const busy of [false, true]) {
-        rows.push(...(await precision(teardown, PRECISION_HOSTS, 2 * WINDOW_MS, busy)));
-        cleanup();
-      }
-      const table = withRatios(rows as Array<Row & { load: string }>, ['kernel_mean_us', 'kernel_sd_us', 'netsim_sd_us'], (r) => String(r['load']));
-      console.table(table);
-      results['precision'] = table;
+      const title = `Precision: all tools at once, ${PRECISION_HOSTS} kernel-peer hosts and ${PRECISION_HOSTS} netsim hosts (2 ms fixed delay), 1 probe/s each`;
+      await section('precision', title, async () => {
+        const rows: Row[] = [];
+        for (const busy of [false, true]) {
+          rows.push(...(await precision(teardown, PRECISION_HOSTS, 2 * WINDOW_MS, busy)));
+          cleanup();
+        }
+        return withRatios(rows as Array<Row & { load: string }>, ['kernel_mean_us', 'kernel_sd_us', 'netsim_sd_us'], (r) => String(r['load']));
+      });
     }
     if (SECTIONS.has('http')) {
-      console.log('\nHTTP: server CPU per request, 5,000 serial keep-alive requests each, against a bare node:http server (lowest of 3 rounds); paced: 500 each, alternated, 10 ms apart');
-      const rows = await httpCost(teardown);
-      cleanup();
-      console.table(rows);
-      results['http'] = rows;
+      const title = 'HTTP: server CPU per request, 5,000 serial keep-alive requests each, against a bare node:http server (lowest of 3 rounds); paced: 500 each, alternated, 10 ms apart';
+      await section('http', title, () => httpCost(teardown));
     }
     if (SECTIONS.has('deployment')) {
-      console.log(`\nDeployment: Prometheus scraping each target's /probe every 15 s, targets probed every 1 s (window ${DEPLOYMENT_WINDOW_MS} ms)`);
-      const rows = await deployment(teardown, DEPLOYMENT_STEPS, DEPLOYMENT_WINDOW_MS);
-      cleanup();
-      console.table(rows);
-      results['deployment'] = rows;
+      const title = `Deployment: Prometheus scraping each target's /probe every 15 s, targets probed every 1 s (window ${DEPLOYMENT_WINDOW_MS} ms)`;
+      await section('deployment', title, () => deployment(teardown, DEPLOYMENT_STEPS, DEPLOYMENT_WINDOW_MS));
     }
   } finally {
     cleanup();
