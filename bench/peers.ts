@@ -299,7 +299,6 @@ export async function precision(
   const dir = mkdtempSync(join(tmpdir(), 'bench-precision-'));
   teardown(() => rmSync(dir, { recursive: true, force: true }));
   const sim = await lab.startNetsim({ seed: 7, hosts: [{ prefix: '198.18.192.0/24', delay_ms: delayMs }] });
-  lab.exec(lab.prober, 'chrt', ['-f', '-p', '50', String(sim.child.pid ?? 0)]);
   const kernel = kernelTargets(hosts);
   const simulated = Array.from({ length: hosts }, (_, k) => `198.18.192.${k + 1}`);
   const all = [...kernel, ...simulated];

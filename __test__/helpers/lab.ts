@@ -233,6 +233,10 @@ export class Lab {
     writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
     const child = this.spawn(this.prober, NETSIM, ['--tun', tun, '--config', join(dir, 'config.json'), '--truth', join(dir, 'truth.json')]);
     await startupLine(child, /netsim ready/, 'netsim', 10_000);
+    // The "network" must not slow down with the host: SCHED_FIFO, so that a busy machine (the
+    // exporter sending a turn's probes at once, or every core taken by stress-ng) delays
+    // neither its reading of requests, which its truth cannot see, nor its answers.
+    this.exec(this.prober, 'chrt', ['-a', '-f', '-p', '50', String(child.pid ?? 0)]);
     this.ip(this.prober, 'link', 'set', tun, 'up');
     this.ip(this.prober, 'route', 'add', SIMULATED_V4, 'dev', tun);
     this.ip(this.prober, '-6', 'route', 'add', SIMULATED_V6, 'dev', tun);
