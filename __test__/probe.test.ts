@@ -100,6 +100,8 @@ test('/metrics: engine counters typed as counters, process and HTTP metrics; / s
   t.true((value(m, 'icmp_packets_sent_total') ?? 0) > 0);
   t.true((value(m, 'process_resident_memory_bytes') ?? 0) > 0);
   t.not(value(m, 'nodejs_eventloop_lag_seconds'), undefined);
+  // Lag, not the 100 ms sampling period an idle loop read as its lag before.
+  t.true((value(m, 'nodejs_eventloop_lag_p50_seconds') ?? 1) < 0.05, `event loop lag p50 ${value(m, 'nodejs_eventloop_lag_p50_seconds')} s`);
   t.true((value(m, 'http_request_duration_seconds_count', { path: '/probe', method: 'GET', status: '200' }) ?? 0) >= 1);
   t.not(value(m, 'http_requests_inflight'), undefined);
   // How late probes leave against their schedule: a mean (counter) and the worst (gauge).
