@@ -7,19 +7,24 @@
  */
 import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
+import { release } from 'node:os';
 import { Lab } from './helpers/lab.js';
 import { metrics, scrape, targets } from './helpers/probing.js';
 import { value } from './helpers/prom.js';
 import { waitFor } from './helpers/wait.js';
 
-/** Sleeps of the exporter's engine thread (`netprobe`) since it started. */
-function engineSleeps(pid: number): number {
+/** The /proc directory of the exporter's engine thread (`netprobe`). */
+function engineTask(pid: number): string {
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     const task = `/proc/${pid}/task/${tid}`;
-    if (readFileSync(`${task}/comm`, 'utf8').trim() !== 'netprobe') continue;
-    return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`${task}/status`, 'utf8'))?.[1]);
+    if (readFileSync(`${task}/comm`, 'utf8').trim() === 'netprobe') return task;
   }
   throw new Error('no engine thread');
+}
+
+/** Sleeps of the exporter's engine thread since it started. */
+function engineSleeps(pid: number): number {
+  return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`${engineTask(pid)}/status`, 'utf8'))?.[1]);
 }
 
 test('answers, stamps and answered deadlines do not wake the engine: fewer wake-ups than probes', async (t) => {
@@ -44,4 +49,20 @@ test('answers, stamps and answered deadlines do not wake the engine: fewer wake-
   // schedule alone, at most once a turn (about 86 a second here) and once a second besides.
   t.log(`${sleeps} wake-ups for ${probes} probes`);
   t.true(sleeps < 0.75 * probes, `${sleeps} wake-ups for ${probes} probes`);
+});
+
+test('the engine thread asks for the shortest slice (Linux >= 6.12), its other threads keep the default', async (t) => {
+  const [major = 0, minor = 0] = release().split('.').map(Number);
+  if (major < 6 || (major === 6 && minor < 12)) {
+    t.log(`Linux ${release()} keeps no custom slice for the fair class`);
+    return t.pass();
+  }
+  const lab = Lab.create(t);
+  const exporter = await lab.startExporter([]);
+  const pid = exporter.child.pid ?? 0;
+  const slice = (task: string) => Number(/^se\.slice\s+:\s+(\d+)/m.exec(readFileSync(`${task}/sched`, 'utf8'))?.[1]);
+  // The engine sets it as its loop starts: wait for that rather than for a moment.
+  const engine = await waitFor(() => slice(engineTask(pid)), (ns) => ns === 100_000, { what: 'a 0.1 ms slice on the engine thread' });
+  t.is(engine, 100_000);
+  t.true(slice(`/proc/${pid}/task/${pid}`) > 100_000, 'Node\'s main thread keeps the default slice');
 });

@@ -15,6 +15,7 @@ pub mod recv_batch;
 pub mod ring;
 pub mod routes;
 pub mod rtt;
+pub mod sched;
 pub mod schedule;
 pub mod sockets;
 pub mod stats;

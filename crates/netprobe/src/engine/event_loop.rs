@@ -272,6 +272,9 @@ impl EngineLoop {
         // by more than a small share of it.
         // SAFETY: prctl with integer arguments only affects this thread.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS as libc::c_ulong) };
+        // A short slice so a turn is not kept waiting behind a busy core's running task
+        // (sched.rs). Best effort: without it turns are only later on a busy host.
+        let _ = crate::sched::request_slice(crate::sched::ENGINE_SLICE_NS);
         while !self.stopping {
             if self.config.panic_after.is_some_and(|after| self.origin.elapsed() >= after) {
                 panic!("injected failure (ICMP_EXPORTER_TEST_ENGINE_PANIC_MS)");
