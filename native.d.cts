@@ -19,6 +19,12 @@ export declare class Engine {
   track(address: string, protocol: 'icmp' | 'tcp', port?: number): number
   untrack(id: number): void
   /**
+   * `listener(reason)` is called once, on the event loop, if the engine thread ends
+   * abnormally (a bug: a panic, or a loop that could not go on); at once if it already
+   * has. It keeps no process alive.
+   */
+  onFailure(listener: (reason: string) => void): void
+  /**
    * Where the answers of `snapshotFlat` go, from now on: `listener(token, stats, error)`,
    * called on the event loop.
    */
@@ -101,6 +107,9 @@ export interface EngineOptions {
   /** NIC hardware timestamps (`-hard`). */
   hard?: boolean
 }
+
+/** The engine's version: "netprobe " and its crate version. */
+export declare function engineVersion(): string
 
 /**
  * Numbers per target in `snapshotFlat`'s answer, in this order: sent, received, closed,

@@ -1,27 +1,58 @@
 /**
- * A failed engine thread (a bug: a panic) never takes the process down: /metrics says
- * icmp_engine_up 0 and /probe answers 503 with the reason. The failure is injected with
- * ICMP_EXPORTER_TEST_ENGINE_PANIC_MS, which makes the engine thread panic as a bug would.
+ * A failed engine thread (a bug: a panic) is not a process that answers 503 for ever: the
+ * command logs why and exits non-zero (3), so systemd or a container runtime restarts it;
+ * until then, and for a program that embeds the exporter, `/-/ready` and `/probe` answer 503
+ * with the reason, `/-/healthy` 200 and `/metrics` says icmp_engine_up 0. The failure is
+ * injected with ICMP_EXPORTER_TEST_ENGINE_PANIC_MS, which makes the engine thread panic as a
+ * bug would.
  */
 import test from 'ava';
 import { Lab } from './helpers/lab.js';
 import { parseSamples, value } from './helpers/prom.js';
 import { waitFor } from './helpers/wait.js';
 
-test('a panicking engine thread: icmp_engine_up 0, /probe 503 with the reason, the process still serves', async (t) => {
+const INDEX = new URL('../dist/index.js', import.meta.url).pathname;
+
+test('the command: ready while the engine runs, then a panicking engine thread ends the process with status 3 and says why', async (t) => {
   const lab = Lab.create(t);
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300'], {
     env: { ICMP_EXPORTER_TEST_ENGINE_PANIC_MS: '1500' },
   });
+  const exited = new Promise<number | null>((resolve) => exporter.child.once('exit', (code) => resolve(code)));
   const before = await exporter.get('/probe?target=198.18.128.80');
   t.is(before.status, 200, 'running at first');
-  const up = async () => value(parseSamples((await exporter.get('/metrics')).body), 'icmp_engine_up');
-  await waitFor(up, (v) => v === 0, { what: 'icmp_engine_up 0' });
-  const after = await exporter.get('/probe?target=198.18.128.80');
-  t.is(after.status, 503);
-  t.regex(after.body, /the probing engine failed: engine thread panicked: injected failure/);
-  t.is((await exporter.get('/metrics')).status, 200, '/metrics still served');
-  t.is(exporter.child.exitCode, null, 'the process is still running');
+  t.deepEqual(await exporter.get('/-/ready').then((r) => [r.status, r.body]), [200, 'Ready.\n']);
+  t.deepEqual(await exporter.get('/-/healthy').then((r) => [r.status, r.body]), [200, 'Healthy.\n']);
+  t.is(await exited, 3);
+  t.regex(exporter.stderr, /the probing engine failed: engine thread panicked: injected failure.*; exiting/);
+});
+
+// Embedded: the program decides what to do; the exporter keeps serving and says it is not ready.
+const SCRIPT = `
+import { startExporter } from ${JSON.stringify(INDEX)};
+const exporter = await startExporter({ host: '127.0.0.1', port: 0, intervalMs: 20, timeoutMs: 300 });
+const ready = await fetch(exporter.url + '/-/ready').then((r) => r.status);
+const reason = await new Promise((resolve) => exporter.onEngineFailure(resolve));
+const get = async (path) => { const r = await fetch(exporter.url + path); return [r.status, await r.text()]; };
+const after = { ready: await get('/-/ready'), healthy: await get('/-/healthy'), probe: await get('/probe?target=198.18.128.80'), metrics: await get('/metrics') };
+await exporter.close();
+console.log(JSON.stringify({ ready, reason, after }));
+`;
+
+test('embedded: onEngineFailure tells the program; /-/ready and /probe 503 with the reason, /-/healthy 200, icmp_engine_up 0', async (t) => {
+  const lab = Lab.create(t);
+  const out = JSON.parse(
+    lab.exec(lab.prober, 'env', ['ICMP_EXPORTER_TEST_ENGINE_PANIC_MS=1000', process.execPath, '--input-type=module', '-e', SCRIPT]),
+  ) as { ready: number; reason: string; after: Record<'ready' | 'healthy' | 'probe' | 'metrics', [number, string]> };
+  t.is(out.ready, 200);
+  t.regex(out.reason, /engine thread panicked: injected failure/);
+  t.is(out.after.ready[0], 503);
+  t.regex(out.after.ready[1], /^Not ready: the probing engine failed: engine thread panicked: injected failure/);
+  t.is(out.after.healthy[0], 200);
+  t.is(out.after.probe[0], 503);
+  t.regex(out.after.probe[1], /the probing engine failed: engine thread panicked: injected failure/);
+  t.is(out.after.metrics[0], 200, '/metrics still served');
+  t.is(value(parseSamples(out.after.metrics[1]), 'icmp_engine_up'), 0);
 });
 
 test('a failing wait (ppoll) is counted and retried: the engine goes on probing', async (t) => {

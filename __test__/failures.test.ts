@@ -55,5 +55,6 @@ test('SIGTERM stops the exporter cleanly', async (t) => {
   // `ip netns exec` execs node, so the child is the exporter itself.
   exporter.child.kill('SIGTERM');
   t.is(await exited, 0);
-  t.regex(exporter.stderr, /SIGTERM, shutting down/);
+  t.regex(exporter.stderr, /msg="Shutting down" signal=SIGTERM/);
+  t.regex(exporter.stderr, /msg=Stopped/);
 });

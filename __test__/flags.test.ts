@@ -1,6 +1,7 @@
 /** Command-line parsing and validation (pure), and the CLI's exit codes (no probe is sent). */
 import { spawnSync } from 'node:child_process';
 import test from 'ava';
+import { logMessages } from './helpers/log.js';
 import { FlagError } from '../src/errors.js';
 import { DEFAULTS, normalizeArgv, parseFlags, parseListen } from '../src/flags.js';
 import { CLI, SYSTEM_ENV } from './helpers/lab.js';
@@ -68,7 +69,32 @@ test('the in-flight table bounds -maxpps x -timeout, as the engine does', (t) =>
   t.is(parseFlags(['-i-wont-be-evil', '-maxpps', '26000', '-timeout', '40000']).maxPps, 26000);
 });
 
+test('-target-allow repeats in either spelling; -max-targets', (t) => {
+  t.deepEqual(parseFlags([]).targetAllow, []);
+  t.is(parseFlags([]).maxTargets, Number.POSITIVE_INFINITY);
+  t.deepEqual(parseFlags(['-target-allow', '198.18.0.0/15']).targetAllow, ['198.18.0.0/15']);
+  t.deepEqual(parseFlags(['-target-allow', '198.18.0.0/15', '--target-allow=*.lab.test', '-target-allow', '2001:2::/48']).targetAllow, [
+    '198.18.0.0/15',
+    '*.lab.test',
+    '2001:2::/48',
+  ]);
+  t.is(parseFlags(['-max-targets', '5000']).maxTargets, 5000);
+});
+
+test('-log.level and -log.format', (t) => {
+  t.like(parseFlags([]), { logLevel: 'info', logFormat: 'logfmt' });
+  t.like(parseFlags(['-log.level', 'debug', '-log.format=json']), { logLevel: 'debug', logFormat: 'json' });
+  t.like(parseFlags(['--log.level=error', '--log.format', 'logfmt']), { logLevel: 'error', logFormat: 'logfmt' });
+});
+
 const refusals: Array<[string[], RegExp]> = [
+  [['-log.level', 'verbose'], /-log.level must be one of debug, info, warn, error, got "verbose"/],
+  [['-log.format', 'text'], /-log.format must be one of logfmt, json, got "text"/],
+  [['-target-allow', '198.18.0.0/40'], /-target-allow "198.18.0.0\/40": a prefix length of at most 32/],
+  [['-target-allow', 'not a glob'], /-target-allow "not a glob" is neither a CIDR/],
+  [['-target-allow'], /-target-allow needs a value/],
+  [['-max-targets', '0'], /-max-targets must be between 1 and/],
+  [['-timeout', '10', '-timeout', '20'], /-timeout may be given once/],
   [['-interval', '50'], /-interval must be unlocked with -i-wont-be-evil/],
   [['-maxpps', '5', '-identifier', '1'], /-maxpps, -identifier must be unlocked/],
   [['-i-wont-be-evil', '-interval', '9'], /-interval must be between 10 and/],
@@ -120,6 +146,6 @@ test('without CAP_NET_RAW the start fails with a clear message and exit code 1',
     timeout: 60_000,
   });
   t.is(r.status, 1, r.stderr);
-  t.regex(r.stderr, /CAP_NET_RAW/);
-  t.regex(r.stderr, /net\.ipv4\.ping_group_range is "1 0"/);
+  t.regex(logMessages(r.stderr), /CAP_NET_RAW/);
+  t.regex(logMessages(r.stderr), /net\.ipv4\.ping_group_range is "1 0"/);
 });

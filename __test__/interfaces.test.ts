@@ -1,6 +1,7 @@
 /** -interface4 / -interface6: probes leave from the named interface, or follow the default route. */
 import { spawnSync } from 'node:child_process';
 import test from 'ava';
+import { logMessages } from './helpers/log.js';
 import { CLI, Lab, PEER_V4, PEER_V6, SYSTEM_ENV, type ExporterProcess } from './helpers/lab.js';
 import { scrape, targets, waitForProbes, waitForScrape } from './helpers/probing.js';
 import { value, type Sample } from './helpers/prom.js';
@@ -98,7 +99,7 @@ test('a named interface that does not exist is a start-up error', (t) => {
     timeout: 20_000,
   });
   t.is(r.status, 1);
-  t.regex(r.stderr, /interface "nosuch0" \(-interface4\) does not exist/);
+  t.regex(logMessages(r.stderr), /interface "nosuch0" \(-interface4\) does not exist/);
 });
 
 test('auto is bound: a blackhole route through another interface does not apply; unbound, it does', async (t) => {
@@ -129,7 +130,7 @@ test('-hard on a veth: a clear start-up error naming the interface and what it l
   });
   t.is(r.status, 1);
   t.regex(
-    r.stderr,
+    logMessages(r.stderr),
     new RegExp(
       `-hard: interface ${lab.proberLink} cannot timestamp in hardware; missing: hardware-transmit \\(SOF_TIMESTAMPING_TX_HARDWARE\\), ` +
         'hardware-receive \\(SOF_TIMESTAMPING_RX_HARDWARE\\), hardware-raw-clock \\(SOF_TIMESTAMPING_RAW_HARDWARE\\), ' +
@@ -142,7 +143,7 @@ test('-hard on a veth: a clear start-up error naming the interface and what it l
     timeout: 20_000,
   });
   t.is(named.status, 1);
-  t.regex(named.stderr, /-hard: interface lo cannot timestamp in hardware/);
+  t.regex(logMessages(named.stderr), /-hard: interface lo cannot timestamp in hardware/);
 });
 
 test('TCP over a named interface: the SYN checksum covers the source address of that interface, not of the default route', async (t) => {

@@ -29,8 +29,9 @@ test('every bad request gets a 400 with a message, and changes no other target',
     ['target=bad..name', /neither an IP address nor a valid hostname/],
     ['target=missing.lab.test', /unable to resolve target="missing.lab.test"/],
     [`target=2001:2::5&ip_version=4`, /IPv6 address but ip_version=4/],
-    [tooMany, /too many targets: 257 addresses, at most 256 probes/],
-    [`target=${LIVE}&target=198.18.128.11&${Array.from({ length: 129 }, (_, i) => `tcp_port=${i + 1}`).join('&')}`, /2 addresses × 129 ports, at most 256/],
+    // Counted before any lookup: 257 names or addresses are too many whatever they resolve to.
+    [tooMany, /too many targets: 257 targets, at most 256 probes/],
+    [`target=${LIVE}&target=198.18.128.11&${Array.from({ length: 129 }, (_, i) => `tcp_port=${i + 1}`).join('&')}`, /2 targets × 129 ports, at most 256/],
     // All or nothing: the valid target in the same request must not start probing.
     ['target=198.18.128.77&target=224.0.0.1', /cannot probe 224.0.0.1/],
     ['target=0.0.0.0', /cannot probe 0.0.0.0/],

@@ -1,6 +1,7 @@
 /** Without CAP_NET_RAW: unprivileged ICMP datagram sockets where ping_group_range allows them. */
 import { spawnSync } from 'node:child_process';
 import test from 'ava';
+import { logMessages } from './helpers/log.js';
 import { CLI, Lab, NOBODY, SYSTEM_ENV } from './helpers/lab.js';
 import { metrics, waitForProbes } from './helpers/probing.js';
 import { value } from './helpers/prom.js';
@@ -70,6 +71,6 @@ test('as nobody, with ping_group_range closed: a start-up error naming the capab
     timeout: 20_000,
   });
   t.is(r.status, 1, r.stderr);
-  t.regex(r.stderr, /raw ICMP sockets need CAP_NET_RAW/);
-  t.regex(r.stderr, /net\.ipv4\.ping_group_range is "1 0", which does not include group 65534/);
+  t.regex(logMessages(r.stderr), /raw ICMP sockets need CAP_NET_RAW/);
+  t.regex(logMessages(r.stderr), /net\.ipv4\.ping_group_range is "1 0", which does not include group 65534/);
 });

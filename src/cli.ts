@@ -2,10 +2,12 @@
 /** The `icmp-exporter` command. */
 import { setFlagsFromString } from 'node:v8';
 import { defineCommand, runMain } from 'citty';
+import { buildInfo, versionText } from './build-info.js';
 import { FlagError } from './errors.js';
 import { startExporter } from './exporter.js';
 import { FLAGS, normalizeArgv, parseFlags } from './flags.js';
 import { dropPrivileges } from './privileges.js';
+import { createLogger } from './log.js';
 import { installUnit, unitFile, UNIT_NAME } from './service.js';
 
 // The command is a long-running daemon whose JavaScript is not its hot path: V8 sizes its heap
@@ -63,57 +65,102 @@ const command = defineCommand({
   args: FLAGS,
   async run({ rawArgs }) {
     let options;
-    let exporter;
     try {
       options = parseFlags(rawArgs);
-      exporter = await startExporter(options);
+    } catch (e) {
+      fail(e);
+    }
+    const log = createLogger({ level: options.logLevel, format: options.logFormat });
+    const info = await buildInfo();
+    log.info('Starting icmp-exporter', { version: info.version, revision: info.revision, nodejs: info.nodejs, engine: info.engine });
+    let exporter;
+    try {
+      exporter = await startExporter({ ...options, log });
       if (options.drop) {
         // Everything that needs a capability is opened first: raw TCP sockets too.
         try {
           exporter.prober.engine.prepareTcp();
         } catch (e) {
-          process.stderr.write(`icmp-exporter: warning: ${(e as Error).message}\n`);
+          log.warn((e as Error).message);
         }
         const report = dropPrivileges();
-        process.stderr.write(
-          report.dropped
-            ? `icmp-exporter: -drop: now uid ${report.uid}, gid ${report.gid}; none of the ${report.threads} threads holds a capability\n`
-            : `icmp-exporter: -drop NOT done: ${report.reason}\n`,
-        );
+        if (report.dropped) {
+          log.info(`-drop: now uid ${report.uid}, gid ${report.gid}; none of the ${report.threads} threads holds a capability`);
+        } else {
+          log.warn(`-drop NOT done: ${report.reason}`);
+        }
       }
     } catch (e) {
-      fail(e);
+      log.error((e as Error).message);
+      process.exit(e instanceof FlagError ? 2 : 1);
     }
-    for (const warning of exporter.warnings) process.stderr.write(`icmp-exporter: warning: ${warning}\n`);
+    for (const warning of exporter.warnings) log.warn(warning);
     if (exporter.icmpMode === 'datagram') {
-      process.stderr.write(
-        'icmp-exporter: no CAP_NET_RAW: ICMP probes use unprivileged datagram sockets (kernel timestamps still); TCP SYN probing is unavailable\n',
-      );
+      log.warn('no CAP_NET_RAW: ICMP probes use unprivileged datagram sockets (kernel timestamps still); TCP SYN probing is unavailable');
     }
-    process.stdout.write(
-      `icmp-exporter listening on ${exporter.url} (interval ${options.intervalMs} ms, timeout ${options.timeoutMs} ms, ` +
-        `maxpps ${options.maxPps}, identifier ${exporter.identifier}, ICMP sockets ${exporter.icmpMode}, ` +
-        `transmit stamps matched by ${exporter.stampMatching === 'opt_id' ? 'SCM_TS_OPT_ID' : 'packet copy'})\n`,
-    );
+    log.info('Listening', {
+      url: exporter.url,
+      interval_ms: options.intervalMs,
+      timeout_ms: options.timeoutMs,
+      maxpps: options.maxPps,
+      identifier: exporter.identifier,
+      icmp_sockets: exporter.icmpMode,
+      stamp_matching: exporter.stampMatching,
+    });
     let closing = false;
-    const shutdown = (signal: string) => {
-      if (closing) return;
+    /** Stops serving (requests being answered finish), stops the engine (NIC settings restored), exits. */
+    const stop = (status: number) => {
       closing = true;
-      process.stderr.write(`icmp-exporter: ${signal}, shutting down\n`);
+      const deadline = setTimeout(() => {
+        log.error(`not stopped within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting anyway`);
+        process.exit(status === 0 ? 1 : status);
+      }, SHUTDOWN_DEADLINE_MS);
+      deadline.unref();
       exporter.close().then(
-        () => process.exit(0),
-        () => process.exit(1),
+        () => {
+          log.info('Stopped');
+          process.exit(status);
+        },
+        (e: unknown) => {
+          log.error(`stopping failed: ${(e as Error).message}`);
+          process.exit(1);
+        },
       );
     };
-    process.on('SIGINT', () => shutdown('SIGINT'));
-    process.on('SIGTERM', () => shutdown('SIGTERM'));
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (closing) {
+        log.warn(`${signal} again: exiting at once`);
+        process.exit(1);
+      }
+      log.info('Shutting down', { signal });
+      stop(0);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    // A failed engine (a bug) would leave a process answering 503 for ever: exit non-zero
+    // instead, so that systemd (Restart=on-failure) or the container runtime starts it again.
+    exporter.onEngineFailure((reason) => {
+      if (closing) return;
+      log.error(`the probing engine failed: ${reason}; exiting`);
+      stop(ENGINE_FAILED);
+    });
   },
 });
 
+/** How long a shutdown may take before the process exits regardless (a hung engine thread). */
+const SHUTDOWN_DEADLINE_MS = 10_000;
+
+/** Exit status when the engine thread failed (2 is kept for bad flags, which a restart cannot mend). */
+const ENGINE_FAILED = 3;
+
 const argv = process.argv.slice(2);
+const normalized = normalizeArgv(argv);
 // `service` is dispatched by hand: citty would take the value of `-listen :9116` for a command name.
 if (argv[0] === 'service') {
   void runMain(service, { rawArgs: argv.slice(1) });
+} else if (normalized.includes('--version')) {
+  // Like Go's kingpin: anywhere on the line, and nothing else is started.
+  void buildInfo().then((info) => process.stdout.write(versionText(info)));
 } else {
-  void runMain(command, { rawArgs: normalizeArgv(argv) });
+  void runMain(command, { rawArgs: normalized });
 }

@@ -12,3 +12,13 @@ export class UnavailableError extends Error {
 export class FlagError extends Error {
   override readonly name = 'FlagError';
 }
+
+/** A target `-target-allow` does not allow: HTTP 403 and this message. */
+export class ForbiddenError extends Error {
+  override readonly name = 'ForbiddenError';
+}
+
+/** A request that would pass a limit (`-max-targets`): HTTP 429 and this message; it started nothing. */
+export class LimitError extends Error {
+  override readonly name = 'LimitError';
+}

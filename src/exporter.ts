@@ -1,9 +1,12 @@
 /** The HTTP exporter around a prober: the metrics registry and the server. */
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
+import { TargetAllowList } from './allow.js';
+import { buildInfo } from './build-info.js';
 import { DEFAULTS, type ExporterOptions } from './flags.js';
 import { createMetricsRegistry } from './metrics.js';
 import { Prober } from './prober.js';
+import type { Logger } from './log.js';
 import { listen } from './server.js';
 
 export interface Exporter {
@@ -18,6 +21,12 @@ export interface Exporter {
   stampMatching: 'opt_id' | 'packet';
   /** The prober behind it, for programmatic use next to HTTP. */
   prober: Prober;
+  /**
+   * `listener(reason)` is called once if the engine thread fails (a bug); the exporter then
+   * answers `/probe` and `/-/ready` with 503. The command exits non-zero on it, so that its
+   * supervisor restarts it.
+   */
+  onEngineFailure(listener: (reason: string) => void): void;
   close(): Promise<void>;
 }
 
@@ -27,12 +36,20 @@ function urlOf(server: Server): string {
   return `http://${host}:${a.port}`;
 }
 
-/** Starts an exporter with the same options as the command line (all optional). */
-export async function startExporter(partial: Partial<ExporterOptions> = {}): Promise<Exporter> {
-  const options: ExporterOptions = { ...DEFAULTS, ...partial };
+/** How long `close` lets requests being answered finish before it cuts their connections. */
+const CLOSE_GRACE_MS = 5_000;
+
+/**
+ * Starts an exporter with the same options as the command line (all optional); `log` gets
+ * one line per refused request (403, 429) and nothing else (the command logs the rest).
+ */
+export async function startExporter(partial: Partial<ExporterOptions> & { log?: Logger } = {}): Promise<Exporter> {
+  const { log, ...given } = partial;
+  const options: ExporterOptions = { ...DEFAULTS, ...given };
   const prober = Prober.start(options);
   const { engine, targets, resolver } = prober;
   const { registry, http } = createMetricsRegistry({
+    build: await buildInfo(),
     icmpMode: engine.icmpMode(),
     stampMatching: engine.stampMatching(),
     counters: (protocol) => engine.counters(protocol),
@@ -41,7 +58,9 @@ export async function startExporter(partial: Partial<ExporterOptions> = {}): Pro
   });
   let server: Server;
   try {
-    server = await listen({ targets, resolver, engine, metrics: registry }, options.host, options.port, http);
+    const allow = new TargetAllowList(options.targetAllow);
+    const deps = { targets, resolver, engine, metrics: registry, ...(allow.restricts ? { allow } : {}), ...(log ? { log } : {}) };
+    server = await listen(deps, options.host, options.port, http);
   } catch (e) {
     await prober.stop();
     throw e;
@@ -53,10 +72,19 @@ export async function startExporter(partial: Partial<ExporterOptions> = {}): Pro
     icmpMode: engine.icmpMode(),
     stampMatching: engine.stampMatching(),
     prober,
+    onEngineFailure: (listener) => prober.onFailure(listener),
     async close() {
+      // No new connection; requests being answered finish (up to CLOSE_GRACE_MS), each
+      // connection closes once idle; then the engine stops (and puts NIC settings back).
       await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
+        const idle = setInterval(() => server.closeIdleConnections(), 50);
+        const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+        server.close(() => {
+          clearInterval(idle);
+          clearTimeout(cut);
+          resolve();
+        });
+        server.closeIdleConnections();
       });
       await prober.stop();
     },

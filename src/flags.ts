@@ -3,7 +3,9 @@
  * both work. Parsing is pure so every rule is tested without starting anything.
  */
 import { parseArgs, type ArgsDef } from 'citty';
+import { TargetAllowList } from './allow.js';
 import { FlagError } from './errors.js';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.js';
 
 export interface ExporterOptions {
   /** Host to listen on; undefined = every address. */
@@ -23,6 +25,12 @@ export interface ExporterOptions {
   /** Interface of IPv4 / IPv6 probes: a name, "auto" (the default route's), or undefined (not bound). */
   interface4: string | undefined;
   interface6: string | undefined;
+  /** `-target-allow`: CIDRs and hostname globs a /probe target must be in; empty = any. */
+  targetAllow: string[];
+  /** `-max-targets`: targets probed at once, all protocols; Infinity = no limit. */
+  maxTargets: number;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
 }
 
 export const DEFAULTS: ExporterOptions = {
@@ -37,6 +45,10 @@ export const DEFAULTS: ExporterOptions = {
   hard: false,
   interface4: undefined,
   interface6: undefined,
+  targetAllow: [],
+  maxTargets: Number.POSITIVE_INFINITY,
+  logLevel: 'info',
+  logFormat: 'logfmt',
 };
 
 /** Every flag (citty argument definitions), in the order `--help` lists them. */
@@ -84,13 +96,38 @@ export const FLAGS = {
     description:
       'IPv6 interface to bind to. If "auto" then the interface of the default route, followed as it changes. (default: not bound, the routing table decides)',
   },
+  'target-allow': {
+    type: 'string',
+    valueHint: 'cidr|glob',
+    description:
+      'Allow only these /probe targets; repeatable. A CIDR (198.51.100.0/24, 2001:db8::/32): every address, given or resolved, must lie in one. A hostname glob (*.example.net): every hostname must match one. Others: 403. (default: any)',
+  },
+  'max-targets': {
+    type: 'string',
+    valueHint: 'n',
+    description: 'Most targets probed at once, all protocols; a /probe that would add more is refused with 429 and starts nothing. (default: no limit)',
+  },
   drop: {
     type: 'boolean',
     description: 'Drop capabilities after starting: once every socket is open, switch to user nobody (when started as root).',
   },
+  'log.level': {
+    type: 'string',
+    valueHint: 'level',
+    description: 'Only log messages with the given severity or above: debug, info, warn, error. (default "info")',
+  },
+  'log.format': {
+    type: 'string',
+    valueHint: 'format',
+    description: 'Output format of log messages: logfmt, json. (default "logfmt")',
+  },
+  // Answered before any flag is parsed (cli.ts): here so that --help lists it.
+  version: { type: 'boolean', description: 'Print the version, source revision, Node and engine versions, and exit.' },
 } satisfies ArgsDef;
 
 const LOCKED = ['interval', 'maxpps', 'identifier'];
+/** Flags that may be given more than once. */
+const REPEATABLE = new Set(['target-allow']);
 
 /**
  * The engine's in-flight table, and how long past its timeout a probe can stay in it (the
@@ -111,7 +148,7 @@ export function peakInFlight(maxPps: number, timeoutMs: number): number {
  * dash may start a long name (only one-letter options stay short).
  */
 export function normalizeArgv(argv: readonly string[]): string[] {
-  return argv.map((arg) => (/^-[a-z][a-z0-9-]+(=.*)?$/i.test(arg) ? `-${arg}` : arg));
+  return argv.map((arg) => (/^-[a-z][a-z0-9.-]+(=.*)?$/i.test(arg) ? `-${arg}` : arg));
 }
 
 function integer(flag: string, raw: string, min: number, max: number): number {
@@ -154,12 +191,39 @@ function booleanValues(argv: readonly string[]): string[] {
   });
 }
 
+/**
+ * Each known flag's values in the order given (`--name value`, `--name=value`; a boolean
+ * flag's occurrences as ''), from a normalized command line: what citty's last-wins parse
+ * loses for repeatable flags and for flags given twice.
+ */
+function repeatedValues(normalized: readonly string[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const defs = FLAGS as Record<string, { type: string }>;
+  for (let i = 0; i < normalized.length; i++) {
+    const m = /^--(?:no-)?([a-z0-9.-]+)(?:=(.*))?$/s.exec(normalized[i] ?? '');
+    const name = m?.[1];
+    if (!m || name === undefined || !defs[name]) continue;
+    let value = m[2];
+    if (value === undefined && defs[name].type === 'string') {
+      const next = normalized[i + 1];
+      value = next !== undefined && !next.startsWith('--') ? next : '';
+      if (next !== undefined && !next.startsWith('--')) i++;
+    }
+    out.set(name, [...(out.get(name) ?? []), value ?? '']);
+  }
+  return out;
+}
+
 /** Parses and validates a command line (without node and script). Throws FlagError. */
 export function parseFlags(argv: readonly string[]): ExporterOptions {
-  // citty is lenient (unknown flags become booleans, stray words positionals): be strict here.
-  const values = parseArgs(booleanValues(normalizeArgv(argv)), FLAGS) as Record<string, unknown> & { _: string[] };
-  const camel = (name: string) => name.replace(/-([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
-  const known = new Set(Object.keys(FLAGS).flatMap((name) => [name, camel(name)]));
+  // citty is lenient (unknown flags become booleans, stray words positionals, a repeated
+  // flag keeps its last value): be strict here.
+  const normalized = booleanValues(normalizeArgv(argv));
+  const values = parseArgs(normalized, FLAGS) as Record<string, unknown> & { _: string[] };
+  const given = repeatedValues(normalized);
+  // citty also files each value under the name's camelCase and kebab-case aliases.
+  const camel = (name: string) => name.replace(/[-.]([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+  const known = new Set(Object.keys(FLAGS).flatMap((name) => [name, camel(name), name.replace(/\./g, '-')]));
   const unknown = Object.keys(values).filter((key) => key !== '_' && !known.has(key));
   if (unknown.length > 0) {
     throw new FlagError(`unknown flag ${unknown.map((k) => `-${k}`).join(', ')} (see --help)`);
@@ -169,6 +233,9 @@ export function parseFlags(argv: readonly string[]): ExporterOptions {
   }
   for (const [name, def] of Object.entries(FLAGS)) {
     const v = values[name];
+    if ((given.get(name)?.length ?? 0) > 1 && !REPEATABLE.has(name)) {
+      throw new FlagError(`-${name} may be given once`);
+    }
     if (def.type === 'string' && v !== undefined && (typeof v !== 'string' || v === '')) {
       throw new FlagError(`-${name} needs a value`);
     }
@@ -217,5 +284,20 @@ export function parseFlags(argv: readonly string[]): ExporterOptions {
     }
     options[name] = v;
   }
+  options.targetAllow = given.get('target-allow') ?? [];
+  if (options.targetAllow.some((v) => v === '')) throw new FlagError('-target-allow needs a value');
+  new TargetAllowList(options.targetAllow); // throws FlagError on a bad entry
+  const level = str('log.level');
+  if (level !== undefined) {
+    if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new FlagError(`-log.level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
+    options.logLevel = level as LogLevel;
+  }
+  const format = str('log.format');
+  if (format !== undefined) {
+    if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new FlagError(`-log.format must be one of ${LOG_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
+    options.logFormat = format as LogFormat;
+  }
+  const maxTargets = str('max-targets');
+  if (maxTargets !== undefined) options.maxTargets = integer('max-targets', maxTargets, 1, 100_000_000);
   return options;
 }

@@ -4,12 +4,14 @@
  */
 import { createRequire } from 'node:module';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { BuildInfo } from './build-info.js';
 import { registerEventLoopLag } from './event-loop-lag.js';
 import type { EngineCounters } from './native.js';
 
 export type Protocol = 'icmp' | 'tcp';
 
 export interface MetricsSources {
+  build: BuildInfo;
   /** How ICMP probes are sent: raw sockets, or unprivileged datagram sockets. */
   icmpMode: 'raw' | 'datagram';
   /** How transmit stamps are tied to probes. */
@@ -91,12 +93,19 @@ const DEFAULT_COLLECTORS = [
   'gc',
 ] as const;
 
+/**
+ * Gauges prom-client names `_total`, which `promtool check metrics` refuses for anything but
+ * a counter: the same numbers are `sum(nodejs_active_handles)` and so on.
+ */
+const MISNAMED_GAUGES = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 function registerDefaultMetrics(registry: Registry): void {
   const require = createRequire(import.meta.url);
   for (const name of DEFAULT_COLLECTORS) {
     const collector = require(`prom-client/lib/metrics/${name}.js`) as (registry: Registry, config: object) => void;
     collector(registry, {});
   }
+  for (const name of MISNAMED_GAUGES) registry.removeSingleMetric(name);
   registerEventLoopLag(registry);
 }
 
@@ -106,6 +115,12 @@ export function createMetricsRegistry(allSources: MetricsSources): { registry: R
   registerDefaultMetrics(registry);
   const registers = [registry];
 
+  new Gauge({
+    name: 'icmp_exporter_build_info',
+    help: 'A metric with a constant 1 labelled by the version and source revision of icmp-exporter, the Node.js it runs on and its engine',
+    labelNames: ['version', 'revision', 'nodejs', 'engine'],
+    registers,
+  }).set({ ...sources.build }, 1);
   new Gauge({
     name: 'icmp_engine_up',
     help: '1 while the probing engine thread runs, 0 after it failed',

@@ -20,6 +20,8 @@ export interface ProberOptions {
   identifierMode: 0 | 1;
   /** Stop probing a target this long after it was last added; undefined = never. */
   expiryMs?: number | undefined;
+  /** Most targets probed at once, all protocols; `add` past it throws LimitError. Default: no limit. */
+  maxTargets?: number | undefined;
   /** Interface of IPv4 / IPv6 probes: a name, "auto" (the default route's, followed), or undefined (not bound). */
   interface4?: string | undefined;
   interface6?: string | undefined;
@@ -61,7 +63,7 @@ export class Prober {
       ...(options.interface4 === undefined ? {} : { interface4: options.interface4 }),
       ...(options.interface6 === undefined ? {} : { interface6: options.interface6 }),
     });
-    this.targets = new Targets(this.engine, options.expiryMs ?? Number.POSITIVE_INFINITY);
+    this.targets = new Targets(this.engine, options.expiryMs ?? Number.POSITIVE_INFINITY, Date.now, options.maxTargets);
     if (options.expiryMs !== undefined) this.targets.startSweeping();
     this.resolver = new Resolver({ timeoutMs: 5000, cacheTtlMs: 60_000, maxEntries: 10_000 });
   }
@@ -96,6 +98,14 @@ export class Prober {
       const s = statsAt(flat, i);
       return s ? [{ ...describe(t), ...s }] : [];
     });
+  }
+
+  /**
+   * `listener(reason)` is called once, on the event loop, if the engine thread fails (a bug:
+   * it panicked or could not go on); at once if it already has. Replaces an earlier listener.
+   */
+  onFailure(listener: (reason: string) => void): void {
+    this.engine.onFailure(listener);
   }
 
   /** Engine-wide counters of one protocol. */

@@ -42,6 +42,11 @@ export function canonicalIp(text: string): ResolvedAddress | undefined {
   return undefined;
 }
 
+/** The IP literal a `target` parameter names (bare, or in brackets), or undefined for a hostname. */
+export function literalTarget(target: string): ResolvedAddress | undefined {
+  return canonicalIp(target.startsWith('[') && target.endsWith(']') ? target.slice(1, -1) : target);
+}
+
 export class Resolver {
   private readonly cache = new Map<string, { addresses: ResolvedAddress[]; expires: number }>();
   private readonly lookupAll: (name: string) => Promise<ResolvedAddress[]>;
@@ -52,7 +57,7 @@ export class Resolver {
 
   /** Addresses of one `target` parameter, filtered by `ip_version`. Throws BadRequestError. */
   async resolve(target: string, ipVersion: IpVersion): Promise<ResolvedAddress[]> {
-    const literal = canonicalIp(target.startsWith('[') && target.endsWith(']') ? target.slice(1, -1) : target);
+    const literal = literalTarget(target);
     if (literal) {
       if (ipVersion !== 'all' && String(literal.family) !== ipVersion) {
         throw new BadRequestError(`target=${JSON.stringify(target)} is an IPv${literal.family} address but ip_version=${ipVersion}`);

@@ -6,13 +6,15 @@ import { createServer, type Server } from 'node:http';
 import { H3, HTTPResponse } from 'h3';
 import { toNodeHandler } from 'h3/node';
 import type { Registry } from 'prom-client';
-import { BadRequestError, UnavailableError } from './errors.js';
+import type { TargetAllowList } from './allow.js';
+import { BadRequestError, ForbiddenError, LimitError, UnavailableError } from './errors.js';
+import type { Logger } from './log.js';
 import type { HttpObserver } from './metrics.js';
 import type { Engine } from './native.js';
 import { parseProbeQuery } from './params.js';
 import { renderProbe } from './render.js';
 import { snapshotFlat, statsAt } from './snapshot.js';
-import type { ResolvedAddress, Resolver } from './resolve.js';
+import { literalTarget, type ResolvedAddress, type Resolver } from './resolve.js';
 import type { Targets } from './targets.js';
 
 /** Probes (addresses after DNS, times TCP ports) one /probe request may name. */
@@ -23,6 +25,10 @@ export interface AppDeps {
   resolver: Resolver;
   engine: Pick<Engine, 'snapshotFlat' | 'answerSnapshotsTo' | 'failure'>;
   metrics: Registry;
+  /** `-target-allow`; everything is allowed without it. */
+  allow?: TargetAllowList;
+  /** Told of every refused request (403, 429): limits being hit are worth a line. */
+  log?: Logger;
 }
 
 /** What a route answers: plain data, written by the direct path or handed to h3. */
@@ -37,6 +43,8 @@ const text = (status: number, body: string, contentType = 'text/plain; charset=u
 
 function errorReply(e: unknown): Reply {
   if (e instanceof BadRequestError) return text(400, `${e.message}\n`);
+  if (e instanceof ForbiddenError) return text(403, `${e.message}\n`);
+  if (e instanceof LimitError) return text(429, `${e.message}\n`);
   if (e instanceof UnavailableError) return text(503, `${e.message}\n`);
   return text(500, `internal error: ${(e as Error).message}\n`);
 }
@@ -55,6 +63,7 @@ and measures round trips with kernel timestamps.</p>
 <ul>
 <li><a href="/probe?target=127.0.0.1">/probe?target=127.0.0.1</a>: starts (or keeps) probing a target and returns its metrics</li>
 <li><a href="/metrics">/metrics</a>: metrics of the exporter itself</li>
+<li><a href="/-/healthy">/-/healthy</a>: 200 while the exporter serves; <a href="/-/ready">/-/ready</a>: 200 while its probing engine runs, 503 once it has failed</li>
 </ul>
 </body></html>
 `;
@@ -64,10 +73,30 @@ async function probe(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
   const query = parseProbeQuery(params);
   const failure = deps.engine.failure();
   if (failure) throw new UnavailableError(`the probing engine failed: ${failure}`);
-  const resolved: ResolvedAddress[][] = await Promise.all(query.targets.map((t) => deps.resolver.resolve(t, query.ipVersion)));
-  const addresses = [...new Set(resolved.flat().map((a) => a.address))];
   // Without tcp_port, one ICMP probe per address; with it, one SYN probe per address and port.
   const ports = query.tcpPorts.length > 0 ? query.tcpPorts : [0];
+  // Counted before any lookup: a name has at least one address.
+  if (query.targets.length * ports.length > MAX_PROBES) {
+    const what = query.tcpPorts.length > 0 ? `${query.targets.length} targets × ${ports.length} ports` : `${query.targets.length} targets`;
+    throw new BadRequestError(`too many targets: ${what}, at most ${MAX_PROBES} probes per request`);
+  }
+  const allow = deps.allow;
+  if (allow) {
+    for (const target of query.targets) {
+      const why = literalTarget(target) ? undefined : allow.refuseName(target);
+      if (why) throw new ForbiddenError(why);
+    }
+  }
+  const resolved: ResolvedAddress[][] = await Promise.all(query.targets.map((t) => deps.resolver.resolve(t, query.ipVersion)));
+  if (allow) {
+    query.targets.forEach((target, i) => {
+      for (const { address, family } of resolved[i] ?? []) {
+        const why = allow.refuseAddress(address, family, target);
+        if (why) throw new ForbiddenError(why);
+      }
+    });
+  }
+  const addresses = [...new Set(resolved.flat().map((a) => a.address))];
   const wanted = addresses.flatMap((address) => ports.map((port) => ({ address, port })));
   if (wanted.length > MAX_PROBES) {
     const what = query.tcpPorts.length > 0 ? `${addresses.length} addresses × ${ports.length} ports` : `${addresses.length} addresses`;
@@ -98,7 +127,12 @@ async function probe(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
 
 /** The answer to GET /probe with these query parameters; errors are answers too. */
 export function probeReply(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
-  return probe(deps, params).catch(errorReply);
+  return probe(deps, params).catch((e: unknown) => {
+    if (e instanceof ForbiddenError || e instanceof LimitError) {
+      deps.log?.info('probe request refused', { status: e instanceof ForbiddenError ? 403 : 429, reason: e.message });
+    }
+    return errorReply(e);
+  });
 }
 
 /** The answer to GET /metrics. */
@@ -111,11 +145,17 @@ export function createApp(deps: AppDeps): H3 {
   app.get('/', () => toH3(text(200, INDEX, 'text/html; charset=utf-8')));
   app.get('/probe', async (event) => toH3(await probeReply(deps, event.url.searchParams)));
   app.get('/metrics', async () => toH3(await metricsReply(deps)));
+  // As Prometheus and its exporters answer them, for load balancers and supervisors.
+  app.get('/-/healthy', () => toH3(text(200, 'Healthy.\n')));
+  app.get('/-/ready', () => {
+    const failure = deps.engine.failure();
+    return toH3(failure ? text(503, `Not ready: the probing engine failed: ${failure}\n`) : text(200, 'Ready.\n'));
+  });
   app.all('/**', () => toH3(text(404, 'not found: see / for what this exporter serves\n')));
   return app;
 }
 
-const ROUTES = new Set(['/', '/probe', '/metrics']);
+const ROUTES = new Set(['/', '/probe', '/metrics', '/-/healthy', '/-/ready']);
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
 
 /**

@@ -4,7 +4,7 @@
  * asked for during `expiryMs` is stopped.
  */
 import { AddressIndex, addressBytes } from './address-index.js';
-import { BadRequestError, UnavailableError } from './errors.js';
+import { BadRequestError, LimitError, UnavailableError } from './errors.js';
 import type { Engine } from './native.js';
 
 /** What is probed: an address with ICMP echo (`port` 0) or with TCP SYN to `port`. */
@@ -48,7 +48,14 @@ export class Targets {
     private readonly engine: EngineHandle,
     private readonly expiryMs: number,
     private readonly now: () => number = Date.now,
+    /** Targets probed at once, all protocols (`-max-targets`). */
+    private readonly maxTargets = Number.POSITIVE_INFINITY,
   ) {}
+
+  /** Targets being probed, all protocols. */
+  get size(): number {
+    return this.index.size;
+  }
 
   /** Targets being probed, ICMP (`tcp` false) or TCP; kept as they come and go, not counted per scrape. */
   count(tcp: boolean): number {
@@ -88,9 +95,19 @@ export class Targets {
 
   /**
    * Targets for these probes, starting the new ones. All or nothing: when one cannot be
-   * probed, the probes this call started are stopped again.
+   * probed, the probes this call started are stopped again; when the new ones would take
+   * the targets past `maxTargets`, nothing is started (LimitError).
    */
   acquire(probes: readonly Probe[]): Target[] {
+    if (Number.isFinite(this.maxTargets)) {
+      const fresh = new Set(probes.filter(({ address, port }) => this.index.get(address, port) === undefined).map(({ address, port }) => `${address} ${port}`));
+      if (this.index.size + fresh.size > this.maxTargets) {
+        throw new LimitError(
+          `-max-targets ${this.maxTargets}: ${this.index.size} targets are being probed and this request would add ${fresh.size}; ` +
+            'targets stop being probed -expiry after their last request',
+        );
+      }
+    }
     const started: number[] = [];
     const slots: number[] = [];
     const out: Target[] = [];

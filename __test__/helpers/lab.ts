@@ -258,15 +258,23 @@ export class Lab {
     return out;
   }
 
-  /** Starts a DNS server in the peer serving `records` (name -> addresses) and points the prober at it. */
-  startDns(records: Record<string, string[]>): void {
+  /**
+   * Starts a DNS server in the peer serving `records` (name -> addresses) and points the
+   * prober at it. `queried()` lists the names asked so far (dnsmasq's query log).
+   */
+  startDns(records: Record<string, string[]>): { queried(): string[] } {
     const args = ['--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${PEER_V4}`, '--user=root'];
+    args.push('--log-queries', '--log-facility=-');
     for (const [name, addrs] of Object.entries(records)) args.push(`--host-record=${[name, ...addrs].join(',')}`);
-    this.spawn(this.peer, 'dnsmasq', args);
+    const dnsmasq = this.spawn(this.peer, 'dnsmasq', args);
+    let log = '';
+    dnsmasq.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+    dnsmasq.stdout?.on('data', (d: Buffer) => (log += d.toString()));
     const dir = `/etc/netns/${this.prober}`;
     mkdirSync(dir, { recursive: true });
     this.netnsDirs.push(dir);
     writeFileSync(`${dir}/resolv.conf`, `nameserver ${PEER_V4}\noptions timeout:1 attempts:1\n`);
+    return { queried: () => [...log.matchAll(/query\[\w+\] (\S+) from/g)].map((m) => m[1] ?? '') };
   }
 
   /** Starts a process in a namespace, in a process group of its own so teardown ends its children too. */
@@ -297,7 +305,7 @@ export class Lab {
     // Under ICMP_EXPORTER_NO_TS_OPT_ID=1 (the suite's pass for kernels before 6.13) every
     // exporter must really take that path, or the pass would prove nothing.
     const packetPath = (opts.env?.ICMP_EXPORTER_NO_TS_OPT_ID ?? process.env.ICMP_EXPORTER_NO_TS_OPT_ID) === '1';
-    if (packetPath && !started.startLine.includes('transmit stamps matched by packet copy')) {
+    if (packetPath && !started.startLine.includes('stamp_matching=packet')) {
       throw new Error(`ICMP_EXPORTER_NO_TS_OPT_ID=1 but the exporter says: ${started.startLine}`);
     }
     return started;
@@ -317,25 +325,35 @@ export class Lab {
   }
 }
 
-/** Waits for a child's stdout to show `line`; rejects with its stderr if it exits or times out first. */
+/**
+ * Waits for a child's `stream` (stdout by default) to show `line`; rejects with its stderr if
+ * it exits or times out first.
+ */
 function startupLine(
   child: ChildProcess,
   line: RegExp,
   what: string,
   ms: number,
+  stream: 'stdout' | 'stderr' = 'stdout',
 ): Promise<{ match: RegExpExecArray; stderr: string }> {
   return new Promise((resolve, reject) => {
     let out = '';
     let err = '';
     const timer = setTimeout(() => reject(new Error(`${what} did not start: ${err}`)), ms);
-    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const match = line.exec(out);
+    const look = () => {
+      const match = line.exec(stream === 'stdout' ? out : err);
       if (match) {
         clearTimeout(timer);
         resolve({ match, stderr: err });
       }
+    };
+    child.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (stream === 'stderr') look();
+    });
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (stream === 'stdout') look();
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
@@ -402,12 +420,13 @@ export class ExporterProcess {
     readonly url: string,
     /** The ICMP identifier it announced at start. */
     readonly identifier: number,
-    /** The line it printed when it started listening. */
+    /** The line it logged when it started listening. */
     readonly startLine: string,
   ) {}
 
   static async started(child: ChildProcess): Promise<ExporterProcess> {
-    const { match, stderr } = await startupLine(child, /listening on (http:\/\/\S+) .*identifier (\d+).*/, 'exporter', 20_000);
+    // The exporter's log line `msg=Listening url=http://… … identifier=N …` (logfmt, the default).
+    const { match, stderr } = await startupLine(child, /msg=Listening url=(http:\/\/\S+) .*identifier=(\d+).*/, 'exporter', 20_000, 'stderr');
     const p = new ExporterProcess(child, match[1] ?? '', Number(match[2]), match[0]);
     p.stderr = stderr;
     child.stderr?.on('data', (d: Buffer) => (p.stderr += d.toString()));

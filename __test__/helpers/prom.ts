@@ -10,16 +10,25 @@ export interface Sample {
 
 /**
  * Lint complaints about names we do not choose: the reference's public `icmp_probe_samples_count` and `tcp_probe_samples_count`
- * (a gauge ending in `_count`, kept for compatibility) and prom-client's default
- * `nodejs_active_*_total` gauges. Parse errors are never accepted.
+ * (a gauge ending in `_count`, kept for compatibility; only in `/probe`). Parse errors are never accepted.
  */
-const ACCEPTED_LINT =
-  /^((icmp|tcp)_probe_samples_count non-histogram and non-summary metrics should not have "_count" suffix|nodejs_active_(handles|requests|resources)_total non-counter metrics should not have "_total" suffix)$/;
+const ACCEPTED_LINT = /^(icmp|tcp)_probe_samples_count non-histogram and non-summary metrics should not have "_count" suffix$/;
+
+function promtool(text: string) {
+  const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8', env: SYSTEM_ENV });
+  if (r.error) throw r.error;
+  return r;
+}
+
+/** `promtool check metrics` with nothing accepted: its exit status and everything it said. */
+export function promtoolVerdict(text: string): { status: number | null; said: string } {
+  const r = promtool(text);
+  return { status: r.status, said: `${r.stdout}${r.stderr}`.trim() };
+}
 
 /** Runs `promtool check metrics` (the Prometheus parser and linter); returns its complaints. */
 export function promtoolProblems(text: string): string {
-  const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8', env: SYSTEM_ENV });
-  if (r.error) throw r.error;
+  const r = promtool(text);
   const lines = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l !== '' && !ACCEPTED_LINT.test(l));
   if (r.status === 1 || (r.status !== 0 && lines.length > 0)) return lines.join('\n') || `promtool exited ${r.status}`;
   return '';

@@ -209,6 +209,19 @@ impl Engine {
         self.inner.untrack(id).map_err(to_js_error)
     }
 
+    /// `listener(reason)` is called once, on the event loop, if the engine thread ends
+    /// abnormally (a bug: a panic, or a loop that could not go on); at once if it already
+    /// has. It keeps no process alive.
+    #[napi(ts_args_type = "listener: (reason: string) => void")]
+    pub fn on_failure(&self, listener: Function<String, ()>) -> Result<()> {
+        let tell = listener.build_threadsafe_function::<String>().weak::<true>().callee_handled::<false>().build()?;
+        self.inner.on_failure(Box::new(move |reason| {
+            // Fails only when the environment is going away: nobody is left to tell.
+            let _ = tell.call(reason, ThreadsafeFunctionCallMode::NonBlocking);
+        }));
+        Ok(())
+    }
+
     /// Where the answers of `snapshotFlat` go, from now on: `listener(token, stats, error)`,
     /// called on the event loop.
     #[napi(ts_args_type = "listener: (token: number, stats: Float64Array | null, error: string | null) => void")]
@@ -325,4 +338,10 @@ impl Engine {
     pub fn stop(&self) -> AsyncTask<StopTask> {
         AsyncTask::new(StopTask { engine: self.inner.clone() })
     }
+}
+
+/// The engine's version: "netprobe " and its crate version.
+#[napi]
+pub fn engine_version() -> String {
+    format!("netprobe {}", netprobe::VERSION)
 }

@@ -24,6 +24,9 @@ pub mod token;
 pub mod window;
 pub mod wire;
 
+/// This crate's version, for build_info and --version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub use config::{EngineConfig, Interface, StampKeyMode};
 pub use counters::CountersSnapshot;
 pub use engine::{Engine, EngineError, IcmpMode, ProbeKind, Proto, TargetId, TargetSnapshot};

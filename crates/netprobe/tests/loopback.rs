@@ -109,3 +109,28 @@ fn tcp_open_and_closed_ports(engine: Engine) {
     assert_eq!(t.tx_timestamps_unmatched, 0, "{t:?}");
     drop(listener);
 }
+
+/// A failing engine thread tells its failure listener once, whether the listener came before
+/// the failure or after it; `stop` is not a failure.
+#[test]
+fn a_failure_is_told_to_its_listener_once() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let config = EngineConfig { panic_after: Some(Duration::from_millis(50)), ..EngineConfig::default() };
+    let failing = Engine::start(config).expect("the engine needs CAP_NET_RAW (run as root)");
+    let before = tx.clone();
+    failing.on_failure(Box::new(move |reason| before.send(("before", reason)).expect("test channel")));
+    let (when, reason) = rx.recv_timeout(Duration::from_secs(30)).expect("told of the failure");
+    assert_eq!(when, "before");
+    assert!(reason.contains("injected failure"), "{reason}");
+    failing.on_failure(Box::new(move |reason| tx.send(("after", reason)).expect("test channel")));
+    let (when, reason) = rx.recv_timeout(Duration::from_secs(30)).expect("told at once");
+    assert_eq!(when, "after");
+    assert!(reason.contains("injected failure"), "{reason}");
+    assert!(rx.try_recv().is_err(), "each listener told once");
+
+    let stopped = engine();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    stopped.on_failure(Box::new(move |reason| tx.send(reason).expect("test channel")));
+    stopped.stop();
+    assert!(rx.try_recv().is_err(), "stop is not a failure");
+}

@@ -137,7 +137,7 @@ pub(crate) struct CallbackReply {
 impl Drop for CallbackReply {
     fn drop(&mut self) {
         if let Some(done) = self.done.take() {
-            let why = self.shared.failure.lock().ok().and_then(|f| f.clone());
+            let why = self.shared.failure();
             done(Err(EngineError::Stopped(why.unwrap_or_else(|| "stopped".into()))));
         }
     }
@@ -157,10 +157,46 @@ pub struct Shared {
     icmp: EngineCounters,
     tcp: EngineCounters,
     /// Set when the engine thread ended abnormally.
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Failure>,
 }
 
+/// Why the engine thread ended abnormally, and who is waiting to hear it: one lock for both,
+/// so a listener registered as the thread fails is called exactly once.
+#[derive(Default)]
+struct Failure {
+    reason: Option<String>,
+    listener: Option<FailureListener>,
+}
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failure").field("reason", &self.reason).field("listener", &self.listener.is_some()).finish()
+    }
+}
+
+/// Called once, on the engine thread (or on the registering thread if the engine had
+/// already failed), with why the engine thread ended.
+pub type FailureListener = Box<dyn FnOnce(String) + Send>;
+
 impl Shared {
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.reason.clone())
+    }
+
+    /// Records why the engine thread ended and tells the listener, if there is one.
+    fn fail(&self, reason: String) {
+        let listener = match self.failure.lock() {
+            Ok(mut f) => {
+                f.reason = Some(reason.clone());
+                f.listener.take()
+            }
+            Err(_) => None,
+        };
+        if let Some(tell) = listener {
+            tell(reason);
+        }
+    }
+
     pub fn counters(&self, proto: Proto) -> &EngineCounters {
         match proto {
             Proto::Icmp => &self.icmp,
@@ -353,9 +389,7 @@ impl Engine {
                     )),
                 };
                 if let Some(f) = failure {
-                    if let Ok(mut slot) = thread_shared.failure.lock() {
-                        *slot = Some(f);
-                    }
+                    thread_shared.fail(f);
                 }
             })
             .map_err(|e| EngineError::Start(format!("spawning the engine thread: {e}")))?;
@@ -395,7 +429,7 @@ impl Engine {
     }
 
     fn stopped_error(&self) -> EngineError {
-        let why = self.shared.failure.lock().ok().and_then(|f| f.clone());
+        let why = self.shared.failure();
         EngineError::Stopped(why.unwrap_or_else(|| "stopped".into()))
     }
 
@@ -492,7 +526,26 @@ impl Engine {
 
     /// Why the engine thread ended, if it ended abnormally.
     pub fn failure(&self) -> Option<String> {
-        self.shared.failure.lock().ok().and_then(|f| f.clone())
+        self.shared.failure()
+    }
+
+    /// `listener` is called once with the reason when the engine thread ends abnormally
+    /// (a panic or a failed loop; never for `stop`); at once if it already has. Replaces the
+    /// listener registered before, if it has not been called.
+    pub fn on_failure(&self, listener: FailureListener) {
+        let already = match self.shared.failure.lock() {
+            Ok(mut f) => match f.reason.clone() {
+                Some(reason) => Some(reason),
+                None => {
+                    f.listener = Some(listener);
+                    return;
+                }
+            },
+            Err(_) => None,
+        };
+        if let Some(reason) = already {
+            listener(reason);
+        }
     }
 
     /// Stops the thread, closes the sockets, and puts back the NIC settings `-hard` changed.
