@@ -109,6 +109,8 @@ class WatchedFile<T> {
 
 /** DNS answers that mean "no such name or no such record": the next search name is tried. */
 const NO_ANSWER = new Set(['ENOTFOUND', 'ENODATA']);
+/** A server failure: the next search name is tried too (as glibc does), and reported if none answers. */
+const SERVER_FAILURE = 'ESERVFAIL';
 
 export interface DnsLookupOptions {
   /** How long c-ares waits for one answer before it tries again (or the next server). */
@@ -142,6 +144,7 @@ export class DnsLookup {
     const resolver = new dns.Resolver({ timeout: this.options.tryTimeoutMs, tries: this.options.tries });
     const cancel = () => resolver.cancel();
     signal?.addEventListener('abort', cancel, { once: true });
+    let serverFailure: unknown;
     try {
       for (const candidate of searchNames(name, this.conf.get())) {
         if (signal?.aborted) throw Object.assign(new Error('cancelled'), { code: 'ECANCELLED' });
@@ -152,10 +155,13 @@ export class DnsLookup {
         ];
         if (addresses.length > 0) return addresses;
         for (const r of [v4, v6]) {
-          if (r.status === 'rejected' && !NO_ANSWER.has((r.reason as NodeJS.ErrnoException).code ?? '')) throw r.reason;
+          if (r.status !== 'rejected') continue;
+          const code = (r.reason as NodeJS.ErrnoException).code ?? '';
+          if (code === SERVER_FAILURE) serverFailure = r.reason;
+          else if (!NO_ANSWER.has(code)) throw r.reason;
         }
       }
-      throw Object.assign(new Error(`${name}: no such name`), { code: 'ENOTFOUND' });
+      throw serverFailure ?? Object.assign(new Error(`${name}: no such name`), { code: 'ENOTFOUND' });
     } finally {
       signal?.removeEventListener('abort', cancel);
     }

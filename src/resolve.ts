@@ -1,9 +1,10 @@
 /**
- * Target names to IP addresses: literals pass through, hostnames go through the system
- * resolver (getaddrinfo: /etc/hosts, then DNS) with a timeout and a small cache.
+ * Target names to IP addresses: literals pass through, hostnames go through /etc/hosts and
+ * DNS (dns-lookup.ts: c-ares, never libuv's thread pool) with a deadline that cancels the
+ * queries, one lookup per name however many requests wait for it, and a small cache.
  */
-import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { DnsLookup } from './dns-lookup.js';
 import { BadRequestError } from './errors.js';
 
 export type IpVersion = '4' | '6' | 'all';
@@ -18,16 +19,12 @@ export interface ResolverOptions {
   /** How long an answer is reused. getaddrinfo does not report record TTLs. */
   cacheTtlMs: number;
   maxEntries: number;
-  /** The lookup itself; replaceable for tests of the cache. */
-  lookupAll?: (name: string) => Promise<ResolvedAddress[]>;
+  /** The lookup itself, cancelled through `signal` at the deadline; replaceable for tests of the cache. */
+  lookupAll?: (name: string, signal: AbortSignal) => Promise<ResolvedAddress[]>;
 }
 
 const HOSTNAME = /^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
 
-async function systemLookup(name: string): Promise<ResolvedAddress[]> {
-  const answers = await lookup(name, { all: true, verbatim: true });
-  return answers.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
-}
 
 /** Canonical text of an IP literal (so `::0:1` and `::1` are one target), or undefined. */
 export function canonicalIp(text: string): ResolvedAddress | undefined {
@@ -49,10 +46,19 @@ export function literalTarget(target: string): ResolvedAddress | undefined {
 
 export class Resolver {
   private readonly cache = new Map<string, { addresses: ResolvedAddress[]; expires: number }>();
-  private readonly lookupAll: (name: string) => Promise<ResolvedAddress[]>;
+  /** Lookups under way, by name: a request for a name being looked up waits for that lookup. */
+  private readonly pending = new Map<string, Promise<ResolvedAddress[]>>();
+  private readonly lookupAll: (name: string, signal: AbortSignal) => Promise<ResolvedAddress[]>;
 
   constructor(private readonly options: ResolverOptions) {
-    this.lookupAll = options.lookupAll ?? systemLookup;
+    if (options.lookupAll) {
+      this.lookupAll = options.lookupAll;
+    } else {
+      // Two tries of half the deadline each: a lost packet is sent again, and the deadline
+      // cancels whatever is still under way.
+      const dns = new DnsLookup({ tryTimeoutMs: Math.max(100, Math.floor(options.timeoutMs / 2)), tries: 2 });
+      this.lookupAll = (name, signal) => dns.lookup(name, signal);
+    }
   }
 
   /** Addresses of one `target` parameter, filtered by `ip_version`. Throws BadRequestError. */
@@ -77,20 +83,34 @@ export class Resolver {
   }
 
   private async lookupCached(name: string): Promise<ResolvedAddress[]> {
-    const now = Date.now();
     const hit = this.cache.get(name);
-    if (hit && hit.expires > now) {
+    if (hit && hit.expires > Date.now()) {
       return hit.addresses;
     }
+    let lookup = this.pending.get(name);
+    if (!lookup) {
+      lookup = this.lookupFresh(name).finally(() => this.pending.delete(name));
+      this.pending.set(name, lookup);
+    }
+    return lookup;
+  }
+
+  /** One lookup of `name`, cancelled at the deadline, its answer cached. */
+  private async lookupFresh(name: string): Promise<ResolvedAddress[]> {
+    const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
+    // Also a backstop for a lookup that does not heed its signal.
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${this.options.timeoutMs} ms`)), this.options.timeoutMs);
+      timer = setTimeout(() => {
+        controller.abort();
+        reject(new Error(`timed out after ${this.options.timeoutMs} ms`));
+      }, this.options.timeoutMs);
     });
     let answers: ResolvedAddress[];
     try {
-      answers = await Promise.race([this.lookupAll(name), timeout]);
+      answers = await Promise.race([this.lookupAll(name, controller.signal), timeout]);
     } catch (e) {
-      const reason = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+      const reason = controller.signal.aborted ? `timed out after ${this.options.timeoutMs} ms` : ((e as NodeJS.ErrnoException).code ?? (e as Error).message);
       throw new BadRequestError(`unable to resolve target=${JSON.stringify(name)}: ${reason}`);
     } finally {
       clearTimeout(timer);
@@ -102,7 +122,7 @@ export class Resolver {
     }
     const addresses = [...unique.values()];
     this.cache.delete(name);
-    this.cache.set(name, { addresses, expires: now + this.options.cacheTtlMs });
+    this.cache.set(name, { addresses, expires: Date.now() + this.options.cacheTtlMs });
     // Maps iterate in insertion order: the first key is the oldest entry.
     while (this.cache.size > this.options.maxEntries) {
       const oldest = this.cache.keys().next().value;

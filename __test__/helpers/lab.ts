@@ -41,6 +41,9 @@ export const STAMP_PATHS: ReadonlyArray<[string, Record<string, string>]> = [
  * System tools only: under npm, node_modules/.bin comes first on PATH and shadows some of
  * them (@vercel/nft installs an `nft`).
  */
+/** A DNS server address in the peer's AnyIP range whose queries are dropped: it never answers. */
+const SILENT_DNS = '198.18.128.53';
+
 export const SYSTEM_ENV = { ...process.env, PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' };
 
 export function sh(cmd: string, args: readonly string[], input?: string): string {
@@ -260,12 +263,32 @@ export class Lab {
 
   /**
    * Starts a DNS server in the peer serving `records` (name -> addresses) and points the
-   * prober at it. `queried()` lists the names asked so far (dnsmasq's query log).
+   * prober at it. `queried()` lists the names asked so far (dnsmasq's query log). Options:
+   * `search` domains for the prober's resolv.conf; `hosts` lines (address -> names) for its
+   * /etc/hosts; `silentZone`, a zone dnsmasq forwards to a server that never answers (its
+   * queries are dropped as they arrive: dropped as they leave, dnsmasq's send fails and it
+   * answers REFUSED at once).
    */
-  startDns(records: Record<string, string[]>): { queried(): string[] } {
+  startDns(
+    records: Record<string, string[]>,
+    opts: { search?: string[]; hosts?: Record<string, string>; silentZone?: string } = {},
+  ): { queried(): string[] } {
     const args = ['--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${PEER_V4}`, '--user=root'];
-    args.push('--log-queries', '--log-facility=-');
+    // Authoritative for .test: a name it does not know is NXDOMAIN, not REFUSED (no upstream).
+    args.push('--log-queries', '--log-facility=-', '--local=/test/');
     for (const [name, addrs] of Object.entries(records)) args.push(`--host-record=${[name, ...addrs].join(',')}`);
+    if (opts.silentZone) {
+      args.push(`--server=/${opts.silentZone}/${SILENT_DNS}`);
+      this.nft(
+        this.peer,
+        `table inet lab_silent_dns {
+          chain in {
+            type filter hook input priority 0; policy accept;
+            ip daddr ${SILENT_DNS} meta l4proto { udp, tcp } th dport 53 drop
+          }
+        }`,
+      );
+    }
     const dnsmasq = this.spawn(this.peer, 'dnsmasq', args);
     let log = '';
     dnsmasq.stderr?.on('data', (d: Buffer) => (log += d.toString()));
@@ -273,7 +296,12 @@ export class Lab {
     const dir = `/etc/netns/${this.prober}`;
     mkdirSync(dir, { recursive: true });
     this.netnsDirs.push(dir);
-    writeFileSync(`${dir}/resolv.conf`, `nameserver ${PEER_V4}\noptions timeout:1 attempts:1\n`);
+    const search = opts.search ? `search ${opts.search.join(' ')}\n` : '';
+    writeFileSync(`${dir}/resolv.conf`, `${search}nameserver ${PEER_V4}\noptions timeout:1 attempts:1\n`);
+    if (opts.hosts) {
+      const lines = Object.entries(opts.hosts).map(([address, names]) => `${address} ${names}`);
+      writeFileSync(`${dir}/hosts`, `127.0.0.1 localhost\n${lines.join('\n')}\n`);
+    }
     return { queried: () => [...log.matchAll(/query\[\w+\] (\S+) from/g)].map((m) => m[1] ?? '') };
   }
 
