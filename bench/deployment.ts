@@ -6,18 +6,14 @@
  * every target has been scraped once. Prometheus runs inside the lab's prober namespace with a
  * temporary data directory, listening on the lab's HTTP address; both go with the lab.
  */
-import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Lab } from '../__test__/helpers/lab.js';
+import { query, startPrometheus } from '../__test__/helpers/prometheus.js';
 import { parseSamples, sleep, value } from '../__test__/helpers/prom.js';
 import { addTargets } from './http.js';
 import { cpuSeconds, rssBytes, threadCpuSeconds, threadRunqueueWaitSeconds } from './proc.js';
 import { targetAddress } from './scale.js';
 
-export const PROMETHEUS = '/usr/bin/prometheus';
-const PROMETHEUS_PORT = 9090;
+export { PROMETHEUS } from '../__test__/helpers/prometheus.js';
 const SCRAPE_INTERVAL_S = 15;
 
 /** The n-th address the lab's kernel peer answers (198.18.128.0/17: up to 32,768). */
@@ -51,13 +47,6 @@ function prometheusConfig(exporter: string, targets: readonly string[]): string 
   ].join('\n');
 }
 
-/** The value of a one-number PromQL query, NaN when it has none. */
-async function query(prometheus: string, promql: string): Promise<number> {
-  const res = await fetch(`${prometheus}/api/v1/query?query=${encodeURIComponent(promql)}`);
-  const body = (await res.json()) as { data?: { result?: Array<{ value?: [number, string] }> } };
-  return Number(body.data?.result?.[0]?.value?.[1] ?? NaN);
-}
-
 /** Polls `read` until `done` holds; throws with the last value after `ms`. */
 async function until<T>(what: string, read: () => Promise<T>, done: (v: T) => boolean, ms: number): Promise<T> {
   const deadline = Date.now() + ms;
@@ -72,40 +61,6 @@ async function until<T>(what: string, read: () => Promise<T>, done: (v: T) => bo
     if (Date.now() > deadline) throw new Error(`deployment: ${what} not reached within ${ms} ms (last: ${String(last)})`);
     await sleep(250);
   }
-}
-
-/**
- * Starts Prometheus in the lab's prober namespace with `config`, its data in a temporary
- * directory; `onTeardown` gets what kills it and removes the directory. Resolves once it is
- * ready (its log in the error otherwise).
- */
-async function startPrometheus(lab: Lab, config: string, onTeardown: (f: () => void) => void): Promise<{ child: ChildProcess; url: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'bench-prometheus-'));
-  onTeardown(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(join(dir, 'prometheus.yml'), config);
-  const listen = `${lab.httpAddress}:${PROMETHEUS_PORT}`;
-  const child = lab.spawn(lab.prober, PROMETHEUS, [
-    `--config.file=${join(dir, 'prometheus.yml')}`,
-    `--storage.tsdb.path=${join(dir, 'data')}`,
-    `--web.listen-address=${listen}`,
-    '--log.level=warn',
-  ]);
-  // Killed before its directory goes (teardowns run last first).
-  onTeardown(() => {
-    try {
-      process.kill(-(child.pid ?? 0), 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  });
-  let log = '';
-  child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
-  const url = `http://${listen}`;
-  await until('Prometheus ready', async () => (await fetch(`${url}/-/ready`)).status, (s) => s === 200, 30_000).catch((e: Error) => {
-    throw new Error(`${e.message}\n${log}`);
-  });
-  return { child, url };
 }
 
 /**
@@ -130,7 +85,7 @@ function step(teardown: (f: () => void) => void, n: number, windowMs: number): P
     const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '1000', '-timeout', '1000', '-maxpps', String(2 * n)]);
     const pid = exporter.child.pid ?? 0;
     const targets = Array.from({ length: n }, (_, k) => peerAddress(k));
-    const prom = await startPrometheus(lab, prometheusConfig(new URL(exporter.url).host, targets), onTeardown);
+    const prom = await startPrometheus(lab, () => prometheusConfig(new URL(exporter.url).host, targets), onTeardown);
     // Warm-up: every target scraped (so probed) once, then one more interval at the steady state.
     const upTimeout = 4 * SCRAPE_INTERVAL_S * 1000;
     await until(`all ${n} targets up`, () => query(prom.url, 'count(up{job="icmp"} == 1)'), (c) => c === n, upTimeout);
@@ -203,7 +158,7 @@ export function scrapedCeiling(teardown: (f: () => void) => void, n = 100_000, b
     const pid = exporter.child.pid ?? 0;
     const targets = Array.from({ length: n }, (_, k) => targetAddress(k));
     await addTargets(exporter.url, targets);
-    const prom = await startPrometheus(lab, batchedConfig(new URL(exporter.url).host, targets, batch), onTeardown);
+    const prom = await startPrometheus(lab, () => batchedConfig(new URL(exporter.url).host, targets, batch), onTeardown);
     const jobs = Math.ceil(n / batch);
     await until(`all ${jobs} batches up`, () => query(prom.url, 'count(up{job=~"icmp-.*"} == 1)'), (c) => c === jobs, 4 * SCRAPE_INTERVAL_S * 1000);
     const read = async () => {

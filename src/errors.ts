@@ -10,7 +10,7 @@ export class UnavailableError extends Error {
 
 /** A command line the exporter refuses to start with. */
 export class FlagError extends Error {
-  override readonly name = 'FlagError';
+  override readonly name: string = 'FlagError';
 }
 
 /** A target `-target-allow` does not allow: HTTP 403 and this message. */

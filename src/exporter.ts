@@ -8,9 +8,11 @@ import { createMetricsRegistry } from './metrics.js';
 import { Prober } from './prober.js';
 import type { Logger } from './log.js';
 import { listen } from './server.js';
+import { loadWebConfig } from './web-config.js';
+import { tlsOptions, WebGate } from './web-gate.js';
 
 export interface Exporter {
-  /** Where the server listens, e.g. `http://127.0.0.1:9116`. */
+  /** Where the server listens, e.g. `http://127.0.0.1:9116` (`https://` with TLS). */
   url: string;
   identifier: number;
   /** What did not work at start without preventing it (e.g. IPv6 unavailable). */
@@ -30,10 +32,10 @@ export interface Exporter {
   close(): Promise<void>;
 }
 
-function urlOf(server: Server): string {
+function urlOf(server: Server, tls: boolean): string {
   const a = server.address() as AddressInfo;
   const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-  return `http://${host}:${a.port}`;
+  return `${tls ? 'https' : 'http'}://${host}:${a.port}`;
 }
 
 /** How long `close` lets requests being answered finish before it cuts their connections. */
@@ -46,6 +48,8 @@ const CLOSE_GRACE_MS = 5_000;
 export async function startExporter(partial: Partial<ExporterOptions> & { log?: Logger } = {}): Promise<Exporter> {
   const { log, ...given } = partial;
   const options: ExporterOptions = { ...DEFAULTS, ...given };
+  // Read before anything starts: a bad file is a start-up error naming the key.
+  const webConfig = options.webConfigFile === undefined ? undefined : loadWebConfig(options.webConfigFile);
   const prober = Prober.start(options);
   const { engine, targets, resolver } = prober;
   const { registry, http } = createMetricsRegistry({
@@ -60,13 +64,20 @@ export async function startExporter(partial: Partial<ExporterOptions> & { log?: 
   try {
     const allow = new TargetAllowList(options.targetAllow);
     const deps = { targets, resolver, engine, metrics: registry, ...(allow.restricts ? { allow } : {}), ...(log ? { log } : {}) };
-    server = await listen(deps, options.host, options.port, http);
+    let reloadTls: (tls: import('./web-config.js').TlsSettings) => void = () => undefined;
+    const gate =
+      options.webConfigFile === undefined || webConfig === undefined
+        ? undefined
+        : new WebGate(options.webConfigFile, webConfig, log, (tls) => reloadTls(tls));
+    server = await listen(deps, options.host, options.port, http, gate);
+    const tlsServer = server as import('node:https').Server;
+    reloadTls = (tls) => tlsServer.setSecureContext(tlsOptions(tls));
   } catch (e) {
     await prober.stop();
     throw e;
   }
   return {
-    url: urlOf(server),
+    url: urlOf(server, webConfig?.tls !== undefined),
     identifier: prober.identifier,
     warnings: engine.warnings(),
     icmpMode: engine.icmpMode(),

@@ -31,6 +31,8 @@ export interface ExporterOptions {
   maxTargets: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
+  /** `-web.config.file`: TLS, basic auth, headers, rate limit (exporter-toolkit format). */
+  webConfigFile: string | undefined;
 }
 
 export const DEFAULTS: ExporterOptions = {
@@ -49,6 +51,7 @@ export const DEFAULTS: ExporterOptions = {
   maxTargets: Number.POSITIVE_INFINITY,
   logLevel: 'info',
   logFormat: 'logfmt',
+  webConfigFile: undefined,
 };
 
 /** Every flag (citty argument definitions), in the order `--help` lists them. */
@@ -110,6 +113,11 @@ export const FLAGS = {
   drop: {
     type: 'boolean',
     description: 'Drop capabilities after starting: once every socket is open, switch to user nobody (when started as root).',
+  },
+  'web.config.file': {
+    type: 'string',
+    valueHint: 'path',
+    description: 'Path to a web configuration file (exporter-toolkit format) enabling TLS, basic authentication, response headers and a rate limit.',
   },
   'log.level': {
     type: 'string',
@@ -287,6 +295,7 @@ export function parseFlags(argv: readonly string[]): ExporterOptions {
   options.targetAllow = given.get('target-allow') ?? [];
   if (options.targetAllow.some((v) => v === '')) throw new FlagError('-target-allow needs a value');
   new TargetAllowList(options.targetAllow); // throws FlagError on a bad entry
+  options.webConfigFile = str('web.config.file');
   const level = str('log.level');
   if (level !== undefined) {
     if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new FlagError(`-log.level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);

@@ -2,13 +2,15 @@
  * HTTP: the routes (GET /probe and /metrics answered on node:http directly, the rest through
  * h3), and the Node server around them that measures every request.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { H3, HTTPResponse } from 'h3';
 import { toNodeHandler } from 'h3/node';
 import type { Registry } from 'prom-client';
 import type { TargetAllowList } from './allow.js';
 import { BadRequestError, ForbiddenError, LimitError, UnavailableError } from './errors.js';
 import type { Logger } from './log.js';
+import { clientCertRefusal, tlsOptions, type WebGate } from './web-gate.js';
 import type { HttpObserver } from './metrics.js';
 import type { Engine } from './native.js';
 import { parseProbeQuery } from './params.js';
@@ -173,10 +175,14 @@ function direct(deps: AppDeps, method: string | undefined, url: string): { path:
   return undefined;
 }
 
-/** Serves `deps` (the two scraped routes directly, the rest through h3) and records every request in the HTTP metrics. */
-export function listen(deps: AppDeps, host: string | undefined, port: number, http: HttpObserver): Promise<Server> {
+/**
+ * Serves `deps` (the two scraped routes directly, the rest through h3) and records every
+ * request in the HTTP metrics. With `gate` (`-web.config.file`): over TLS if it says so (and
+ * then only), each request through its rate limit and basic auth first.
+ */
+export function listen(deps: AppDeps, host: string | undefined, port: number, http: HttpObserver, gate?: WebGate): Promise<Server> {
   const handler = toNodeHandler(createApp(deps));
-  const server = createServer((req, res) => {
+  const serve = (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
     http.begin();
     const fast = direct(deps, req.method, req.url ?? '/');
@@ -214,7 +220,6 @@ export function listen(deps: AppDeps, host: string | undefined, port: number, ht
       if (typeof chunk !== 'function') count(chunk);
       return end(chunk, ...rest);
     }) as typeof res.end;
-    http.begin();
     res.once('close', () => {
       const pathname = new URL(req.url ?? '/', 'http://x').pathname;
       const path = res.statusCode === 404 || !ROUTES.has(pathname) ? '' : pathname;
@@ -222,7 +227,26 @@ export function listen(deps: AppDeps, host: string | undefined, port: number, ht
       http.end(path, method, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9, bytes);
     });
     void handler(req, res);
-  });
+  };
+  const admitted = gate
+    ? (req: IncomingMessage, res: ServerResponse) => {
+        const verdict = gate.admit(req, res);
+        if (verdict === true) serve(req, res);
+        else if (verdict !== false) void verdict.then((ok) => ok && serve(req, res));
+      }
+    : serve;
+  const tls = gate?.tls;
+  const server = tls ? createTlsServer(tlsOptions(tls), admitted) : createServer(admitted);
+  if (tls && gate) {
+    server.on('secureConnection', (socket: import('node:tls').TLSSocket) => {
+      const settings = gate.tls;
+      const why = settings ? clientCertRefusal(socket, settings) : undefined;
+      if (why) {
+        deps.log?.info('TLS connection refused', { remote: socket.remoteAddress, reason: why });
+        socket.destroy();
+      }
+    });
+  }
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 70_000;
   server.requestTimeout = 60_000;

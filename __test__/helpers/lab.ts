@@ -454,7 +454,7 @@ export class ExporterProcess {
 
   static async started(child: ChildProcess): Promise<ExporterProcess> {
     // The exporter's log line `msg=Listening url=http://… … identifier=N …` (logfmt, the default).
-    const { match, stderr } = await startupLine(child, /msg=Listening url=(http:\/\/\S+) .*identifier=(\d+).*/, 'exporter', 20_000, 'stderr');
+    const { match, stderr } = await startupLine(child, /msg=Listening url=(https?:\/\/\S+) .*identifier=(\d+).*/, 'exporter', 20_000, 'stderr');
     const p = new ExporterProcess(child, match[1] ?? '', Number(match[2]), match[0]);
     p.stderr = stderr;
     child.stderr?.on('data', (d: Buffer) => (p.stderr += d.toString()));

@@ -1,0 +1,75 @@
+/** A real Prometheus (Debian's) in a lab's prober namespace, for tests and the bench. */
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Lab } from './lab.js';
+import { waitFor } from './wait.js';
+
+export const PROMETHEUS = '/usr/bin/prometheus';
+const PROMETHEUS_PORT = 9090;
+
+export interface PrometheusProcess {
+  child: ChildProcess;
+  /** Its HTTP API, e.g. `http://198.19.0.2:9090`. */
+  url: string;
+}
+
+/**
+ * Starts Prometheus in the lab's prober namespace, its data in a temporary directory;
+ * `config(dir)` is its configuration, and `files` (name -> contents) are written into that
+ * directory first (CA certificates, password files). `onTeardown` gets what kills it and
+ * removes the directory. Resolves once it is ready (its log in the error otherwise).
+ */
+export async function startPrometheus(
+  lab: Lab,
+  config: (dir: string) => string,
+  onTeardown: (f: () => void) => void,
+  files: Record<string, string> = {},
+): Promise<PrometheusProcess> {
+  const dir = mkdtempSync(join(tmpdir(), 'lab-prometheus-'));
+  onTeardown(() => rmSync(dir, { recursive: true, force: true }));
+  for (const [name, contents] of Object.entries(files)) writeFileSync(join(dir, name), contents);
+  writeFileSync(join(dir, 'prometheus.yml'), config(dir));
+  const listen = `${lab.httpAddress}:${PROMETHEUS_PORT}`;
+  const child = lab.spawn(lab.prober, PROMETHEUS, [
+    `--config.file=${join(dir, 'prometheus.yml')}`,
+    `--storage.tsdb.path=${join(dir, 'data')}`,
+    `--web.listen-address=${listen}`,
+    '--log.level=warn',
+  ]);
+  // Killed before its directory goes (teardowns run last first).
+  onTeardown(() => {
+    try {
+      process.kill(-(child.pid ?? 0), 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  });
+  let log = '';
+  child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  const url = `http://${listen}`;
+  await waitFor(
+    async () => (await fetch(`${url}/-/ready`)).status,
+    (s) => s === 200,
+    { what: 'Prometheus ready', everyMs: 250, show: (s) => `${s}\n${log}` },
+  );
+  return { child, url };
+}
+
+/** The value of a one-number PromQL query, NaN when it has none. */
+export async function query(prometheus: string, promql: string): Promise<number> {
+  const res = await fetch(`${prometheus}/api/v1/query?query=${encodeURIComponent(promql)}`);
+  const body = (await res.json()) as { data?: { result?: Array<{ value?: [number, string] }> } };
+  return Number(body.data?.result?.[0]?.value?.[1] ?? NaN);
+}
+
+/** Prometheus' view of its targets: job, health and last error of each. */
+export async function targetHealth(prometheus: string): Promise<Array<{ job: string; health: string; lastError: string; scrapeUrl: string }>> {
+  const res = await fetch(`${prometheus}/api/v1/targets`);
+  const body = (await res.json()) as {
+    data?: { activeTargets?: Array<{ labels?: { job?: string }; health?: string; lastError?: string; scrapeUrl?: string }> };
+  };
+  return (body.data?.activeTargets ?? []).map((t) => ({ job: t.labels?.job ?? '', health: t.health ?? '', lastError: t.lastError ?? '', scrapeUrl: t.scrapeUrl ?? '' }));
+}
