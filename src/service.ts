@@ -3,7 +3,7 @@
  * Node binary on this package's CLI, so it works wherever npm put the global install.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FlagError } from './errors.js';
 import { parseFlags } from './flags.js';
@@ -19,13 +19,50 @@ function quote(word: string): string {
   return /[\s"'\\]/.test(word) ? `"${word.replace(/(["\\])/g, '\\$1')}"` : word;
 }
 
-/** The unit text; `flags` are exporter flags, validated here so a bad one fails now, not at boot. */
-export function unitFile(flags: readonly string[] = DEFAULT_SERVICE_FLAGS): string {
-  parseFlags(flags);
-  const execStart = [process.execPath, CLI, ...flags].map(quote).join(' ');
-  const template = readFileSync(TEMPLATE, 'utf8');
-  if (!/^ExecStart=.*$/m.test(template)) throw new FlagError(`${TEMPLATE} has no ExecStart line`);
-  return template.replace(/^ExecStart=.*$/m, `ExecStart=${execStart}`);
+/** Where ProtectHome= hides everything. */
+const HOMES = ['/home', '/root', '/run/user'];
+
+const under = (path: string, dir: string) => path === dir || path.startsWith(`${dir}${sep}`);
+
+/**
+ * The directories the service must read that lie under a home directory: Node's install
+ * prefix (nvm, volta and fnm put it there), this package's root (with its node_modules and
+ * engine), the web config file's directory. Nested ones are left out.
+ */
+export function homePaths(paths: readonly string[]): string[] {
+  const wanted = paths.map((p) => resolve(p)).filter((p) => HOMES.some((h) => under(p, h)));
+  const unique = [...new Set(wanted)].sort();
+  return unique.filter((p) => !unique.some((q) => q !== p && under(p, q)));
+}
+
+/**
+ * The unit text; `flags` are exporter flags, validated here so a bad one fails now, not at
+ * boot. `execPath` and `cli` are what ExecStart runs (this Node and this package by default).
+ */
+export function unitFile(flags: readonly string[] = DEFAULT_SERVICE_FLAGS, execPath = process.execPath, cli = CLI): string {
+  const options = parseFlags(flags);
+  const execStart = [execPath, cli, ...flags].map(quote).join(' ');
+  let unit = readFileSync(TEMPLATE, 'utf8');
+  const replace = (line: RegExp, by: string) => {
+    if (!line.test(unit)) throw new FlagError(`${TEMPLATE} has no line ${line.source}`);
+    unit = unit.replace(line, by);
+  };
+  replace(/^ExecStart=.*$/m, `ExecStart=${execStart}`);
+  if (options.hard) {
+    // -hard turns on the NIC's timestamping (SIOCSHWTSTAMP), and puts it back at stop.
+    replace(/^AmbientCapabilities=.*$/m, 'AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN');
+    replace(/^CapabilityBoundingSet=.*$/m, 'CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN');
+  }
+  const readable = homePaths([
+    dirname(dirname(execPath)),
+    dirname(dirname(cli)),
+    ...(options.webConfigFile === undefined ? [] : [dirname(options.webConfigFile)]),
+  ]);
+  if (readable.length > 0) {
+    // An empty /home (and /root, /run/user) with only these directories in it, read-only.
+    replace(/^ProtectHome=.*$/m, `ProtectHome=tmpfs\nBindReadOnlyPaths=${readable.map(quote).join(' ')}`);
+  }
+  return unit;
 }
 
 /** Writes the unit into `unitDir`; returns its path. */
