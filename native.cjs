@@ -838,3 +838,4 @@ module.exports = nativeBinding
 module.exports.Engine = nativeBinding.Engine
 module.exports.engineVersion = nativeBinding.engineVersion
 module.exports.SNAPSHOT_STRIDE = nativeBinding.SNAPSHOT_STRIDE
+module.exports.tcpProbePorts = nativeBinding.tcpProbePorts

@@ -118,3 +118,9 @@ export declare function engineVersion(): string
  * undefined, and in every place of an id that is not tracked.
  */
 export declare const SNAPSHOT_STRIDE: number
+
+/**
+ * The TCP probes' source ports on this host (and network namespace): `[first, last]`, from
+ * `ip_local_port_range` as the engine chooses them.
+ */
+export declare function tcpProbePorts(): Array<number>

@@ -8,6 +8,7 @@ import { startExporter } from './exporter.js';
 import { FLAGS, normalizeArgv, parseFlags } from './flags.js';
 import { dropPrivileges } from './privileges.js';
 import { createLogger } from './log.js';
+import { notrackRuleset } from './notrack.js';
 import { installUnit, unitFile, UNIT_NAME } from './service.js';
 
 // The command is a long-running daemon whose JavaScript is not its hot path: V8 sizes its heap
@@ -54,6 +55,19 @@ const service = defineCommand({
         }
       },
     }),
+  },
+});
+
+const notrack = defineCommand({
+  meta: { name: 'notrack', description: 'Print the nftables rules that keep probes out of connection tracking, for this host' },
+  async run() {
+    try {
+      const { tcpProbePorts } = await import('./native.js');
+      const [first = 0, last = 0] = tcpProbePorts();
+      process.stdout.write(notrackRuleset(first, last));
+    } catch (e) {
+      fail(e);
+    }
   },
 });
 
@@ -158,6 +172,8 @@ const normalized = normalizeArgv(argv);
 // `service` is dispatched by hand: citty would take the value of `-listen :9116` for a command name.
 if (argv[0] === 'service') {
   void runMain(service, { rawArgs: argv.slice(1) });
+} else if (argv[0] === 'notrack') {
+  void runMain(notrack, { rawArgs: argv.slice(1) });
 } else if (normalized.includes('--version')) {
   // Like Go's kingpin: anywhere on the line, and nothing else is started.
   void buildInfo().then((info) => process.stdout.write(versionText(info)));

@@ -31,5 +31,5 @@ function load(): typeof Native {
   }
 }
 
-export const { Engine, SNAPSHOT_STRIDE, engineVersion } = load();
+export const { Engine, SNAPSHOT_STRIDE, engineVersion, tcpProbePorts } = load();
 export type Engine = Native.Engine;

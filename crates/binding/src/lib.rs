@@ -345,3 +345,11 @@ impl Engine {
 pub fn engine_version() -> String {
     format!("netprobe {}", netprobe::VERSION)
 }
+
+/// The TCP probes' source ports on this host (and network namespace): `[first, last]`, from
+/// `ip_local_port_range` as the engine chooses them.
+#[napi]
+pub fn tcp_probe_ports() -> Result<Vec<u32>> {
+    let range = netprobe::ports::probe_port_range().map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
+    Ok(vec![u32::from(*range.start()), u32::from(*range.end())])
+}
