@@ -8,7 +8,7 @@
 import test from 'ava';
 import { CLI, type Lab } from './helpers/lab.js';
 import { scrape } from './helpers/probing.js';
-import { CLOSED, FILTERED, OPEN, startTcpLab, tcpSeries } from './helpers/tcp-peer.js';
+import { CLOSED, FILTERED, OPEN, REJECTED, startTcpLab, tcpSeries } from './helpers/tcp-peer.js';
 import { value } from './helpers/prom.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -71,4 +71,15 @@ test('with the rules icmp-exporter notrack prints: no entry for any probe, and e
   const ours = entries(lab).filter((l) => l.includes('198.18.131.'));
   t.deepEqual(ours, [], 'no conntrack entry for a probe');
   t.is(lab.nftCounters(lab.prober).invalid, 0, 'no answer dropped as invalid');
+
+  // An ICMP error quoting an untracked probe is invalid to conntrack: dropped here, so the
+  // probe ends as lost at its timeout, not at the error (README, Connection tracking).
+  const rejected = `target=198.18.131.31&tcp_port=${REJECTED}`;
+  await scrape(exporter, rejected);
+  const r = await waitFor(() => scrape(exporter, rejected), (s) => tcpSeries(s, 'packets_sent_total', '198.18.131.31', REJECTED) >= 10, {
+    what: '10 final probes of the rejected port',
+  });
+  t.is(tcpSeries(r, 'packets_recv_total', '198.18.131.31', REJECTED), 0);
+  t.is(tcpSeries(r, 'icmp_errors_total', '198.18.131.31', REJECTED), 0);
+  t.true((lab.nftCounters(lab.prober).invalid ?? 0) >= 10, 'the errors were dropped as invalid');
 });
