@@ -15,6 +15,10 @@ has setpriv || need+=(util-linux)
 has cc || need+=(gcc)
 has systemd-analyze || need+=(systemd)
 has ss || need+=(iproute2)
+has openssl || need+=(openssl)
+has objdump || need+=(binutils)
+has xz || need+=(xz-utils)
+has unshare || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup-system: missing ${need[*]}; run this script as root to install them" >&2
