@@ -81,3 +81,28 @@ test('the timer passes over the targets only once one can have expired; targets 
   t.is(targets.sweepDue(), 1);
   t.is(targets.count(false), 0);
 });
+
+test('an expired burst gives its arrays back; kept targets keep their slots and ids; new ones take the lowest free slot', (t) => {
+  const { targets, tracked, tick } = registry();
+  const address = (i: number) => `198.18.${128 + (i >> 8)}.${i & 0xff}`;
+  const kept = Array.from({ length: 10 }, (_, i) => ({ address: address(i), port: 0 }));
+  const keptIds = targets.acquire(kept).map((x) => x.id);
+  targets.acquire(Array.from({ length: 50_000 }, (_, i) => ({ address: `2001:2::${(i + 1).toString(16)}`, port: 0 })));
+  const grown = targets.tableSizes();
+  t.true(grown.arrays >= 50_010 && grown.index.table >= 100_020, JSON.stringify(grown));
+  tick(600);
+  targets.acquire(kept);
+  tick(600);
+  t.is(targets.sweep(), 50_000);
+  const shrunk = targets.tableSizes();
+  t.deepEqual(shrunk, { slots: 10, arrays: 1024, index: { slots: 1024, table: 2048 } });
+  t.deepEqual(
+    targets.find(kept).map((x) => x.id),
+    keptIds,
+  );
+  t.is(tracked.size, 10);
+  // A new target takes slot 10, the lowest free one.
+  targets.acquire([{ address: '198.18.200.1', port: 0 }]);
+  t.is(targets.tableSizes().slots, 11);
+  t.deepEqual(targets.all().map((x) => x.address).slice(-1), ['198.18.200.1']);
+});

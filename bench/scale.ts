@@ -176,15 +176,20 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
     const [quiet, waitedQuiet] = [await counters(exporter), engineWaitedMs(pid)];
     await sleep(INTERVAL_MS + 6000);
     const [settled, waitedSettled] = [await counters(exporter), engineWaitedMs(pid)];
+    const rssBefore = rssBytes(pid);
     const t0 = Date.now();
     await addTargets(exporter.url, range(keep, keep + 20_000));
     const addMs = Date.now() - t0;
     await sleep(INTERVAL_MS);
     const [added, waitedAdded] = [await counters(exporter), engineWaitedMs(pid)];
     const activeAdded = await active();
+    const rssBurst = rssBytes(pid);
     await sleep(6000); // expiry 4 s after the last request, swept within 0.4 s
     const [expired, waitedExpired] = [await counters(exporter), engineWaitedMs(pid)];
     const activeExpired = await active();
+    // The engine gives its tables back an interval and a timeout after the last target left.
+    await sleep(INTERVAL_MS + 1000 + 1000);
+    const rssAfter = rssBytes(pid);
     return [
       {
         kept: keep,
@@ -192,6 +197,10 @@ export async function churn(teardown: (f: () => void) => void): Promise<Array<Re
         adding_ms: addMs,
         active_after_adding: activeAdded,
         active_after_expiry: activeExpired,
+        // Resident memory before the burst, with it, and once it expired and the tables shrank.
+        rss_mb_before: Math.round(rssBefore / 1e5) / 10,
+        rss_mb_with_burst: Math.round(rssBurst / 1e5) / 10,
+        rss_mb_after_expiry: Math.round(rssAfter / 1e5) / 10,
         late_over_1ms_quiet: settled.over1ms - quiet.over1ms,
         late_over_1ms_adding: added.over1ms - settled.over1ms,
         late_over_10ms_adding: added.over10ms - settled.over10ms,

@@ -145,6 +145,30 @@ export class AddressIndex {
     return (this.meta[slot] as number) & 0xffff;
   }
 
+  /**
+   * Gives memory back once fewer than a quarter of the arrays are used: the slot arrays cut
+   * to hold slots below `slots` (none at or above it may be indexed), the hash table to twice
+   * the entries (both powers of two, never below their first size).
+   */
+  shrink(slots: number): void {
+    const fit = (n: number, least: number) => {
+      let size = least;
+      while (size < n) size *= 2;
+      return size;
+    };
+    const wanted = fit(slots, 1024);
+    if (this.meta.length > 4 * wanted) {
+      [this.meta, this.bytes] = [this.meta.slice(0, wanted), this.bytes.slice(0, 16 * wanted)];
+    }
+    const table = fit(2 * this.count, 2048);
+    if (this.table.length > 4 * table) this.rehash(table);
+  }
+
+  /** Lengths of the slot arrays and of the hash table, for tests. */
+  sizes(): { slots: number; table: number } {
+    return { slots: this.meta.length, table: this.table.length };
+  }
+
   private ensureSlot(slot: number): void {
     if (slot < this.meta.length) return;
     let n = this.meta.length;

@@ -33,7 +33,9 @@ export class Targets {
   private readonly index = new AddressIndex();
   private ids = new Uint32Array(1024);
   private lastAccess = new Float64Array(1024);
-  private readonly freeSlots: number[] = [];
+  /** Free slots below `slotsUsed`, kept so that `pop` gives the lowest (see `add`). */
+  private freeSlots: number[] = [];
+  private freeSorted = true;
   private slotsUsed = 0;
   private tcpCount = 0;
   private sweeper: NodeJS.Timeout | undefined;
@@ -64,6 +66,12 @@ export class Targets {
 
   /** A slot for a target the engine now probes as `id`; undefined when `address` is no IP address. */
   private add(address: string, port: number, id: number): number | undefined {
+    // The lowest free slot: after a burst left, the slots in use stay at the bottom and the
+    // top can be given back (shrink).
+    if (!this.freeSorted) {
+      this.freeSlots.sort((a, b) => b - a);
+      this.freeSorted = true;
+    }
     let slot = this.freeSlots.pop();
     if (slot === undefined) {
       if (this.slotsUsed === this.ids.length) {
@@ -77,6 +85,7 @@ export class Targets {
     }
     if (!this.index.set(slot, address, port)) {
       this.freeSlots.push(slot);
+      this.freeSorted = false;
       return undefined;
     }
     this.ids[slot] = id;
@@ -90,7 +99,32 @@ export class Targets {
     if (this.index.port(slot) !== 0) this.tcpCount -= 1;
     this.index.delete(slot);
     this.freeSlots.push(slot);
+    this.freeSorted = false;
     this.engine.untrack(this.ids[slot] as number);
+  }
+
+  /**
+   * Gives memory back after targets left: the free slots above the highest one in use are
+   * dropped, and the arrays cut once fewer than a quarter of them are used.
+   */
+  private shrink(): void {
+    let used = this.slotsUsed;
+    while (used > 0 && !this.index.holds(used - 1)) used--;
+    if (used === this.slotsUsed) return;
+    this.slotsUsed = used;
+    this.freeSlots = this.freeSlots.filter((s) => s < used);
+    this.freeSorted = false;
+    let size = 1024;
+    while (size < used) size *= 2;
+    if (this.ids.length > 4 * size) {
+      [this.ids, this.lastAccess] = [this.ids.slice(0, size), this.lastAccess.slice(0, size)];
+    }
+    this.index.shrink(used);
+  }
+
+  /** Slots (taken and free) and the length of the slot arrays, for tests. */
+  tableSizes(): { slots: number; arrays: number; index: { slots: number; table: number } } {
+    return { slots: this.slotsUsed, arrays: this.ids.length, index: this.index.sizes() };
   }
 
   /**
@@ -181,6 +215,7 @@ export class Targets {
       }
     }
     this.nextExpiry = oldest + this.expiryMs;
+    if (stale > 0) this.shrink();
     return stale;
   }
 

@@ -269,7 +269,31 @@ pub struct Lifecycle {
     drained: [Nanos; QUEUES],
     /// Turns in a row that read a queue in full without finding it empty.
     busy_turns: [u32; QUEUES],
+    /// When the tables are looked at for memory to give back, after targets left: once their
+    /// queued sends and probes in flight are gone (see `give_back_memory`).
+    shrink_at: Option<Nanos>,
     log: Option<Vec<Finished>>,
+}
+
+/// Shrinks a table's allocation to a quarter over what it holds once it holds less than a
+/// quarter of it (and the difference is worth a reallocation): hysteresis, so a table going
+/// up and down does not reallocate each time.
+fn shrink_vec<T>(v: &mut Vec<T>) {
+    if v.capacity() > 4 * v.len() + 1024 {
+        v.shrink_to(v.len() + v.len() / 4);
+    }
+}
+
+fn shrink_deque<T>(v: &mut VecDeque<T>) {
+    if v.capacity() > 4 * v.len() + 1024 {
+        v.shrink_to(v.len() + v.len() / 4);
+    }
+}
+
+fn shrink_heap<T: Ord>(v: &mut BinaryHeap<T>) {
+    if v.capacity() > 4 * v.len() + 1024 {
+        v.shrink_to(v.len() + v.len() / 4);
+    }
 }
 
 impl Lifecycle {
@@ -297,6 +321,7 @@ impl Lifecycle {
             queue_present: [false; QUEUES],
             drained: [0; QUEUES],
             busy_turns: [0; QUEUES],
+            shrink_at: None,
             log: None,
         }
     }
@@ -383,12 +408,47 @@ impl Lifecycle {
         self.schedule.add(due, (index as u32, id));
     }
 
-    pub fn untrack(&mut self, id: TargetId) {
+    pub fn untrack(&mut self, id: TargetId, now: Nanos) {
         if let Some(index) = self.index_of.remove(&id).map(|i| i as usize) {
             self.targets[index] = None;
             self.free_targets.push(Reverse(index));
             self.turn = turn_length(self.index_of.len(), self.config.interval, self.config.gap);
+            // Its queued send leaves the queue within an interval, its probes in flight within
+            // the timeout (and a turn).
+            let settled = now + self.config.interval + self.config.timeout + 2 * TURN_MAX;
+            self.shrink_at = Some(self.shrink_at.map_or(settled, |at| at.max(settled)));
         }
+    }
+
+    /// After targets left (a burst expiring): the slots past the last target are dropped,
+    /// and every table holding less than a quarter of its allocation is shrunk. Returns
+    /// whether it was time to look (then the allocator may give the freed memory back).
+    pub fn give_back_memory(&mut self, now: Nanos) -> bool {
+        if self.shrink_at.is_none_or(|at| now < at) {
+            return false;
+        }
+        self.shrink_at = None;
+        // Freed slots are taken again lowest first, so after a burst the tail is empty.
+        let used = self.targets.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+        if used < self.targets.len() {
+            self.targets.truncate(used);
+            self.free_targets.retain(|Reverse(i)| *i < used);
+        }
+        shrink_vec(&mut self.targets);
+        shrink_heap(&mut self.free_targets);
+        if self.index_of.capacity() > 4 * self.index_of.len() + 1024 {
+            self.index_of.shrink_to(self.index_of.len() + self.index_of.len() / 4);
+        }
+        self.schedule.shrink();
+        shrink_deque(&mut self.deadlines);
+        shrink_heap(&mut self.extended);
+        shrink_vec(&mut self.held);
+        true
+    }
+
+    /// Slots of the target table (taken and free) and its allocation, for tests.
+    pub fn target_table(&self) -> (usize, usize) {
+        (self.targets.len(), self.targets.capacity())
     }
 
     /// What a scrape reads of a target. Reading changes nothing.
@@ -425,7 +485,9 @@ impl Lifecycle {
                 at
             }
         });
-        [send, expiry].into_iter().flatten().min()
+        // A shrink due with nothing else to wake for still gets its wake-up.
+        let shrink = self.shrink_at.map(|at| on_grid(at.max(now + 1), self.turn));
+        [send, expiry, shrink].into_iter().flatten().min()
     }
 
     /// The turn grid's step now.

@@ -44,6 +44,17 @@ impl<T: Ord + Copy> SendQueue<T> {
         Self { periodic: VecDeque::new(), first: BinaryHeap::new() }
     }
 
+    /// Shrinks the queue's allocations once they hold less than a quarter of them (after
+    /// many items left).
+    pub fn shrink(&mut self) {
+        if self.periodic.capacity() > 4 * self.periodic.len() + 1024 {
+            self.periodic.shrink_to(self.periodic.len() + self.periodic.len() / 4);
+        }
+        if self.first.capacity() > 4 * self.first.len() + 1024 {
+            self.first.shrink_to(self.first.len() + self.first.len() / 4);
+        }
+    }
+
     /// A new item, first due at `due` (or an item that must go again at a due time out of the
     /// FIFO's order, such as a probe the kernel had no room for).
     pub fn add(&mut self, due: u64, item: T) {

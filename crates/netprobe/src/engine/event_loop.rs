@@ -296,6 +296,9 @@ impl EngineLoop {
             self.send_due();
             self.look();
             self.core.expire(self.now());
+            if self.core.give_back_memory(self.now()) {
+                release_free_memory();
+            }
             self.sleep();
         }
         Ok(())
@@ -444,7 +447,7 @@ impl EngineLoop {
                     let now = self.now();
                     self.core.track(id, addr, kind, now);
                 }
-                Command::Untrack { id } => self.core.untrack(id),
+                Command::Untrack { id } => self.core.untrack(id, self.now()),
                 Command::Snapshot { ids, reply } => {
                     // A window takes microseconds; a snapshot of 100,000 must not hold back due
                     // probes, nor leave answers and stamps waiting in the socket buffers. Each
@@ -626,5 +629,15 @@ mod tests {
         let size = std::mem::size_of::<Option<crate::lifecycle::Target>>();
         println!("Option<Target>: {size} bytes");
         assert!(size <= 640, "{size}");
+    }
+}
+
+/// Hands memory the engine freed back to the kernel: glibc keeps freed chunks of its heap
+/// (below its mmap threshold) for reuse until asked. A no-op elsewhere.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes a byte count and only changes the allocator's free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

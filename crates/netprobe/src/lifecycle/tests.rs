@@ -279,7 +279,7 @@ impl Sim {
             return;
         }
         let id = ids[self.rng.below(ids.len() as u64) as usize];
-        self.core.untrack(id);
+        self.core.untrack(id, self.now);
         self.targets.remove(&id);
         self.untracked.push(id);
     }
@@ -913,7 +913,7 @@ fn after_churn_n_targets_leave_no_gap_over_twice_the_even_spacing() {
         for _ in 0..rng.below(600) {
             if !tracked.is_empty() && rng.chance(0.5) {
                 let id = tracked.swap_remove(rng.below(tracked.len() as u64) as usize);
-                core.untrack(id);
+                core.untrack(id, now);
             } else {
                 add(&mut core, &mut tracked, &mut next_id, now);
             }
@@ -1180,4 +1180,42 @@ fn a_late_probe_is_followed_at_the_next_phase_not_at_once() {
         assert!(core.poll_transmit(late).is_none(), "no second probe of the target in the same turn");
         assert_eq!(core.next_wake(late), Some(first + n * interval), "its next phase after now");
     }
+}
+
+/// A burst of targets that expires gives its tables back: the slots past the last target go
+/// and the target table shrinks, once their queued sends and probes in flight are gone (an
+/// interval and a timeout later). Targets kept meanwhile keep their slots.
+#[test]
+fn an_expired_burst_gives_its_tables_back() {
+    let second = 1000 * MS;
+    let (mut core, _) = lifecycle(second, 500 * MS, 10 * US);
+    open_queues(&mut core);
+    let addr = |n: u32| IpAddr::V4(Ipv4Addr::from(0xc612_c000 | n));
+    for id in 1..=10_000 {
+        core.track(id, addr(id), ProbeKind::Icmp, 0);
+    }
+    let (slots, capacity) = core.target_table();
+    assert_eq!(slots, 10_000);
+    assert!(capacity >= 10_000);
+    for id in 11..=10_000 {
+        core.untrack(id, 0);
+    }
+    let settled = second + 500 * MS + 2 * TURN_MAX;
+    assert!(!core.give_back_memory(settled - 1), "not while their sends may still be queued");
+    assert!(core.next_wake(settled - 1).is_some_and(|at| at <= settled + TURN_MAX));
+    assert!(core.give_back_memory(settled));
+    let (slots, capacity) = core.target_table();
+    assert_eq!(slots, 10);
+    assert!(capacity < 64, "capacity {capacity}");
+    for id in 1..=10 {
+        assert!(core.snapshot(id).is_some(), "target {id} kept");
+    }
+    assert!(!core.give_back_memory(settled + second), "nothing left to give back");
+    // A target in the middle keeps the slots below it.
+    core.track(11, addr(11), ProbeKind::Icmp, settled);
+    core.track(12, addr(12), ProbeKind::Icmp, settled);
+    core.untrack(11, settled);
+    core.untrack(12, settled);
+    assert!(core.give_back_memory(settled + 2 * second));
+    assert_eq!(core.target_table().0, 10);
 }
