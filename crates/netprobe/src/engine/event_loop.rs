@@ -607,6 +607,16 @@ impl EngineLoop {
     }
 }
 
+/// Hands memory the engine freed back to the kernel: glibc keeps freed chunks of its heap
+/// (below its mmap threshold) for reuse until asked. A no-op elsewhere.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes a byte count and only changes the allocator's free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Which send errors are this host's lack of room (the probe goes again, no outcome) and
@@ -629,15 +639,5 @@ mod tests {
         let size = std::mem::size_of::<Option<crate::lifecycle::Target>>();
         println!("Option<Target>: {size} bytes");
         assert!(size <= 640, "{size}");
-    }
-}
-
-/// Hands memory the engine freed back to the kernel: glibc keeps freed chunks of its heap
-/// (below its mmap threshold) for reuse until asked. A no-op elsewhere.
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim takes a byte count and only changes the allocator's free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
