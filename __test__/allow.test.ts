@@ -1,6 +1,6 @@
 /** -target-allow (pure): what parses, and what each kind of entry lets through. */
 import test from 'ava';
-import { TargetAllowList } from '../src/allow.js';
+import { globMatches, TargetAllowList } from '../src/allow.js';
 import { FlagError } from '../src/errors.js';
 
 const v4 = (n: number) => [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
@@ -71,3 +71,39 @@ for (const bad of ['198.18.0.0/33', '2001:db8::/129', 'exa mple.net', '*.example
     t.regex(e?.message ?? '', /-target-allow/);
   });
 }
+
+test('an IPv6 range never admits IPv4 addresses; an IPv4-mapped address is its IPv4 address', (t) => {
+  const allow = new TargetAllowList(['198.51.100.0/24', '::/0']);
+  t.truthy(allow.refuseAddress('127.0.0.1', 4, '127.0.0.1'));
+  t.truthy(allow.refuseAddress('169.254.169.254', 4, '169.254.169.254'));
+  t.is(allow.refuseAddress('2001:db8::1', 6, '2001:db8::1'), undefined);
+  t.truthy(allow.refuseAddress('::ffff:127.0.0.1', 6, '::ffff:127.0.0.1'), 'mapped loopback: checked as 127.0.0.1');
+  t.truthy(allow.refuseAddress('::ffff:7f00:1', 6, '::ffff:7f00:1'));
+  t.is(allow.refuseAddress('::ffff:198.51.100.7', 6, '::ffff:198.51.100.7'), undefined);
+  t.is(allow.refuseAddress('::ffff:c633:6407', 6, '::ffff:c633:6407'), undefined);
+});
+
+/** The glob semantics as a regular expression, for comparison on small inputs. */
+const reference = (glob: string, name: string) =>
+  new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\-]/g, '\\$&')).join('.*')}$`).test(name);
+
+test('glob matching agrees with the regular expression on random globs and names', (t) => {
+  let x = 99;
+  const next = (n: number) => {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    return x % n;
+  };
+  const alphabet = 'ab.*-';
+  for (let i = 0; i < 20_000; i++) {
+    const glob = Array.from({ length: next(8) }, () => alphabet[next(alphabet.length)]).join('');
+    const name = Array.from({ length: next(10) }, () => 'ab.-'[next(4)]).join('');
+    t.is(globMatches(glob, name), reference(glob, name), `${JSON.stringify(glob)} ~ ${JSON.stringify(name)}`);
+  }
+});
+
+test('glob matching stays linear: many stars against a long name that almost matches', (t) => {
+  // A backtracking regular expression takes longer than the test's timeout on this.
+  const name = `${'a-'.repeat(50_000)}x`;
+  t.false(globMatches('*-*-*-*-*-*-*-*.example.net', name));
+  t.true(globMatches('*-*-*-*-*-*-*-*x', name));
+});

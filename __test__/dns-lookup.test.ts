@@ -1,6 +1,7 @@
 /** What the DNS lookup reads (pure): resolv.conf's search list and ndots, hosts files, the names tried. */
 import test from 'ava';
 import { parseHosts, parseResolvConf, searchNames } from '../src/dns-lookup.js';
+import { LimitError } from '../src/errors.js';
 import { Resolver, type ResolvedAddress } from '../src/resolve.js';
 
 test('resolv.conf: the last search or domain line wins, ndots from options, comments ignored', (t) => {
@@ -67,4 +68,32 @@ test('the deadline cancels the lookup itself (its signal), and the next request 
   t.true(signals[0]?.aborted);
   await t.throwsAsync(resolver.resolve('hang.test', 'all'));
   t.is(signals.length, 2, 'a failure is not shared with later requests');
+});
+
+test('addresses with a zone are no target: 400, and hosts lines with one are skipped', async (t) => {
+  const resolver = new Resolver({ timeoutMs: 100, cacheTtlMs: 1000, maxEntries: 10, lookupAll: async () => answer });
+  await t.throwsAsync(resolver.resolve('fe80::1%eth0', 'all'), { message: /neither an IP address nor a valid hostname/ });
+  t.is(parseHosts('fe80::1%eth0 router\n198.18.0.1 router\n').get('router')?.length, 1);
+});
+
+test('lookups under way are capped: past the cap a new name is refused at once (429), names already being looked up still wait', async (t) => {
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((r) => (release = r));
+  const resolver = new Resolver({
+    timeoutMs: 10_000,
+    cacheTtlMs: 60_000,
+    maxEntries: 10,
+    maxLookups: 2,
+    lookupAll: async () => {
+      await gate;
+      return answer;
+    },
+  });
+  const a = resolver.resolve('a.test', 'all');
+  const b = resolver.resolve('b.test', 'all');
+  await t.throwsAsync(resolver.resolve('c.test', 'all'), { instanceOf: LimitError, message: /2 DNS lookups are under way/ });
+  const again = resolver.resolve('a.test', 'all');
+  release();
+  t.deepEqual(await Promise.all([a, b, again]), [answer, answer, answer]);
+  t.deepEqual(await resolver.resolve('c.test', 'all'), answer, 'room again once they ended');
 });

@@ -70,9 +70,16 @@ test('-target-allow: addresses outside the ranges and names outside the globs ar
 
   const active = value(await metrics(exporter), 'icmp_active_probes');
   t.is(active, 2, `only ${kept} and ok.allowed.lab.test are probed`);
-  // dnsmasq's log may trail its answers: wait for the allowed name's query, then look.
-  const asked = await waitFor(() => dns.queried(), (q) => q.includes('ok.allowed.lab.test'), { what: 'the allowed name in the DNS log' });
+  // A literal outside the ranges refuses the request before the name beside it is looked up.
+  const literalFirst = await exporter.get('/probe?target=198.18.129.9&target=late.allowed.lab.test');
+  t.is(literalFirst.status, 403);
+  // dnsmasq's log may trail its answers: ask for a sentinel name last, wait for it, then look.
+  await exporter.get('/probe?target=sentinel.allowed.lab.test');
+  const asked = await waitFor(() => dns.queried(), (q) => q.includes('ok.allowed.lab.test') && q.includes('sentinel.allowed.lab.test'), {
+    what: 'the allowed names in the DNS log',
+  });
   t.false(asked.includes('other.lab.test'), `queried: ${asked.join(' ')}`);
+  t.false(asked.includes('late.allowed.lab.test'), `queried: ${asked.join(' ')}`);
   // The kept target went on meanwhile, none lost; nothing ever left for a refused address.
   const s = await scrape(exporter, `target=${kept}`);
   const sent = value(s, 'icmp_probe_packets_sent_total', { ip: kept }) ?? 0;
@@ -92,6 +99,10 @@ test('-max-targets: a request that would pass it is 429 and starts nothing; targ
   // TCP targets count against the same limit.
   const tcp = await exporter.get('/probe?target=198.18.128.30&tcp_port=80&tcp_port=81');
   t.is(tcp.status, 429);
+  // Literals alone past the limit are refused before the names beside them are looked up
+  // (the lookup would fail here: no DNS server is configured, and the answer would be a 400).
+  const literalsOver = await exporter.get(`/probe?${targets(['198.18.128.40', '198.18.128.41', 'some.name.lab.test'])}`);
+  t.is(literalsOver.status, 429);
   // Asking again for probed targets plus one new fits.
   await scrape(exporter, targets(['198.18.128.30', '198.18.128.31', '198.18.128.32']));
   const m = await metrics(exporter);
@@ -109,5 +120,8 @@ test('more than 256 names in one request: 400 before any lookup', async (t) => {
   const ports = await exporter.get(`/probe?${targets(names.slice(0, 130))}&tcp_port=1&tcp_port=2`);
   t.is(ports.status, 400);
   t.regex(ports.body, /130 targets × 2 ports/);
-  t.deepEqual(dns.queried(), []);
+  // A name asked last shows in the DNS log once the log has caught up: none before it.
+  await waitFor(() => exporter.get('/probe?target=one.lab.test'), (r) => r.status === 200, { what: 'dnsmasq answering', everyMs: 250 });
+  const asked = await waitFor(() => dns.queried(), (q) => q.includes('one.lab.test'), { what: 'the sentinel in the DNS log' });
+  t.deepEqual(asked.filter((n) => n !== 'one.lab.test'), []);
 });

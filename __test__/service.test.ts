@@ -115,3 +115,22 @@ test('Node under a home directory: the unit binds it read-only into an empty /ho
   );
   t.is(status, 200);
 });
+
+test('unit lines: % and $ passed on as they are, no control character, -web.config.file made absolute, a project node_modules bound whole', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'icmp-exporter-unit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'web.yml'), 'basic_auth_users: {}\n');
+  const cwd = process.cwd();
+  process.chdir(dir);
+  let unit: string;
+  try {
+    unit = unitFile(['-listen', ':9116', '--web.config.file=web.yml'], '/home/ann/50%$HOME/node/bin/node', '/home/ann/proj/node_modules/icmp-exporter/dist/cli.js');
+  } finally {
+    process.chdir(cwd);
+  }
+  const execStart = /^ExecStart=(.*)$/m.exec(unit)?.[1] ?? '';
+  t.is(execStart, `/home/ann/50%%$$HOME/node/bin/node /home/ann/proj/node_modules/icmp-exporter/dist/cli.js -listen :9116 --web.config.file=${join(dir, 'web.yml')}`);
+  t.is(/^BindReadOnlyPaths=(.*)$/m.exec(unit)?.[1], '/home/ann/50%%$HOME/node /home/ann/proj/node_modules');
+  t.throws(() => unitFile(['-listen', ':9116', '-web.config.file', '/etc/x\nExecStartPre=+/bin/sh']), { message: /control character|cannot read/ });
+  t.throws(() => unitFile(['-listen', ':9116'], '/usr/bin/node\nExecStartPre=+/bin/sh'), { message: /a control character cannot go into the unit/ });
+});

@@ -2,17 +2,19 @@
 import test from 'ava';
 import { basicCredentials } from '../src/web-gate.js';
 import { parseDuration, parseWebConfig, WebConfigError } from '../src/web-config.js';
+import { makeCerts } from './helpers/certs.js';
 
 const HASH = '$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG';
-const PEM = '-----BEGIN X-----\\nAAAA\\n-----END X-----';
+/** A CA and a server certificate (and a client one, whose key is not the server's). */
+const certs = makeCerts('127.0.0.1', { other: 'DNS:other.lab' }, (f) => process.once('exit', f));
 
 test('a full file: TLS settings in Node terms, users, headers, rate limit', (t) => {
   const c = parseWebConfig(
     [
       'tls_server_config:',
-      `  cert: "${PEM}"`,
-      `  key: "${PEM}"`,
-      `  client_ca: "${PEM}"`,
+      `  cert_file: server.crt`,
+      `  key_file: ${certs.file('server.key')}`,
+      `  client_ca: ${JSON.stringify(certs.caCert)}`,
       '  client_auth_type: RequireAndVerifyClientCert',
       '  client_allowed_sans: [prometheus.lab]',
       '  min_version: TLS13',
@@ -31,7 +33,7 @@ test('a full file: TLS settings in Node terms, users, headers, rate limit', (t) 
       '  interval: 100ms',
       '  burst: 20',
     ].join('\n'),
-    '/etc/icmp-exporter',
+    certs.dir,
   );
   t.like(c.tls, {
     clientAuthType: 'RequireAndVerifyClientCert',
@@ -42,7 +44,9 @@ test('a full file: TLS settings in Node terms, users, headers, rate limit', (t) 
     honorCipherOrder: false,
     ecdhCurve: 'X25519:P-256',
   });
-  t.is(c.tls?.cert, PEM.replace(/\\n/g, '\n'));
+  t.is(c.tls?.cert, certs.read('server.crt'));
+  t.is(c.tls?.clientCa, certs.caCert);
+  t.deepEqual(c.tls?.files, { cert: certs.file('server.crt'), key: certs.file('server.key') }, 'relative names from the file\'s directory');
   t.deepEqual([...c.users], [['alice', HASH]]);
   t.deepEqual(c.headers, { 'Strict-Transport-Security': 'max-age=31536000', 'X-Frame-Options': 'sameorigin' });
   t.deepEqual(c.rateLimit, { intervalMs: 100, burst: 20 });
@@ -62,17 +66,24 @@ test('Go durations', (t) => {
   t.is(parseDuration('1x'), undefined);
 });
 
+const tls = (extra = '') => `tls_server_config:\n  cert_file: ${certs.file('server.crt')}\n  key_file: ${certs.file('server.key')}\n${extra}`;
+
 const refusals: Array<[string, RegExp]> = [
+  [`tls_server_config:\n  cert_file: ${certs.file('server.crt')}\n  key_file: ${certs.file('other.key')}\n`, /tls_server_config\.key_file .*key values mismatch/],
+  [`tls_server_config:\n  cert: "not a certificate"\n  key_file: ${certs.file('server.key')}\n`, /tls_server_config\.cert_file .*(no start line|PEM)/],
+  ['http_server_config:\n  headers:\n    Content-Security-Policy: |\n      default-src \'self\'\n', /headers\.Content-Security-Policy: .* is not a valid header value/],
+  ['http_server_config:\n  headers:\n    Content-Security-Policy: "default-src \u2019self\u2019"\n', /is not a valid header value/],
+  [`basic_auth_users:\n  alice: ${HASH.replace('$10$', '$35$')}\n`, /bcrypt cost 35 is not between 4 and 31/],
   ['tls: {}', /unknown key tls \(expected one of tls_server_config, http_server_config, basic_auth_users, rate_limit\)/],
   ['tls_server_config:\n  key_file: /k\n', /tls_server_config\.cert_file \(or tls_server_config\.cert\) is required/],
   [`tls_server_config:\n  cert: x\n  cert_file: /c\n  key: y\n`, /tls_server_config\.cert and tls_server_config\.cert_file are both given/],
-  [`tls_server_config:\n  cert: x\n  key: y\n  client_auth_type: Sometimes\n`, /client_auth_type "Sometimes" is not one of NoClientCert/],
-  [`tls_server_config:\n  cert: x\n  key: y\n  client_auth_type: RequireAndVerifyClientCert\n`, /client_ca_file is required with client_auth_type RequireAndVerifyClientCert/],
-  [`tls_server_config:\n  cert: x\n  key: y\n  client_allowed_sans: [a]\n`, /client_allowed_sans needs client_auth_type RequireAnyClientCert or RequireAndVerifyClientCert/],
-  [`tls_server_config:\n  cert: x\n  key: y\n  min_version: SSL3\n`, /min_version "SSL3" is not one of TLS10, TLS11, TLS12, TLS13/],
-  [`tls_server_config:\n  cert: x\n  key: y\n  min_version: TLS13\n  max_version: TLS12\n`, /min_version is above max_version/],
-  [`tls_server_config:\n  cert: x\n  key: y\n  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n`, /cipher_suites: "TLS_RSA_WITH_RC4_128_SHA" is not one of/],
-  [`tls_server_config:\n  cert: x\n  key: y\n  curve_preferences: [P999]\n`, /curve_preferences: "P999" is not one of/],
+  [tls('  client_auth_type: Sometimes\n'), /client_auth_type "Sometimes" is not one of NoClientCert/],
+  [tls('  client_auth_type: RequireAndVerifyClientCert\n'), /client_ca_file is required with client_auth_type RequireAndVerifyClientCert/],
+  [tls('  client_allowed_sans: [a]\n'), /client_allowed_sans needs client_auth_type RequireAnyClientCert or RequireAndVerifyClientCert/],
+  [tls('  min_version: SSL3\n'), /min_version "SSL3" is not one of TLS10, TLS11, TLS12, TLS13/],
+  [tls('  min_version: TLS13\n  max_version: TLS12\n'), /min_version is above max_version/],
+  [tls('  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n'), /cipher_suites: "TLS_RSA_WITH_RC4_128_SHA" is not one of/],
+  [tls('  curve_preferences: [P999]\n'), /curve_preferences: "P999" is not one of/],
   ['http_server_config:\n  headers:\n    X-Frame-Options: allow\n', /http_server_config\.headers\.X-Frame-Options "allow" is not one of deny, sameorigin/],
   ['http_server_config:\n  http2: maybe\n', /http_server_config\.http2 must be true or false/],
   ['basic_auth_users: [alice]\n', /basic_auth_users must be a mapping/],
@@ -83,7 +94,7 @@ const refusals: Array<[string, RegExp]> = [
 ];
 
 for (const [text, message] of refusals) {
-  test(`refused: ${JSON.stringify(text).slice(0, 70)}`, (t) => {
+  test(`refused: ${message.source}`, (t) => {
     t.throws(() => parseWebConfig(text, '/'), { instanceOf: WebConfigError, message });
   });
 }

@@ -116,8 +116,53 @@ test('client certificates: RequireAndVerifyClientCert with client_allowed_sans',
   const path = webConfig(certs.dir, certs, extra, {});
   const exporter = await lab.startExporter(['-web.config.file', path]);
   t.is((await get(`${exporter.url}/-/ready`, certs, { client: 'prometheus' })).status, 200);
-  await t.throwsAsync(get(`${exporter.url}/-/ready`, certs), undefined, 'no client certificate: no connection');
-  await t.throwsAsync(get(`${exporter.url}/-/ready`, certs, { client: 'intruder' }), undefined, 'a SAN not allowed: no connection');
+  const cut = { message: /certificate|socket hang up|ECONNRESET/ };
+  await t.throwsAsync(get(`${exporter.url}/-/ready`, certs), cut, 'no client certificate: no connection');
+  await t.throwsAsync(get(`${exporter.url}/-/ready`, certs, { client: 'intruder' }), cut, 'a SAN not allowed: no connection');
+  // A self-signed client certificate (another CA) is refused too.
+  const stranger = makeCerts(lab.httpAddress, { prometheus: 'DNS:prometheus.lab' }, (f) => t.teardown(f));
+  const own = { ...certs, read: (name: string) => (name.startsWith('prometheus.') ? stranger.read(name) : certs.read(name)) };
+  await t.throwsAsync(get(`${exporter.url}/-/ready`, own, { client: 'prometheus' }), cut, 'a certificate of another CA: no connection');
+  // Changing client_auth_type needs a restart: a file that does is logged and not taken.
+  webConfig(certs.dir, certs, `  client_auth_type: RequireAnyClientCert`, {});
+  // The file is looked at on requests (at most once a second).
+  await waitFor(
+    async () => {
+      await get(`${exporter.url}/-/ready`, certs, { client: 'prometheus' });
+      return logMessages(exporter.stderr);
+    },
+    (m) => m.includes('changing client_auth_type takes a restart'),
+    { what: 'the refused reload logged', everyMs: 250 },
+  );
+  await t.throwsAsync(get(`${exporter.url}/-/ready`, own, { client: 'prometheus' }), cut, 'still verified against the CA');
+});
+
+test('VerifyClientCertIfGiven: no certificate is fine, an unverified one is refused', async (t) => {
+  const lab = Lab.create(t);
+  const certs = makeCerts(lab.httpAddress, { prometheus: 'DNS:prometheus.lab' }, (f) => t.teardown(f));
+  const path = webConfig(certs.dir, certs, `  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ${certs.file('ca.crt')}`, {});
+  const exporter = await lab.startExporter(['-web.config.file', path]);
+  t.is((await get(`${exporter.url}/-/ready`, certs)).status, 200);
+  t.is((await get(`${exporter.url}/-/ready`, certs, { client: 'prometheus' })).status, 200);
+  const stranger = makeCerts(lab.httpAddress, { prometheus: 'DNS:prometheus.lab' }, (f) => t.teardown(f));
+  const own = { ...certs, read: (name: string) => (name.startsWith('prometheus.') ? stranger.read(name) : certs.read(name)) };
+  await t.throwsAsync(get(`${exporter.url}/-/ready`, own, { client: 'prometheus' }), { message: /socket hang up|ECONNRESET|certificate/ });
+});
+
+test('password guessing: a few bcrypt checks at a time, the rest 429; an unknown user is checked like a known one; refusals counted in /metrics', async (t) => {
+  const lab = Lab.create(t);
+  const certs = makeCerts(lab.httpAddress, {}, (f) => t.teardown(f));
+  const path = webConfig(certs.dir, certs, '', { prometheus: 'right' });
+  const exporter = await lab.startExporter(['-web.config.file', path]);
+  const guesses = await Promise.all(
+    Array.from({ length: 12 }, (_, i) => get(`${exporter.url}/-/healthy`, certs, { auth: `${i % 2 === 0 ? 'prometheus' : 'nobody'}:guess-${i}` })),
+  );
+  const statuses = guesses.map((g) => g.status);
+  t.true(statuses.every((s) => s === 401 || s === 429), statuses.join(' '));
+  t.true(statuses.includes(429), `more than four checks at once are refused: ${statuses.join(' ')}`);
+  // The right password still gets in (and, checked once, is never checked again).
+  const ok = await waitFor(() => get(`${exporter.url}/metrics`, certs, { auth: 'prometheus:right' }), (r) => r.status === 200, { what: 'the right password taken' });
+  t.regex(ok.body, /^http_request_duration_seconds_count\{path="\/-\/healthy",method="GET",status="401"\} [1-9]/m);
 });
 
 test('rate_limit answers 429 past the burst; a changed file applies without a restart', async (t) => {
@@ -146,6 +191,8 @@ const badFiles: Array<[string, string, RegExp]> = [
   ['a password that is no bcrypt hash', 'basic_auth_users:\n  alice: secret\n', /basic_auth_users\.alice must be a bcrypt hash/],
   ['a header it may not set', 'http_server_config:\n  headers:\n    Server: mine\n', /unknown key http_server_config\.headers\.Server/],
   ['not YAML', 'tls_server_config: [unclosed\n', /not valid YAML/],
+  ['a certificate that is no PEM', 'tls_server_config:\n  cert: "junk"\n  key: "junk"\n', /tls_server_config\.(cert|key)_file/],
+  ['a header value with a line break', 'http_server_config:\n  headers:\n    Content-Security-Policy: |\n      default-src none\n', /is not a valid header value/],
 ];
 
 for (const [what, contents, message] of badFiles) {

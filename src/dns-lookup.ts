@@ -45,7 +45,7 @@ export function parseHosts(text: string): Map<string, Address[]> {
   const hosts = new Map<string, Address[]>();
   for (const raw of text.split('\n')) {
     const [address, ...names] = raw.replace(/#.*$/, '').trim().split(/\s+/);
-    const family = address === undefined ? 0 : isIP(address);
+    const family = address === undefined || address.includes('%') ? 0 : isIP(address);
     if (family === 0 || address === undefined) continue;
     for (const name of names) {
       const key = name.toLowerCase().replace(/\.$/, '');

@@ -68,16 +68,17 @@ class LagSamples {
 }
 
 /**
- * Registers the eight event-loop gauges in `registry` and starts sampling. Between scrapes
+ * Registers the eight event-loop gauges in `registry` and starts sampling; returns what
+ * stops it. Between scrapes
  * with no sample (scrapes less than 100 ms apart) the summaries keep their last values.
  * `nodejs_eventloop_lag_seconds` is prom-client's: how long a `setImmediate` queued at a
  * scrape waited, shown by the next scrape.
  */
-export function registerEventLoopLag(registry: Registry): void {
+export function registerEventLoopLag(registry: Registry): () => void {
   const registers = [registry];
   const samples = new LagSamples();
   let previous = performance.now();
-  setInterval(() => {
+  const timer = setInterval(() => {
     const now = performance.now();
     samples.add(Math.max(0, now - previous - EVENT_LOOP_SAMPLE_MS) / 1000);
     previous = now;
@@ -113,4 +114,5 @@ export function registerEventLoopLag(registry: Registry): void {
   const p50 = gauge('p50', 'The 50th percentile of the recorded event loop delays.');
   const p90 = gauge('p90', 'The 90th percentile of the recorded event loop delays.');
   const p99 = gauge('p99', 'The 99th percentile of the recorded event loop delays.');
+  return () => clearInterval(timer);
 }

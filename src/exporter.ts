@@ -52,7 +52,7 @@ export async function startExporter(partial: Partial<ExporterOptions> & { log?: 
   const webConfig = options.webConfigFile === undefined ? undefined : loadWebConfig(options.webConfigFile);
   const prober = Prober.start(options);
   const { engine, targets, resolver } = prober;
-  const { registry, http } = createMetricsRegistry({
+  const { registry, http, stop: stopMetrics } = createMetricsRegistry({
     build: await buildInfo(),
     icmpMode: engine.icmpMode(),
     stampMatching: engine.stampMatching(),
@@ -73,6 +73,7 @@ export async function startExporter(partial: Partial<ExporterOptions> & { log?: 
     const tlsServer = server as import('node:https').Server;
     reloadTls = (tls) => tlsServer.setSecureContext(tlsOptions(tls));
   } catch (e) {
+    stopMetrics();
     await prober.stop();
     throw e;
   }
@@ -97,6 +98,7 @@ export async function startExporter(partial: Partial<ExporterOptions> & { log?: 
         });
         server.closeIdleConnections();
       });
+      stopMetrics();
       await prober.stop();
     },
   };

@@ -99,20 +99,20 @@ const DEFAULT_COLLECTORS = [
  */
 const MISNAMED_GAUGES = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
-function registerDefaultMetrics(registry: Registry): void {
+function registerDefaultMetrics(registry: Registry): () => void {
   const require = createRequire(import.meta.url);
   for (const name of DEFAULT_COLLECTORS) {
     const collector = require(`prom-client/lib/metrics/${name}.js`) as (registry: Registry, config: object) => void;
     collector(registry, {});
   }
   for (const name of MISNAMED_GAUGES) registry.removeSingleMetric(name);
-  registerEventLoopLag(registry);
+  return registerEventLoopLag(registry);
 }
 
-export function createMetricsRegistry(allSources: MetricsSources): { registry: Registry; http: HttpObserver } {
+export function createMetricsRegistry(allSources: MetricsSources): { registry: Registry; http: HttpObserver; stop: () => void } {
   const sources = readOncePerScrape(allSources);
   const registry = new Registry();
-  registerDefaultMetrics(registry);
+  const stop = registerDefaultMetrics(registry);
   const registers = [registry];
 
   new Gauge({
@@ -323,5 +323,5 @@ export function createMetricsRegistry(allSources: MetricsSources): { registry: R
       size.observe(labels, bytes);
     },
   };
-  return { registry, http };
+  return { registry, http, stop };
 }

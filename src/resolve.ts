@@ -5,7 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { DnsLookup } from './dns-lookup.js';
-import { BadRequestError } from './errors.js';
+import { BadRequestError, LimitError } from './errors.js';
 
 export type IpVersion = '4' | '6' | 'all';
 
@@ -16,6 +16,8 @@ export interface ResolvedAddress {
 
 export interface ResolverOptions {
   timeoutMs: number;
+  /** Lookups under way at once (each holds a socket until it ends); past it, LimitError. Default 512. */
+  maxLookups?: number;
   /** How long an answer is reused. getaddrinfo does not report record TTLs. */
   cacheTtlMs: number;
   maxEntries: number;
@@ -28,6 +30,8 @@ const HOSTNAME = /^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-
 
 /** Canonical text of an IP literal (so `::0:1` and `::1` are one target), or undefined. */
 export function canonicalIp(text: string): ResolvedAddress | undefined {
+  // A zone (fe80::1%eth0) is not an address the engine can probe.
+  if (text.includes('%')) return undefined;
   const family = isIP(text);
   if (family === 4) {
     return { address: text.split('.').map((o) => String(Number(o))).join('.'), family: 4 };
@@ -37,6 +41,13 @@ export function canonicalIp(text: string): ResolvedAddress | undefined {
     return { address: new URL(`http://[${text}]/`).hostname.slice(1, -1), family: 6 };
   }
   return undefined;
+}
+
+/** Throws BadRequestError unless `target` is a valid hostname (checked before anything else is done with it). */
+export function checkHostname(target: string): void {
+  if (!HOSTNAME.test(target)) {
+    throw new BadRequestError(`target=${JSON.stringify(target)} is neither an IP address nor a valid hostname`);
+  }
 }
 
 /** The IP literal a `target` parameter names (bare, or in brackets), or undefined for a hostname. */
@@ -70,9 +81,7 @@ export class Resolver {
       }
       return [literal];
     }
-    if (!HOSTNAME.test(target)) {
-      throw new BadRequestError(`target=${JSON.stringify(target)} is neither an IP address nor a valid hostname`);
-    }
+    checkHostname(target);
     const all = await this.lookupCached(target.toLowerCase());
     const wanted = all.filter((a) => ipVersion === 'all' || String(a.family) === ipVersion);
     if (wanted.length === 0) {
@@ -89,6 +98,10 @@ export class Resolver {
     }
     let lookup = this.pending.get(name);
     if (!lookup) {
+      const most = this.options.maxLookups ?? 512;
+      if (this.pending.size >= most) {
+        throw new LimitError(`${most} DNS lookups are under way (each up to ${this.options.timeoutMs} ms): target=${JSON.stringify(name)} not looked up, try again`);
+      }
       lookup = this.lookupFresh(name).finally(() => this.pending.delete(name));
       this.pending.set(name, lookup);
     }

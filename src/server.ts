@@ -16,7 +16,7 @@ import type { Engine } from './native.js';
 import { parseProbeQuery } from './params.js';
 import { renderProbe } from './render.js';
 import { snapshotFlat, statsAt } from './snapshot.js';
-import { literalTarget, type ResolvedAddress, type Resolver } from './resolve.js';
+import { checkHostname, literalTarget, type ResolvedAddress, type Resolver } from './resolve.js';
 import type { Targets } from './targets.js';
 
 /** Probes (addresses after DNS, times TCP ports) one /probe request may name. */
@@ -82,16 +82,29 @@ async function probe(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
     const what = query.tcpPorts.length > 0 ? `${query.targets.length} targets × ${ports.length} ports` : `${query.targets.length} targets`;
     throw new BadRequestError(`too many targets: ${what}, at most ${MAX_PROBES} probes per request`);
   }
+  // Everything that can refuse the request without a lookup, before any: names that are no
+  // hostnames or that the globs refuse, literals outside the ranges, literals alone past
+  // -max-targets.
   const allow = deps.allow;
-  if (allow) {
-    for (const target of query.targets) {
-      const why = literalTarget(target) ? undefined : allow.refuseName(target);
+  const literals: ResolvedAddress[] = [];
+  for (const target of query.targets) {
+    const literal = literalTarget(target);
+    if (literal) {
+      if (query.ipVersion !== 'all' && String(literal.family) !== query.ipVersion) continue; // the resolver says why
+      const why = allow?.refuseAddress(literal.address, literal.family, target);
+      if (why) throw new ForbiddenError(why);
+      literals.push(literal);
+    } else {
+      checkHostname(target);
+      const why = allow?.refuseName(target);
       if (why) throw new ForbiddenError(why);
     }
   }
+  deps.targets.checkLimit(literals.flatMap(({ address }) => ports.map((port) => ({ address, port }))));
   const resolved: ResolvedAddress[][] = await Promise.all(query.targets.map((t) => deps.resolver.resolve(t, query.ipVersion)));
   if (allow) {
     query.targets.forEach((target, i) => {
+      if (literalTarget(target)) return;
       for (const { address, family } of resolved[i] ?? []) {
         const why = allow.refuseAddress(address, family, target);
         if (why) throw new ForbiddenError(why);
@@ -228,11 +241,21 @@ export function listen(deps: AppDeps, host: string | undefined, port: number, ht
     });
     void handler(req, res);
   };
+  // A request the gate answers (401, 429) is counted in the HTTP metrics too: password
+  // guessing shows there.
+  const refused = (req: IncomingMessage, res: ServerResponse, started: bigint) => {
+    const pathname = (req.url ?? '/').split('?')[0] ?? '/';
+    const method = METHODS.has(req.method ?? '') ? (req.method as string) : 'unknown';
+    http.begin();
+    http.end(ROUTES.has(pathname) ? pathname : '', method, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9, Number(res.getHeader('content-length') ?? 0));
+  };
   const admitted = gate
     ? (req: IncomingMessage, res: ServerResponse) => {
+        const started = process.hrtime.bigint();
         const verdict = gate.admit(req, res);
         if (verdict === true) serve(req, res);
-        else if (verdict !== false) void verdict.then((ok) => ok && serve(req, res));
+        else if (verdict === false) refused(req, res, started);
+        else void verdict.then((ok) => (ok ? serve(req, res) : refused(req, res, started)));
       }
     : serve;
   const tls = gate?.tls;

@@ -7,6 +7,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FlagError } from './errors.js';
 import { parseFlags } from './flags.js';
+import { loadWebConfig } from './web-config.js';
 
 export const UNIT_NAME = 'icmp-exporter.service';
 const TEMPLATE = fileURLToPath(new URL(`../${UNIT_NAME}`, import.meta.url));
@@ -14,9 +15,37 @@ const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
 /** What the unit runs with when no flags are given. */
 export const DEFAULT_SERVICE_FLAGS = ['-listen', '127.0.0.1:9116'];
 
-/** systemd's quoting: double quotes around words with spaces, quotes or backslashes. */
+/** Refuses what no unit line can carry: a line break would start a line of its own. */
+function noControl(word: string): string {
+  if ([...word].some((c) => c < ' ' || c === '\u007f')) throw new FlagError(`${JSON.stringify(word)}: a control character cannot go into the unit`);
+  return word;
+}
+
+/**
+ * An ExecStart word: `%` (specifiers) and `$` (variables) doubled, so systemd passes them on
+ * as they are, and double quotes around words with spaces, quotes or backslashes.
+ */
 function quote(word: string): string {
-  return /[\s"'\\]/.test(word) ? `"${word.replace(/(["\\])/g, '\\$1')}"` : word;
+  const escaped = noControl(word).replace(/%/g, '%%').replace(/\$/g, '$$$$');
+  return /[\s"'\\]/.test(escaped) ? `"${escaped.replace(/(["\\])/g, '\\$1')}"` : escaped;
+}
+
+/** A BindReadOnlyPaths= path: `%` doubled, `:` (which separates source and destination) escaped, spaces quoted. */
+function bindPath(path: string): string {
+  const escaped = noControl(path).replace(/%/g, '%%').replace(/\\/g, '\\\\').replace(/:/g, '\\:');
+  return /\s/.test(escaped) ? `"${escaped}"` : escaped;
+}
+
+/** `-web.config.file`'s value made absolute wherever it is on the line (the service starts in /). */
+function absoluteFlags(flags: readonly string[]): string[] {
+  const out = [...flags];
+  for (let i = 0; i < out.length; i++) {
+    const m = /^(--?web\.config\.file)(?:=(.*))?$/s.exec(out[i] ?? '');
+    if (!m) continue;
+    if (m[2] !== undefined) out[i] = `${m[1]}=${resolve(m[2])}`;
+    else if (i + 1 < out.length) out[i + 1] = resolve(out[i + 1] ?? '');
+  }
+  return out;
 }
 
 /** Where ProtectHome= hides everything. */
@@ -39,13 +68,16 @@ export function homePaths(paths: readonly string[]): string[] {
  * The unit text; `flags` are exporter flags, validated here so a bad one fails now, not at
  * boot. `execPath` and `cli` are what ExecStart runs (this Node and this package by default).
  */
-export function unitFile(flags: readonly string[] = DEFAULT_SERVICE_FLAGS, execPath = process.execPath, cli = CLI): string {
+export function unitFile(given: readonly string[] = DEFAULT_SERVICE_FLAGS, execPath = process.execPath, cli = CLI): string {
+  const flags = absoluteFlags(given);
   const options = parseFlags(flags);
+  // Checked now rather than at boot, and the files it names must be readable by the service.
+  const web = options.webConfigFile === undefined ? undefined : loadWebConfig(options.webConfigFile);
   const execStart = [execPath, cli, ...flags].map(quote).join(' ');
   let unit = readFileSync(TEMPLATE, 'utf8');
   const replace = (line: RegExp, by: string) => {
     if (!line.test(unit)) throw new FlagError(`${TEMPLATE} has no line ${line.source}`);
-    unit = unit.replace(line, by);
+    unit = unit.replace(line, () => by); // a function: `by` may hold `$`
   };
   replace(/^ExecStart=.*$/m, `ExecStart=${execStart}`);
   if (options.hard) {
@@ -53,14 +85,19 @@ export function unitFile(flags: readonly string[] = DEFAULT_SERVICE_FLAGS, execP
     replace(/^AmbientCapabilities=.*$/m, 'AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN');
     replace(/^CapabilityBoundingSet=.*$/m, 'CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN');
   }
+  // The package, with the dependencies and engine package npm put beside it when it was
+  // installed into a node_modules (a project's, or a global one).
+  const packageRoot = dirname(dirname(cli));
+  const modules = dirname(packageRoot);
   const readable = homePaths([
     dirname(dirname(execPath)),
-    dirname(dirname(cli)),
+    modules.endsWith(`${sep}node_modules`) ? modules : packageRoot,
     ...(options.webConfigFile === undefined ? [] : [dirname(options.webConfigFile)]),
+    ...Object.values(web?.tls?.files ?? {}).map((file) => dirname(file)),
   ]);
   if (readable.length > 0) {
     // An empty /home (and /root, /run/user) with only these directories in it, read-only.
-    replace(/^ProtectHome=.*$/m, `ProtectHome=tmpfs\nBindReadOnlyPaths=${readable.map(quote).join(' ')}`);
+    replace(/^ProtectHome=.*$/m, `ProtectHome=tmpfs\nBindReadOnlyPaths=${readable.map(bindPath).join(' ')}`);
   }
   return unit;
 }

@@ -59,6 +59,21 @@ export class Targets {
     return this.index.size;
   }
 
+  /**
+   * Refuses (LimitError) when these probes alone, without the ones a lookup may still add,
+   * would take the targets past `maxTargets`: checked before any lookup of the request.
+   */
+  checkLimit(probes: readonly Probe[]): void {
+    if (!Number.isFinite(this.maxTargets)) return;
+    const fresh = new Set(probes.filter(({ address, port }) => this.index.get(address, port) === undefined).map(({ address, port }) => `${address} ${port}`));
+    if (this.index.size + fresh.size > this.maxTargets) {
+      throw new LimitError(
+        `-max-targets ${this.maxTargets}: ${this.index.size} targets are being probed and this request would add ${fresh.size}; ` +
+          'targets stop being probed -expiry after their last request',
+      );
+    }
+  }
+
   /** Targets being probed, ICMP (`tcp` false) or TCP; kept as they come and go, not counted per scrape. */
   count(tcp: boolean): number {
     return tcp ? this.tcpCount : this.index.size - this.tcpCount;
@@ -133,15 +148,7 @@ export class Targets {
    * the targets past `maxTargets`, nothing is started (LimitError).
    */
   acquire(probes: readonly Probe[]): Target[] {
-    if (Number.isFinite(this.maxTargets)) {
-      const fresh = new Set(probes.filter(({ address, port }) => this.index.get(address, port) === undefined).map(({ address, port }) => `${address} ${port}`));
-      if (this.index.size + fresh.size > this.maxTargets) {
-        throw new LimitError(
-          `-max-targets ${this.maxTargets}: ${this.index.size} targets are being probed and this request would add ${fresh.size}; ` +
-            'targets stop being probed -expiry after their last request',
-        );
-      }
-    }
+    this.checkLimit(probes);
     const started: number[] = [];
     const slots: number[] = [];
     const out: Target[] = [];

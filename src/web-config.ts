@@ -5,6 +5,8 @@
  * server applies the result (web-server.ts).
  */
 import { readFileSync } from 'node:fs';
+import { validateHeaderValue } from 'node:http';
+import { createSecureContext } from 'node:tls';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { FlagError } from './errors.js';
@@ -50,6 +52,8 @@ const HEADERS: Record<string, readonly string[] | undefined> = {
 };
 
 export interface TlsSettings {
+  /** Where each PEM came from, for messages and for the systemd unit (inline: undefined). */
+  files: { cert?: string; key?: string; clientCa?: string };
   cert: string;
   key: string;
   /** CA certificates client certificates are verified against. */
@@ -117,6 +121,12 @@ export function parseDuration(text: string): number | undefined {
   return parts.reduce((sum, [, n, unit]) => sum + Number(n) * (units[unit ?? ''] ?? 0), 0);
 }
 
+/** The absolute name of a file the config names (relative to the config file's directory). */
+function fileName(node: Node, key: string, path: string, base: string): string | undefined {
+  const name = str(node, key, path);
+  return name === undefined ? undefined : isAbsolute(name) ? name : resolve(base, name);
+}
+
 /** The contents of a PEM given inline or as a file (relative to the config file's directory). */
 function pem(node: Node, inline: string, file: string, path: string, base: string, required: boolean): string | undefined {
   const text = str(node, inline, path);
@@ -150,6 +160,14 @@ function parseTls(node: Node, base: string): TlsSettings {
     throw new WebConfigError(`${path}client_auth_type ${JSON.stringify(authType)} is not one of ${CLIENT_AUTH_TYPES.join(', ')}`);
   }
   const clientAuthType = authType as ClientAuthType;
+  // What Node would refuse only when the server starts (or, reloaded, in the middle of a
+  // request): a PEM that does not parse, a key that is not the certificate's.
+  try {
+    createSecureContext({ cert, key, ...(clientCa === undefined ? {} : { ca: clientCa }) });
+  } catch (e) {
+    const which = /key/i.test((e as Error).message) ? 'key_file' : 'cert_file';
+    throw new WebConfigError(`${path}${which} (with ${path}${which === 'key_file' ? 'cert_file' : 'key_file'}): ${(e as Error).message}`);
+  }
   if (clientAuthType === 'RequireAndVerifyClientCert' && clientCa === undefined) {
     throw new WebConfigError(`${path}client_ca_file is required with client_auth_type RequireAndVerifyClientCert`);
   }
@@ -178,7 +196,13 @@ function parseTls(node: Node, base: string): TlsSettings {
     if (!openssl) throw new WebConfigError(`${path}curve_preferences: ${JSON.stringify(name)} is not one of ${Object.keys(CURVES).join(', ')}`);
     return openssl;
   });
+  const files = {
+    ...(fileName(node, 'cert_file', path, base) === undefined ? {} : { cert: fileName(node, 'cert_file', path, base) }),
+    ...(fileName(node, 'key_file', path, base) === undefined ? {} : { key: fileName(node, 'key_file', path, base) }),
+    ...(fileName(node, 'client_ca_file', path, base) === undefined ? {} : { clientCa: fileName(node, 'client_ca_file', path, base) }),
+  } as TlsSettings['files'];
   return {
+    files,
     cert,
     key,
     ...(clientCa === undefined ? {} : { clientCa }),
@@ -225,6 +249,11 @@ export function parseWebConfig(text: string, base: string): WebConfig {
         if (typeof value !== 'string') throw new WebConfigError(`http_server_config.headers.${name} must be a string`);
         const accepted = HEADERS[name];
         if (value === '') continue;
+        try {
+          validateHeaderValue(name, value);
+        } catch {
+          throw new WebConfigError(`http_server_config.headers.${name}: ${JSON.stringify(value)} is not a valid header value (line breaks and characters past U+00FF are not)`);
+        }
         if (accepted && !accepted.includes(value.toLowerCase())) {
           throw new WebConfigError(`http_server_config.headers.${name} ${JSON.stringify(value)} is not one of ${accepted.join(', ')}`);
         }
@@ -237,6 +266,8 @@ export function parseWebConfig(text: string, base: string): WebConfig {
     if (!isMap(users)) throw new WebConfigError('basic_auth_users must be a mapping of user names to bcrypt hashes');
     for (const [user, hash] of Object.entries(users)) {
       if (typeof hash !== 'string' || !BCRYPT.test(hash)) throw new WebConfigError(`basic_auth_users.${user} must be a bcrypt hash ($2y$10$…, as htpasswd -nBC 10 writes)`);
+      const cost = Number(hash.split('$')[2]);
+      if (cost < 4 || cost > 31) throw new WebConfigError(`basic_auth_users.${user}: bcrypt cost ${cost} is not between 4 and 31`);
       if (user.includes(':')) throw new WebConfigError(`basic_auth_users: a user name cannot contain ":" (${JSON.stringify(user)})`);
       config.users.set(user, hash);
     }

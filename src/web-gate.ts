@@ -6,6 +6,7 @@
  * that takes a restart).
  */
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import { statSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ServerOptions as HttpsOptions } from 'node:https';
@@ -45,8 +46,12 @@ export function clientCertRefusal(socket: TLSSocket, tls: TlsSettings): string |
   const presented = cert !== null && typeof cert === 'object' && Object.keys(cert).length > 0;
   switch (tls.clientAuthType) {
     case 'RequireAnyClientCert':
-    case 'RequireAndVerifyClientCert':
       if (!presented) return 'no client certificate';
+      break;
+    case 'RequireAndVerifyClientCert':
+      // The handshake already refused an unverified one; checked again all the same.
+      if (!presented) return 'no client certificate';
+      if (!socket.authorized) return `client certificate not verified: ${String(socket.authorizationError)}`;
       break;
     case 'VerifyClientCertIfGiven':
       if (presented && !socket.authorized) return `client certificate not verified: ${String(socket.authorizationError)}`;
@@ -55,8 +60,12 @@ export function clientCertRefusal(socket: TLSSocket, tls: TlsSettings): string |
       break;
   }
   if (tls.clientAllowedSans.length > 0) {
-    const names = sans(presented ? cert.subjectaltname : undefined);
-    if (!names.some((n) => tls.clientAllowedSans.includes(n))) return `client certificate SANs ${JSON.stringify(names)} match no client_allowed_sans`;
+    // Compared as names and addresses (an IPv6 SAN in any spelling), not as printed text.
+    const x509 = presented ? socket.getPeerX509Certificate() : undefined;
+    const exact = { wildcards: false, subject: 'never' } as const;
+    const match = (san: string) =>
+      x509 !== undefined && (x509.checkHost(san, exact) !== undefined || x509.checkEmail(san, exact) !== undefined || (isIP(san) !== 0 && x509.checkIP(san) !== undefined));
+    if (!tls.clientAllowedSans.some(match)) return `client certificate SANs ${JSON.stringify(sans(presented ? cert.subjectaltname : undefined))} match no client_allowed_sans`;
   }
   return undefined;
 }
@@ -82,11 +91,23 @@ class Bucket {
 
 /** Verdicts of bcrypt checks, by a hash of user, password and stored hash: bcrypt costs ~70 ms a check. */
 const VERDICTS_KEPT = 1024;
+/**
+ * bcrypt checks under way at once: each is tens of milliseconds of the event loop's time, so
+ * guesses past this are refused (429) rather than let them starve scrapes. A password checked
+ * once is not checked again (its verdict is kept), so Prometheus' own requests never queue.
+ */
+const CHECKS_AT_ONCE = 4;
+/**
+ * Compared against for an unknown user, so that a wrong name takes as long as a wrong
+ * password (cost 10, as htpasswd -B writes them; the hash of nothing anyone can send).
+ */
+const DUMMY_HASH = '$2b$10$UAFCSc3xzaz2BpVCOrdYcOibl.1nLnhhRKuFF33r.OCfFwfAxrsV6';
 
 export class WebGate {
   private config: WebConfig;
   private bucket: Bucket | undefined;
   private readonly verdicts = new Map<string, boolean>();
+  private readonly checking = new Map<string, Promise<boolean>>();
   private stamp: string;
   private checked = Date.now();
 
@@ -134,7 +155,19 @@ export class WebGate {
       this.log?.error(`-web.config.file ${this.path}: turning TLS ${next.tls ? 'on' : 'off'} takes a restart; keeping the settings read before`);
       return;
     }
-    if (next.tls && JSON.stringify(next.tls) !== JSON.stringify(this.config.tls)) this.onTls?.(next.tls);
+    // Whether and how client certificates are asked for is fixed when the server starts.
+    if (next.tls && this.config.tls && next.tls.clientAuthType !== this.config.tls.clientAuthType) {
+      this.log?.error(`-web.config.file ${this.path}: changing client_auth_type takes a restart; keeping the settings read before`);
+      return;
+    }
+    if (next.tls && JSON.stringify(next.tls) !== JSON.stringify(this.config.tls)) {
+      try {
+        this.onTls?.(next.tls);
+      } catch (e) {
+        this.log?.error(`-web.config.file ${this.path}: the new certificates were refused (${(e as Error).message}); keeping the settings read before`);
+        return;
+      }
+    }
     this.config = next;
     this.bucket = next.rateLimit ? new Bucket(next.rateLimit) : undefined;
     this.verdicts.clear();
@@ -154,19 +187,31 @@ export class WebGate {
     }
     if (this.config.users.size === 0) return true;
     const credentials = basicCredentials(req.headers.authorization);
-    const hash = credentials ? this.config.users.get(credentials.user) : undefined;
-    if (!credentials || hash === undefined) return this.unauthorized(res);
+    if (!credentials) return this.unauthorized(res);
+    const stored = this.config.users.get(credentials.user);
+    const hash = stored ?? DUMMY_HASH;
     const key = createHash('sha256').update(`${credentials.user}\0${credentials.password}\0${hash}`).digest('base64');
     const known = this.verdicts.get(key);
-    if (known !== undefined) return known || this.unauthorized(res);
-    return bcrypt.compare(credentials.password, hash).then(
-      (ok) => {
-        this.verdicts.set(key, ok);
-        if (this.verdicts.size > VERDICTS_KEPT) this.verdicts.delete(this.verdicts.keys().next().value ?? '');
-        return ok || this.unauthorized(res);
-      },
-      () => this.unauthorized(res),
-    );
+    if (known !== undefined) return (known && stored !== undefined) || this.unauthorized(res);
+    let check = this.checking.get(key);
+    if (!check) {
+      if (this.checking.size >= CHECKS_AT_ONCE) {
+        refuse(res, 429, 'Too Many Requests: password checks under way\n');
+        return false;
+      }
+      check = bcrypt.compare(credentials.password, hash).then(
+        (ok) => {
+          this.verdicts.set(key, ok);
+          if (this.verdicts.size > VERDICTS_KEPT) this.verdicts.delete(this.verdicts.keys().next().value ?? '');
+          return ok;
+        },
+        () => false,
+      );
+      const done = check.finally(() => this.checking.delete(key));
+      void done.catch(() => undefined);
+      this.checking.set(key, check);
+    }
+    return check.then((ok) => (ok && stored !== undefined) || this.unauthorized(res));
   }
 
   private unauthorized(res: ServerResponse): false {
