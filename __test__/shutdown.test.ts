@@ -5,6 +5,7 @@
  */
 import test from 'ava';
 import { CLI, Lab, type ExporterProcess } from './helpers/lab.js';
+import { logMessages } from './helpers/log.js';
 import { waitFor } from './helpers/wait.js';
 
 /** An exporter whose DNS server never answers, and a request stuck in a lookup. */
@@ -73,4 +74,14 @@ test('-log.format json -log.level warn: info lines left out, every line one JSON
   t.is(await exit, 0);
   const msgs = log.trim().split('\n').map((l) => (JSON.parse(l) as { msg: string }).msg);
   t.deepEqual(msgs, ['Starting icmp-exporter', 'Listening', 'Shutting down', 'Stopped']);
+});
+
+test('an engine thread that hangs when told to stop: the process still exits, with status 1, saying so', async (t) => {
+  const lab = Lab.create(t);
+  const exporter = await lab.startExporter([], { env: { ICMP_EXPORTER_TEST_ENGINE_HANG_ON_STOP: '1' } });
+  const exited = new Promise<number | null>((resolve) => exporter.child.once('exit', (code) => resolve(code)));
+  exporter.child.kill('SIGTERM');
+  t.is(await exited, 1);
+  t.regex(exporter.stderr, /msg="Shutting down" signal=SIGTERM/);
+  t.regex(logMessages(exporter.stderr), /stopping failed: .*the engine thread did not stop within 5 s/);
 });

@@ -4,7 +4,7 @@ import { setFlagsFromString } from 'node:v8';
 import { defineCommand, runMain } from 'citty';
 import { buildInfo, versionText } from './build-info.js';
 import { FlagError } from './errors.js';
-import { startExporter } from './exporter.js';
+import { startExporter, type Exporter } from './exporter.js';
 import { FLAGS, normalizeArgv, parseFlags } from './flags.js';
 import { dropPrivileges } from './privileges.js';
 import { createLogger } from './log.js';
@@ -85,9 +85,44 @@ const command = defineCommand({
       fail(e);
     }
     const log = createLogger({ level: options.logLevel, format: options.logFormat });
+    // Signals are taken from the start: one that comes while the exporter starts (after its
+    // engine may have changed NIC settings) stops it once it has started, not the default
+    // way, which would leave them changed.
+    let exporter: Exporter | undefined;
+    let closing = false;
+    let pending: NodeJS.Signals | undefined;
+    /** Stops serving (requests being answered finish), stops the engine (NIC settings restored), exits. */
+    const stop = (running: Exporter, status: number) => {
+      closing = true;
+      const deadline = setTimeout(() => {
+        log.error(`not stopped within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting anyway`);
+        process.exit(status === 0 ? 1 : status);
+      }, SHUTDOWN_DEADLINE_MS);
+      deadline.unref();
+      running.close().then(
+        () => {
+          log.info('Stopped');
+          process.exit(status);
+        },
+        (e: unknown) => {
+          log.error(`stopping failed: ${(e as Error).message}`);
+          process.exit(1);
+        },
+      );
+    };
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (closing || pending) {
+        log.warn(`${signal} again: exiting at once`);
+        process.exit(1);
+      }
+      log.info('Shutting down', { signal });
+      if (exporter) stop(exporter, 0);
+      else pending = signal;
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
     const info = await buildInfo();
     log.info('Starting icmp-exporter', { version: info.version, revision: info.revision, nodejs: info.nodejs, engine: info.engine });
-    let exporter;
     try {
       exporter = await startExporter({ ...options, log });
       if (options.drop) {
@@ -108,55 +143,30 @@ const command = defineCommand({
       log.error((e as Error).message);
       process.exit(e instanceof FlagError ? 2 : 1);
     }
-    for (const warning of exporter.warnings) log.warn(warning);
-    if (exporter.icmpMode === 'datagram') {
+    const running = exporter;
+    for (const warning of running.warnings) log.warn(warning);
+    if (running.icmpMode === 'datagram') {
       log.warn('no CAP_NET_RAW: ICMP probes use unprivileged datagram sockets (kernel timestamps still); TCP SYN probing is unavailable');
     }
     log.info('Listening', {
-      url: exporter.url,
+      url: running.url,
       interval_ms: options.intervalMs,
       timeout_ms: options.timeoutMs,
       maxpps: options.maxPps,
-      identifier: exporter.identifier,
-      icmp_sockets: exporter.icmpMode,
-      stamp_matching: exporter.stampMatching,
+      identifier: running.identifier,
+      icmp_sockets: running.icmpMode,
+      stamp_matching: running.stampMatching,
     });
-    let closing = false;
-    /** Stops serving (requests being answered finish), stops the engine (NIC settings restored), exits. */
-    const stop = (status: number) => {
-      closing = true;
-      const deadline = setTimeout(() => {
-        log.error(`not stopped within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting anyway`);
-        process.exit(status === 0 ? 1 : status);
-      }, SHUTDOWN_DEADLINE_MS);
-      deadline.unref();
-      exporter.close().then(
-        () => {
-          log.info('Stopped');
-          process.exit(status);
-        },
-        (e: unknown) => {
-          log.error(`stopping failed: ${(e as Error).message}`);
-          process.exit(1);
-        },
-      );
-    };
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (closing) {
-        log.warn(`${signal} again: exiting at once`);
-        process.exit(1);
-      }
-      log.info('Shutting down', { signal });
-      stop(0);
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    if (pending) {
+      stop(running, 0);
+      return;
+    }
     // A failed engine (a bug) would leave a process answering 503 for ever: exit non-zero
     // instead, so that systemd (Restart=on-failure) or the container runtime starts it again.
-    exporter.onEngineFailure((reason) => {
+    running.onEngineFailure((reason) => {
       if (closing) return;
       log.error(`the probing engine failed: ${reason}; exiting`);
-      stop(ENGINE_FAILED);
+      stop(running, ENGINE_FAILED);
     });
   },
 });

@@ -139,8 +139,7 @@ impl Task for StopTask {
     type JsValue = ();
 
     fn compute(&mut self) -> Result<()> {
-        self.engine.stop();
-        Ok(())
+        self.engine.stop().map_err(to_js_error)
     }
 
     fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
@@ -174,6 +173,7 @@ impl Engine {
                 .ok()
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0),
+            hang_on_stop: std::env::var("ICMP_EXPORTER_TEST_ENGINE_HANG_ON_STOP").is_ok_and(|v| v == "1"),
             interface4: interface(options.interface4)?,
             interface6: interface(options.interface6)?,
             hard: options.hard.unwrap_or(false),

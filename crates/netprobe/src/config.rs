@@ -43,6 +43,8 @@ pub struct EngineConfig {
     /// For tests of the wait's failure path only: this many `ppoll` calls fail as with ENOMEM
     /// (`ICMP_EXPORTER_TEST_POLL_FAILURES`).
     pub failing_polls: u32,
+    /// Tests only: the engine thread hangs when told to stop, as a bug could make it.
+    pub hang_on_stop: bool,
 }
 
 /// `Auto` ties each transmit stamp to its probe by `SCM_TS_OPT_ID` where the kernel has it
@@ -69,6 +71,7 @@ impl Default for EngineConfig {
             hard: false,
             panic_after: None,
             failing_polls: 0,
+            hang_on_stop: false,
         }
     }
 }

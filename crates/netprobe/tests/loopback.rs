@@ -68,7 +68,7 @@ fn probe_loopback(engine: Engine) {
     assert_eq!(c.timestamp_inconsistent, 0, "{c:?}");
     engine.untrack(v4).unwrap();
     assert_eq!(engine.snapshot(vec![v4]).unwrap(), vec![None]);
-    engine.stop();
+    engine.stop().expect("the engine stops");
     assert!(matches!(engine.snapshot(vec![v4]), Err(EngineError::Stopped(_))));
 }
 
@@ -131,6 +131,6 @@ fn a_failure_is_told_to_its_listener_once() {
     let stopped = engine();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     stopped.on_failure(Box::new(move |reason| tx.send(reason).expect("test channel")));
-    stopped.stop();
+    stopped.stop().expect("the engine stops");
     assert!(rx.try_recv().is_err(), "stop is not a failure");
 }

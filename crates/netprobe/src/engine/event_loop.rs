@@ -467,7 +467,15 @@ impl EngineLoop {
                     self.core.set_tcp_ports(ports.ports().to_vec());
                     self.ports = Some(ports);
                 }
-                Command::Stop => self.stopping = true,
+                Command::Stop => {
+                    if self.config.hang_on_stop {
+                        // Injected for tests: never returns, as a hung thread would not.
+                        loop {
+                            std::thread::sleep(Duration::from_secs(3600));
+                        }
+                    }
+                    self.stopping = true;
+                }
             }
             // Thousands of targets added or removed at once still leave the due probes on time.
             self.turn();

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub type TargetId = u32;
 
@@ -550,11 +550,22 @@ impl Engine {
 
     /// Stops the thread, closes the sockets, and puts back the NIC settings `-hard` changed.
     /// Idempotent.
-    pub fn stop(&self) {
+    pub fn stop(&self) -> Result<(), EngineError> {
         let _ = self.send(Command::Stop);
         let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        let mut hung = false;
         if let Some(h) = handle {
-            let _ = h.join();
+            // A thread that does not end (a bug) is left behind rather than waited for for
+            // ever: the NIC settings are put back all the same, and the caller hears of it.
+            let deadline = Instant::now() + STOP_WAIT;
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                hung = true;
+            }
         }
         if let Ok(mut changes) = self.hw_changes.lock() {
             for change in changes.drain(..) {
@@ -563,11 +574,21 @@ impl Engine {
                 let _ = hwstamp::restore(&change);
             }
         }
+        if hung {
+            return Err(EngineError::Stopped(format!(
+                "the engine thread did not stop within {} s",
+                STOP_WAIT.as_secs()
+            )));
+        }
+        Ok(())
     }
 }
 
+/// How long `stop` waits for the engine thread to end.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.stop();
     }
 }
