@@ -18,7 +18,7 @@ test('the command: ready while the engine runs, then a panicking engine thread e
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300'], {
     env: { ICMP_EXPORTER_TEST_ENGINE_PANIC_MS: '1500' },
   });
-  const exited = new Promise<number | null>((resolve) => exporter.child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) => exporter.child.once('close', (code) => resolve(code)));
   const before = await exporter.get('/probe?target=198.18.128.80');
   t.is(before.status, 200, 'running at first');
   t.deepEqual(await exporter.get('/-/ready').then((r) => [r.status, r.body]), [200, 'Ready.\n']);

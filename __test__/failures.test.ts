@@ -51,7 +51,7 @@ test('SIGTERM stops the exporter cleanly', async (t) => {
   const lab = Lab.create(t);
   const exporter = await lab.startExporter();
   await exporter.get('/probe?target=198.18.128.61');
-  const exited = new Promise<number | null>((resolve) => exporter.child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) => exporter.child.once('close', (code) => resolve(code)));
   // `ip netns exec` execs node, so the child is the exporter itself.
   exporter.child.kill('SIGTERM');
   t.is(await exited, 0);

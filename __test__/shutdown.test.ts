@@ -8,6 +8,9 @@ import { CLI, Lab, type ExporterProcess } from './helpers/lab.js';
 import { logMessages } from './helpers/log.js';
 import { waitFor } from './helpers/wait.js';
 
+// Processes are awaited on 'close', not 'exit': 'exit' can come before their stderr has been
+// read to the end, and these tests read it.
+
 /** An exporter whose DNS server never answers, and a request stuck in a lookup. */
 async function stuckRequest(lab: Lab): Promise<{ exporter: ExporterProcess; response: Promise<Response>; exited: Promise<number | null> }> {
   lab.startDns({ 'silent.lab.test': ['198.18.128.90'] });
@@ -22,7 +25,7 @@ async function stuckRequest(lab: Lab): Promise<{ exporter: ExporterProcess; resp
     }`,
   );
   const exporter = await lab.startExporter();
-  const exited = new Promise<number | null>((resolve) => exporter.child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) => exporter.child.once('close', (code) => resolve(code)));
   const response = fetch(`${exporter.url}/probe?target=silent.lab.test`);
   response.catch(() => undefined); // awaited by the test; cut off in one of them
   await waitFor(() => lab.nftCounters(lab.peer).dns ?? 0, (n) => n > 0, { what: 'the lookup to be under way (a DNS query dropped)' });
@@ -58,7 +61,7 @@ test('-log.format json -log.level warn: info lines left out, every line one JSON
   const child = lab.spawn(lab.prober, process.execPath, [CLI, '-listen', `${lab.httpAddress}:9116`, '-log.format', 'json', '-log.level', 'warn', '-interface4', 'nosuch0']);
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
   t.is(code, 1, 'a missing interface stops the start');
   const lines = stderr.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
   t.deepEqual(lines.map((l) => l.level), ['error'], stderr);
@@ -69,7 +72,7 @@ test('-log.format json -log.level warn: info lines left out, every line one JSON
   let log = '';
   ok.stderr?.on('data', (d: Buffer) => (log += d.toString()));
   await waitFor(() => fetch(`http://${lab.httpAddress}:9116/-/healthy`).then((r) => r.status), (s) => s === 200, { what: 'the exporter to serve' });
-  const exit = new Promise<number | null>((resolve) => ok.once('exit', resolve));
+  const exit = new Promise<number | null>((resolve) => ok.once('close', resolve));
   ok.kill('SIGTERM');
   t.is(await exit, 0);
   const msgs = log.trim().split('\n').map((l) => (JSON.parse(l) as { msg: string }).msg);
@@ -79,7 +82,7 @@ test('-log.format json -log.level warn: info lines left out, every line one JSON
 test('an engine thread that hangs when told to stop: the process still exits, with status 1, saying so', async (t) => {
   const lab = Lab.create(t);
   const exporter = await lab.startExporter([], { env: { ICMP_EXPORTER_TEST_ENGINE_HANG_ON_STOP: '1' } });
-  const exited = new Promise<number | null>((resolve) => exporter.child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) => exporter.child.once('close', (code) => resolve(code)));
   exporter.child.kill('SIGTERM');
   t.is(await exited, 1);
   t.regex(exporter.stderr, /msg="Shutting down" signal=SIGTERM/);
