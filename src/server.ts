@@ -90,7 +90,8 @@ async function probe(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
   for (const target of query.targets) {
     const literal = literalTarget(target);
     if (literal) {
-      if (query.ipVersion !== 'all' && String(literal.family) !== query.ipVersion) continue; // the resolver says why
+      // No lookup for a literal: this refuses one of the other family than ip_version.
+      await deps.resolver.resolve(target, query.ipVersion);
       const why = allow?.refuseAddress(literal.address, literal.family, target);
       if (why) throw new ForbiddenError(why);
       literals.push(literal);
