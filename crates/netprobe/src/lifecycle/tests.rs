@@ -523,6 +523,9 @@ impl Sim {
             self.read(q, !partial);
         }
         self.core.expire(self.now);
+        // As the shell does after each turn: tables shrink once targets have left, which
+        // must change no outcome.
+        self.core.give_back_memory(self.now);
         self.collect_log();
     }
 
