@@ -33,7 +33,8 @@ test('the names tried, in glibc order', (t) => {
 
 const answer: ResolvedAddress[] = [{ address: '198.18.0.9', family: 4 }];
 
-test('requests for a name being looked up wait for that one lookup', async (t) => {
+/** A resolver whose lookups all wait until `release()`, then answer `answer`; `calls()` counts them. */
+function gatedResolver(maxLookups?: number) {
   let calls = 0;
   let release: () => void = () => undefined;
   const gate = new Promise<void>((r) => (release = r));
@@ -41,16 +42,22 @@ test('requests for a name being looked up wait for that one lookup', async (t) =
     timeoutMs: 10_000,
     cacheTtlMs: 60_000,
     maxEntries: 10,
+    ...(maxLookups === undefined ? {} : { maxLookups }),
     lookupAll: async () => {
       calls += 1;
       await gate;
       return answer;
     },
   });
+  return { resolver, release: () => release(), calls: () => calls };
+}
+
+test('requests for a name being looked up wait for that one lookup', async (t) => {
+  const { resolver, release, calls } = gatedResolver();
   const waiting = Array.from({ length: 10 }, () => resolver.resolve('shared.test', 'all'));
   release();
   t.deepEqual(await Promise.all(waiting), Array.from({ length: 10 }, () => answer));
-  t.is(calls, 1);
+  t.is(calls(), 1);
 });
 
 test('the deadline cancels the lookup itself (its signal), and the next request looks up afresh', async (t) => {
@@ -77,18 +84,7 @@ test('addresses with a zone are no target: 400, and hosts lines with one are ski
 });
 
 test('lookups under way are capped: past the cap a new name is refused at once (429), names already being looked up still wait', async (t) => {
-  let release: () => void = () => undefined;
-  const gate = new Promise<void>((r) => (release = r));
-  const resolver = new Resolver({
-    timeoutMs: 10_000,
-    cacheTtlMs: 60_000,
-    maxEntries: 10,
-    maxLookups: 2,
-    lookupAll: async () => {
-      await gate;
-      return answer;
-    },
-  });
+  const { resolver, release } = gatedResolver(2);
   const a = resolver.resolve('a.test', 'all');
   const b = resolver.resolve('b.test', 'all');
   await t.throwsAsync(resolver.resolve('c.test', 'all'), { instanceOf: LimitError, message: /2 DNS lookups are under way/ });

@@ -275,25 +275,13 @@ pub struct Lifecycle {
     log: Option<Vec<Finished>>,
 }
 
-/// Shrinks a table's allocation to a quarter over what it holds once it holds less than a
-/// quarter of it (and the difference is worth a reallocation): hysteresis, so a table going
-/// up and down does not reallocate each time.
-fn shrink_vec<T>(v: &mut Vec<T>) {
-    if v.capacity() > 4 * v.len() + 1024 {
-        v.shrink_to(v.len() + v.len() / 4);
-    }
-}
-
-fn shrink_deque<T>(v: &mut VecDeque<T>) {
-    if v.capacity() > 4 * v.len() + 1024 {
-        v.shrink_to(v.len() + v.len() / 4);
-    }
-}
-
-fn shrink_heap<T: Ord>(v: &mut BinaryHeap<T>) {
-    if v.capacity() > 4 * v.len() + 1024 {
-        v.shrink_to(v.len() + v.len() / 4);
-    }
+/// Shrinks a table by the engine's rule (`schedule::shrunk_capacity`).
+macro_rules! shrink {
+    ($table:expr) => {
+        if let Some(c) = schedule::shrunk_capacity($table.capacity(), $table.len()) {
+            $table.shrink_to(c);
+        }
+    };
 }
 
 impl Lifecycle {
@@ -434,15 +422,13 @@ impl Lifecycle {
             self.targets.truncate(used);
             self.free_targets.retain(|Reverse(i)| *i < used);
         }
-        shrink_vec(&mut self.targets);
-        shrink_heap(&mut self.free_targets);
-        if self.index_of.capacity() > 4 * self.index_of.len() + 1024 {
-            self.index_of.shrink_to(self.index_of.len() + self.index_of.len() / 4);
-        }
+        shrink!(self.targets);
+        shrink!(self.free_targets);
+        shrink!(self.index_of);
         self.schedule.shrink();
-        shrink_deque(&mut self.deadlines);
-        shrink_heap(&mut self.extended);
-        shrink_vec(&mut self.held);
+        shrink!(self.deadlines);
+        shrink!(self.extended);
+        shrink!(self.held);
         true
     }
 

@@ -19,6 +19,14 @@ pub fn first_due(now: u64, interval: u64, fraction: f64) -> u64 {
     offset.saturating_add(rounds.saturating_mul(interval))
 }
 
+/// The engine's tables shrink, after items left, to a quarter over what they hold once they
+/// hold less than a quarter of their allocation (and the difference is worth a reallocation):
+/// hysteresis, so a table going up and down does not reallocate each time. The new capacity,
+/// or None to leave it.
+pub fn shrunk_capacity(capacity: usize, len: usize) -> Option<usize> {
+    (capacity > 4 * len + 1024).then(|| len + len / 4)
+}
+
 /// The send order: items by due time, earliest first. Every target shares one interval, so
 /// an item taken at its due time comes back one interval later, and items taken in due order
 /// come back in due order: a FIFO keeps them sorted, at O(1) a send and in sequential memory
@@ -44,14 +52,14 @@ impl<T: Ord + Copy> SendQueue<T> {
         Self { periodic: VecDeque::new(), first: BinaryHeap::new() }
     }
 
-    /// Shrinks the queue's allocations once they hold less than a quarter of them (after
-    /// many items left).
+    /// Shrinks the queue's allocations by the engine's rule (`shrunk_capacity`), after many
+    /// items left.
     pub fn shrink(&mut self) {
-        if self.periodic.capacity() > 4 * self.periodic.len() + 1024 {
-            self.periodic.shrink_to(self.periodic.len() + self.periodic.len() / 4);
+        if let Some(c) = shrunk_capacity(self.periodic.capacity(), self.periodic.len()) {
+            self.periodic.shrink_to(c);
         }
-        if self.first.capacity() > 4 * self.first.len() + 1024 {
-            self.first.shrink_to(self.first.len() + self.first.len() / 4);
+        if let Some(c) = shrunk_capacity(self.first.capacity(), self.first.len()) {
+            self.first.shrink_to(c);
         }
     }
 
