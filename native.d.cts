@@ -30,7 +30,14 @@ export declare class Engine {
    */
   answerSnapshotsTo(listener: (token: number, stats: Float64Array | null, error: string | null) => void): void
   /**
-   * Statistics of each id, in order, as `SNAPSHOT_STRIDE` numbers per id, answered to the
+   * Upper bounds of the classic RTT histogram buckets, in seconds (as the engine rounded
+   * them, to the nanosecond).
+   */
+  histogramBounds(): Float64Array
+  /** Numbers per id in `snapshotFlat`'s answer: `SNAPSHOT_STRIDE` and one per bound. */
+  snapshotStride(): number
+  /**
+   * Statistics of each id, in order, as `snapshotStride()` numbers per id, answered to the
    * `answerSnapshotsTo` listener with `token`. The engine thread hands them to the event
    * loop itself: no thread of libuv's pool sits waiting for it, as an async task's did.
    */
@@ -106,16 +113,27 @@ export interface EngineOptions {
   interface6?: string
   /** NIC hardware timestamps (`-hard`). */
   hard?: boolean
+  /**
+   * Upper bounds of each target's classic RTT histogram buckets, in seconds, increasing
+   * (none: no classic histogram).
+   */
+  bucketsSeconds?: Array<number>
+  /** Keep each target's native histogram (default true). */
+  nativeHistograms?: boolean
 }
 
 /** The engine's version: "netprobe " and its crate version. */
 export declare function engineVersion(): string
 
 /**
- * Numbers per target in `snapshotFlat`'s answer, in this order: sent, received, closed,
- * latency sum, squared latency sum, ICMP errors, send errors, window samples, window loss
- * ratio, window mean latency, window standard deviation. NaN where a window figure is
- * undefined, and in every place of an id that is not tracked.
+ * Numbers per target at the start of `snapshotFlat`'s answer, then one per classic bucket
+ * bound (`snapshotStride()` numbers in all), in this order: sent, received, closed, latency
+ * sum, squared latency sum, ICMP errors, send errors, window samples, window loss ratio,
+ * window mean latency, window standard deviation; native schema, native zero count, where
+ * the target's native buckets start in the answer and how many (0 when not kept); the
+ * cumulative classic bucket counts. NaN where a window figure or the schema is undefined,
+ * and in every place of an id that is not tracked. After every target's numbers: the native
+ * buckets, as (index, count) pairs.
  */
 export declare const SNAPSHOT_STRIDE: number
 

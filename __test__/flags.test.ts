@@ -87,7 +87,27 @@ test('-log.level and -log.format', (t) => {
   t.like(parseFlags(['--log.level=error', '--log.format', 'logfmt']), { logLevel: 'error', logFormat: 'logfmt' });
 });
 
+test('-buckets and -native-histograms', (t) => {
+  t.like(parseFlags([]), { buckets: undefined, nativeHistograms: true });
+  t.deepEqual(parseFlags(['-buckets', '0.0001, 0.001,1e-2,.5,3']).buckets, [0.0001, 0.001, 0.01, 0.5, 3]);
+  t.deepEqual(parseFlags(['-buckets=none']).buckets, []);
+  t.false(parseFlags(['-native-histograms=false']).nativeHistograms);
+  t.false(parseFlags(['--no-native-histograms']).nativeHistograms);
+  t.true(parseFlags(['-native-histograms']).nativeHistograms);
+});
+
 const refusals: Array<[string[], RegExp]> = [
+  [['-buckets', '0.1,0.1'], /-buckets must increase by at least a nanosecond: 0.1 after 0.1/],
+  [['-buckets', '0.2,0.1'], /-buckets must increase/],
+  [['-buckets', '1e-10'], /-buckets must increase by at least a nanosecond: 1e-10/],
+  [['-buckets', '0.001,abc'], /-buckets must be increasing numbers of seconds separated by commas, or "none"; got "abc"/],
+  [['-buckets', '0.001,'], /got ""/],
+  [['-buckets', '-1'], /got "-1"/],
+  [['-buckets', 'Infinity'], /got "Infinity"/],
+  [['-buckets', '0'], /-buckets bound 0 must be above 0 and at most 3600 seconds/],
+  [['-buckets', '7200'], /at most 3600 seconds/],
+  [['-buckets', Array.from({ length: 65 }, (_, i) => String(i + 1)).join(',')], /at most 64 bounds, got 65/],
+  [['-native-histograms=maybe'], /-native-histograms takes true or false/],
   [['-log.level', 'verbose'], /-log.level must be one of debug, info, warn, error, got "verbose"/],
   [['-log.format', 'text'], /-log.format must be one of logfmt, json, got "text"/],
   [['-target-allow', '198.18.0.0/40'], /-target-allow "198.18.0.0\/40": a prefix length of at most 32/],

@@ -4,6 +4,7 @@
  */
 import { parseArgs, type ArgsDef } from 'citty';
 import { TargetAllowList } from './allow.js';
+import { parseBuckets } from './buckets.js';
 import { FlagError } from './errors.js';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.js';
 
@@ -33,6 +34,10 @@ export interface ExporterOptions {
   logFormat: LogFormat;
   /** `-web.config.file`: TLS, basic auth, headers, rate limit (exporter-toolkit format). */
   webConfigFile: string | undefined;
+  /** `-buckets`: classic RTT histogram bounds in seconds; undefined = 10 µs to the timeout, 1-2-5. */
+  buckets: number[] | undefined;
+  /** `-native-histograms`: each target's native histogram, on the protobuf exposition. */
+  nativeHistograms: boolean;
 }
 
 export const DEFAULTS: ExporterOptions = {
@@ -52,6 +57,8 @@ export const DEFAULTS: ExporterOptions = {
   logLevel: 'info',
   logFormat: 'logfmt',
   webConfigFile: undefined,
+  buckets: undefined,
+  nativeHistograms: true,
 };
 
 /** Every flag (citty argument definitions), in the order `--help` lists them. */
@@ -109,6 +116,16 @@ export const FLAGS = {
     type: 'string',
     valueHint: 'n',
     description: 'Most targets probed at once, all protocols; a /probe that would add more is refused with 429 and starts nothing. (default: no limit)',
+  },
+  buckets: {
+    type: 'string',
+    valueHint: 'seconds,...',
+    description:
+      'Upper bounds of the RTT histogram buckets, in seconds, increasing and comma-separated; "none" for no classic buckets. (default 10 µs to the timeout: 0.00001,0.00002,0.00005,0.0001,... )',
+  },
+  'native-histograms': {
+    type: 'boolean',
+    description: 'Expose each target\'s RTT as a native histogram too, to scrapers asking for the protobuf format (Prometheus with native histograms on). -native-histograms=false to save its memory. (default true)',
   },
   drop: {
     type: 'boolean',
@@ -306,6 +323,9 @@ export function parseFlags(argv: readonly string[]): ExporterOptions {
     if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new FlagError(`-log.format must be one of ${LOG_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
     options.logFormat = format as LogFormat;
   }
+  const buckets = str('buckets');
+  if (buckets !== undefined) options.buckets = parseBuckets(buckets);
+  if (values['native-histograms'] === false) options.nativeHistograms = false;
   const maxTargets = str('max-targets');
   if (maxTargets !== undefined) options.maxTargets = integer('max-targets', maxTargets, 1, 100_000_000);
   return options;

@@ -3,6 +3,7 @@
  * TCP SYN to a port), read their statistics, stop. The exporter is built on it.
  */
 import { randomInt } from 'node:crypto';
+import { defaultBuckets } from './buckets.js';
 import { DEFAULTS } from './flags.js';
 import { Engine, type EngineCounters, type TargetStats } from './native.js';
 import { snapshotFlat, statsAt } from './snapshot.js';
@@ -27,6 +28,10 @@ export interface ProberOptions {
   interface6?: string | undefined;
   /** NIC hardware timestamps (needs CAP_NET_ADMIN and a NIC that stamps every packet). */
   hard?: boolean | undefined;
+  /** Classic RTT histogram bounds, in seconds; undefined = `defaultBuckets(timeoutMs)`, [] = none. */
+  buckets?: readonly number[] | undefined;
+  /** Keep each target's native histogram (default true). */
+  nativeHistograms?: boolean | undefined;
 }
 
 /** One probe: an address with ICMP echo, or with TCP SYN to `port`. */
@@ -60,6 +65,8 @@ export class Prober {
       maxPps: options.maxPps,
       identifier: this.identifier,
       hard: options.hard ?? false,
+      bucketsSeconds: [...(options.buckets ?? defaultBuckets(options.timeoutMs))],
+      nativeHistograms: options.nativeHistograms ?? true,
       ...(options.interface4 === undefined ? {} : { interface4: options.interface4 }),
       ...(options.interface6 === undefined ? {} : { interface6: options.interface6 }),
     });
@@ -93,9 +100,9 @@ export class Prober {
   /** Statistics of these targets (all by default), counters since each was first added. */
   async stats(targets?: readonly ProbeTarget[]): Promise<ProbeStats[]> {
     const chosen = targets ? this.targets.find(targets) : this.targets.all();
-    const flat = await snapshotFlat(this.engine, chosen.map((t) => t.id));
+    const snapshot = await snapshotFlat(this.engine, chosen.map((t) => t.id));
     return chosen.flatMap((t, i) => {
-      const s = statsAt(flat, i);
+      const s = statsAt(snapshot, i);
       return s ? [{ ...describe(t), ...s }] : [];
     });
   }

@@ -14,7 +14,7 @@ import { clientCertRefusal, tlsOptions, type WebGate } from './web-gate.js';
 import type { HttpObserver } from './metrics.js';
 import type { Engine } from './native.js';
 import { parseProbeQuery } from './params.js';
-import { renderProbe } from './render.js';
+import { renderProbe, renderProbeProtobuf, wantsProtobuf } from './render.js';
 import { snapshotFlat, statsAt } from './snapshot.js';
 import { checkHostname, literalTarget, type ResolvedAddress, type Resolver } from './resolve.js';
 import type { Targets } from './targets.js';
@@ -25,7 +25,7 @@ export const MAX_PROBES = 256;
 export interface AppDeps {
   targets: Targets;
   resolver: Resolver;
-  engine: Pick<Engine, 'snapshotFlat' | 'answerSnapshotsTo' | 'failure'>;
+  engine: Pick<Engine, 'snapshotFlat' | 'answerSnapshotsTo' | 'snapshotStride' | 'histogramBounds' | 'failure'>;
   metrics: Registry;
   /** `-target-allow`; everything is allowed without it. */
   allow?: TargetAllowList;
@@ -37,7 +37,7 @@ export interface AppDeps {
 export interface Reply {
   status: number;
   contentType: string;
-  body: string;
+  body: string | Uint8Array;
   headers?: Record<string, string>;
 }
 
@@ -53,7 +53,7 @@ function errorReply(e: unknown): Reply {
 
 /** h3's own response type, not a Web `Response`: that one sent a string body through a ReadableStream. */
 function toH3(r: Reply): HTTPResponse {
-  return new HTTPResponse(r.body, { status: r.status, headers: { 'content-type': r.contentType, ...r.headers } });
+  return new HTTPResponse(typeof r.body === 'string' ? r.body : new Uint8Array(r.body), { status: r.status, headers: { 'content-type': r.contentType, ...r.headers } });
 }
 
 const INDEX = `<!doctype html>
@@ -70,7 +70,7 @@ and measures round trips with kernel timestamps.</p>
 </body></html>
 `;
 
-async function probe(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
+async function probe(deps: AppDeps, params: URLSearchParams, accept: string | undefined): Promise<Reply> {
   const started = process.hrtime.bigint();
   const query = parseProbeQuery(params);
   const failure = deps.engine.failure();
@@ -119,18 +119,21 @@ async function probe(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
     throw new BadRequestError(`too many targets: ${what}, at most ${MAX_PROBES} probes per request`);
   }
   const targets = deps.targets.acquire(wanted);
-  let flat;
+  let snapshot;
   try {
-    flat = await snapshotFlat(deps.engine, targets.map((t) => t.id));
+    snapshot = await snapshotFlat(deps.engine, targets.map((t) => t.id));
   } catch (e) {
     throw new UnavailableError(`the probing engine did not answer: ${(e as Error).message}`);
   }
   const results = targets.map((t, i) => {
-    const s = statsAt(flat, i);
+    const s = statsAt(snapshot, i);
     if (!s) throw new UnavailableError(`the probe of ${t.address} vanished`);
     return { address: t.address, port: t.port, stats: s };
   });
-  const { body, contentType } = renderProbe(query.tcpPorts.length > 0 ? 'tcp' : 'icmp', results);
+  const protocol = query.tcpPorts.length > 0 ? 'tcp' : 'icmp';
+  const { body, contentType } = wantsProtobuf(accept)
+    ? renderProbeProtobuf(protocol, results, snapshot.bounds)
+    : renderProbe(protocol, results, snapshot.bounds);
   // Time spent in the exporter (resolving, the engine's snapshot, writing), for the bench and curious operators.
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   return {
@@ -141,9 +144,12 @@ async function probe(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
   };
 }
 
-/** The answer to GET /probe with these query parameters; errors are answers too. */
-export function probeReply(deps: AppDeps, params: URLSearchParams): Promise<Reply> {
-  return probe(deps, params).catch((e: unknown) => {
+/**
+ * The answer to GET /probe with these query parameters, in the exposition format `accept`
+ * prefers; errors are answers too.
+ */
+export function probeReply(deps: AppDeps, params: URLSearchParams, accept?: string): Promise<Reply> {
+  return probe(deps, params, accept).catch((e: unknown) => {
     if (e instanceof ForbiddenError || e instanceof LimitError) {
       deps.log?.info('probe request refused', { status: e instanceof ForbiddenError ? 403 : 429, reason: e.message });
     }
@@ -159,7 +165,7 @@ export function metricsReply(deps: AppDeps): Promise<Reply> {
 export function createApp(deps: AppDeps): H3 {
   const app = new H3();
   app.get('/', () => toH3(text(200, INDEX, 'text/html; charset=utf-8')));
-  app.get('/probe', async (event) => toH3(await probeReply(deps, event.url.searchParams)));
+  app.get('/probe', async (event) => toH3(await probeReply(deps, event.url.searchParams, event.req.headers.get('accept') ?? undefined)));
   app.get('/metrics', async () => toH3(await metricsReply(deps)));
   // As Prometheus and its exporters answer them, for load balancers and supervisors.
   app.get('/-/healthy', () => toH3(text(200, 'Healthy.\n')));
@@ -180,11 +186,12 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIO
  * took several times the CPU of a bare node:http server. Anything else (other paths and
  * methods, HEAD, an absolute-form URL) goes to h3 as before. Undefined when not one of these.
  */
-function direct(deps: AppDeps, method: string | undefined, url: string): { path: string; reply: Promise<Reply> } | undefined {
-  if (method !== 'GET') return undefined;
+function direct(deps: AppDeps, req: IncomingMessage): { path: string; reply: Promise<Reply> } | undefined {
+  if (req.method !== 'GET') return undefined;
+  const url = req.url ?? '/';
   const q = url.indexOf('?');
   const pathname = q < 0 ? url : url.slice(0, q);
-  if (pathname === '/probe') return { path: pathname, reply: probeReply(deps, new URLSearchParams(q < 0 ? '' : url.slice(q + 1))) };
+  if (pathname === '/probe') return { path: pathname, reply: probeReply(deps, new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), req.headers.accept) };
   if (pathname === '/metrics') return { path: pathname, reply: metricsReply(deps) };
   return undefined;
 }
@@ -199,7 +206,7 @@ export function listen(deps: AppDeps, host: string | undefined, port: number, ht
   const serve = (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
     http.begin();
-    const fast = direct(deps, req.method, req.url ?? '/');
+    const fast = direct(deps, req);
     if (fast) {
       const send = (r: Reply) => {
         const bytes = Buffer.byteLength(r.body);

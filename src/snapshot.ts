@@ -1,9 +1,20 @@
 /**
  * Target statistics from the engine. They cross from Rust as one Float64Array for all the
- * targets asked for (SNAPSHOT_STRIDE numbers each), handed to the event loop by the engine
- * thread itself; this turns them into `TargetStats` where an object is wanted.
+ * targets asked for (`snapshotStride()` numbers each, then their native histogram buckets),
+ * handed to the event loop by the engine thread itself; this turns them into `TargetStats`
+ * where an object is wanted.
  */
 import { SNAPSHOT_STRIDE, type Engine } from './native.js';
+
+/** A native (sparse, exponential) histogram as Prometheus defines it. */
+export interface NativeHistogram {
+  /** Buckets grow by 2^(2^-schema) each. */
+  schema: number;
+  /** Answers of 0 s. */
+  zeroCount: number;
+  /** The populated buckets as (index, count) pairs, indexes increasing: bucket i holds (2^((i-1)/2^schema), 2^(i/2^schema)] seconds. */
+  buckets: Float64Array;
+}
 
 /**
  * Statistics of one target. Counters are cumulative since the target was first tracked;
@@ -22,9 +33,25 @@ export interface TargetStats {
   windowLossRatio?: number;
   windowLatencySeconds?: number;
   windowStddevSeconds?: number;
+  /** Cumulative classic histogram counts, one per bound of the snapshot (`+Inf` is `received`). */
+  buckets: Float64Array;
+  /** The native histogram, when the engine keeps one. */
+  native?: NativeHistogram;
 }
 
-export type SnapshotSource = Pick<Engine, 'snapshotFlat' | 'answerSnapshotsTo'>;
+export type SnapshotSource = Pick<Engine, 'snapshotFlat' | 'answerSnapshotsTo' | 'snapshotStride' | 'histogramBounds'>;
+
+/** The engine's answer for some targets, and how to read it. */
+export interface Snapshot {
+  flat: Float64Array;
+  /** Numbers per target before the native buckets. */
+  stride: number;
+  /** Upper bounds of the classic buckets, in seconds. */
+  bounds: Float64Array;
+}
+
+/** The numbers before the classic bucket counts. */
+const BASE = SNAPSHOT_STRIDE;
 
 /** As long as the engine's own wait for a snapshot used to be: a stuck engine thread gets an error, not silence. */
 const ANSWER_WITHIN_MS = 10_000;
@@ -40,8 +67,12 @@ interface Waiting {
 class Answers {
   private readonly waiting = new Map<number, Waiting>();
   private next = 0;
+  readonly stride: number;
+  readonly bounds: Float64Array;
 
   constructor(private readonly engine: SnapshotSource) {
+    this.stride = engine.snapshotStride();
+    this.bounds = engine.histogramBounds();
     engine.answerSnapshotsTo((token, stats, error) => {
       const w = this.waiting.get(token);
       if (!w) return; // timed out before
@@ -73,16 +104,16 @@ class Answers {
 
 const answers = new WeakMap<SnapshotSource, Answers>();
 
-/** The flat statistics of `ids`, in order; rejects when the engine has stopped or does not answer. */
-export function snapshotFlat(engine: SnapshotSource, ids: readonly number[]): Promise<Float64Array> {
+/** The statistics of `ids`, in order; rejects when the engine has stopped or does not answer. */
+export async function snapshotFlat(engine: SnapshotSource, ids: readonly number[]): Promise<Snapshot> {
   let a = answers.get(engine);
   if (!a) answers.set(engine, (a = new Answers(engine)));
-  return a.ask(ids);
+  return { flat: await a.ask(ids), stride: a.stride, bounds: a.bounds };
 }
 
-/** The statistics of the `i`-th id of a flat snapshot; undefined when it is not tracked. */
-export function statsAt(flat: Float64Array, i: number): TargetStats | undefined {
-  const at = i * SNAPSHOT_STRIDE;
+/** The statistics of the `i`-th id of a snapshot; undefined when it is not tracked. */
+export function statsAt({ flat, stride }: Snapshot, i: number): TargetStats | undefined {
+  const at = i * stride;
   const sent = flat[at];
   if (sent === undefined || Number.isNaN(sent)) return undefined;
   const stats: TargetStats = {
@@ -94,7 +125,10 @@ export function statsAt(flat: Float64Array, i: number): TargetStats | undefined 
     icmpErrors: flat[at + 5] as number,
     sendErrors: flat[at + 6] as number,
     windowSamples: flat[at + 7] as number,
+    buckets: flat.subarray(at + BASE, at + stride),
   };
+  const [schema, zeroCount, from, pairs] = [flat[at + 11] as number, flat[at + 12] as number, flat[at + 13] as number, flat[at + 14] as number];
+  if (!Number.isNaN(schema)) stats.native = { schema, zeroCount, buckets: flat.subarray(from, from + 2 * pairs) };
   const [loss, latency, stddev] = [flat[at + 8] as number, flat[at + 9] as number, flat[at + 10] as number];
   // Absent, as the objects the engine used to build had them, rather than undefined.
   if (!Number.isNaN(loss)) stats.windowLossRatio = loss;

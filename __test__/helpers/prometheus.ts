@@ -18,14 +18,16 @@ export interface PrometheusProcess {
 /**
  * Starts Prometheus in the lab's prober namespace, its data in a temporary directory;
  * `config(dir)` is its configuration, and `files` (name -> contents) are written into that
- * directory first (CA certificates, password files). `onTeardown` gets what kills it and
- * removes the directory. Resolves once it is ready (its log in the error otherwise).
+ * directory first (CA certificates, password files, rules); `flags` are added to its command
+ * line. `onTeardown` gets what kills it and removes the directory. Resolves once it is ready
+ * (its log in the error otherwise).
  */
 export async function startPrometheus(
   lab: Lab,
   config: (dir: string) => string,
   onTeardown: (f: () => void) => void,
   files: Record<string, string> = {},
+  flags: readonly string[] = [],
 ): Promise<PrometheusProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'lab-prometheus-'));
   onTeardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -37,6 +39,7 @@ export async function startPrometheus(
     `--storage.tsdb.path=${join(dir, 'data')}`,
     `--web.listen-address=${listen}`,
     '--log.level=warn',
+    ...flags,
   ]);
   // Killed before its directory goes (teardowns run last first).
   onTeardown(() => {
@@ -63,6 +66,18 @@ export async function query(prometheus: string, promql: string): Promise<number>
   const res = await fetch(`${prometheus}/api/v1/query?query=${encodeURIComponent(promql)}`);
   const body = (await res.json()) as { data?: { result?: Array<{ value?: [number, string] }> } };
   return Number(body.data?.result?.[0]?.value?.[1] ?? NaN);
+}
+
+/** Every series of an instant vector query with its value; throws with Prometheus' error when the query fails. */
+export async function queryVector(prometheus: string, promql: string): Promise<Array<{ labels: Record<string, string>; value: number }>> {
+  const res = await fetch(`${prometheus}/api/v1/query?query=${encodeURIComponent(promql)}`);
+  const body = (await res.json()) as {
+    status: string;
+    error?: string;
+    data?: { resultType?: string; result?: Array<{ metric?: Record<string, string>; value?: [number, string] }> };
+  };
+  if (body.status !== 'success') throw new Error(`${promql}: ${body.error ?? res.status}`);
+  return (body.data?.result ?? []).map((r) => ({ labels: r.metric ?? {}, value: Number(r.value?.[1]) }));
 }
 
 /** Prometheus' view of its targets: job, health and last error of each. */

@@ -4,7 +4,9 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use netprobe::sockets::StampMatching;
-use netprobe::{EngineConfig, EngineError, IcmpMode, Interface, ProbeKind, Proto, StampKeyMode, TargetSnapshot};
+use netprobe::{
+    EngineConfig, EngineError, HistogramLayout, IcmpMode, Interface, ProbeKind, Proto, StampKeyMode, TargetSnapshot,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,11 @@ pub struct EngineOptions {
     pub interface6: Option<String>,
     /// NIC hardware timestamps (`-hard`).
     pub hard: Option<bool>,
+    /// Upper bounds of each target's classic RTT histogram buckets, in seconds, increasing
+    /// (none: no classic histogram).
+    pub buckets_seconds: Option<Vec<f64>>,
+    /// Keep each target's native histogram (default true).
+    pub native_histograms: Option<bool>,
 }
 
 fn interface(choice: Option<String>) -> Result<Interface> {
@@ -83,20 +90,28 @@ fn to_js_error(e: EngineError) -> Error {
     Error::new(status, e.to_string())
 }
 
-/// Numbers per target in `snapshotFlat`'s answer, in this order: sent, received, closed,
-/// latency sum, squared latency sum, ICMP errors, send errors, window samples, window loss
-/// ratio, window mean latency, window standard deviation. NaN where a window figure is
-/// undefined, and in every place of an id that is not tracked.
+/// Numbers per target at the start of `snapshotFlat`'s answer, then one per classic bucket
+/// bound (`snapshotStride()` numbers in all), in this order: sent, received, closed, latency
+/// sum, squared latency sum, ICMP errors, send errors, window samples, window loss ratio,
+/// window mean latency, window standard deviation; native schema, native zero count, where
+/// the target's native buckets start in the answer and how many (0 when not kept); the
+/// cumulative classic bucket counts. NaN where a window figure or the schema is undefined,
+/// and in every place of an id that is not tracked. After every target's numbers: the native
+/// buckets, as (index, count) pairs.
 #[napi]
-pub const SNAPSHOT_STRIDE: u32 = 11;
+pub const SNAPSHOT_STRIDE: u32 = 15;
 
 /// One typed array for all targets rather than an object per target: one allocation crossing
 /// to JavaScript instead of a dozen property writes per target.
-fn flatten(snapshots: Vec<Option<TargetSnapshot>>) -> Vec<f64> {
-    let mut out = Vec::with_capacity(snapshots.len() * SNAPSHOT_STRIDE as usize);
+fn flatten(snapshots: Vec<Option<TargetSnapshot>>, bounds: usize) -> Vec<f64> {
+    let stride = SNAPSHOT_STRIDE as usize + bounds;
+    let fixed = snapshots.len() * stride;
+    let pairs: usize = snapshots.iter().flatten().filter_map(|s| s.native.as_ref()).map(|n| n.buckets.len()).sum();
+    let mut out = Vec::with_capacity(fixed + 2 * pairs);
+    let mut tail = Vec::with_capacity(2 * pairs);
     for s in snapshots {
         match s {
-            None => out.extend([f64::NAN; SNAPSHOT_STRIDE as usize]),
+            None => out.extend(std::iter::repeat_n(f64::NAN, stride)),
             Some(s) => {
                 let (c, w) = (s.counters, s.window);
                 out.extend([
@@ -112,9 +127,26 @@ fn flatten(snapshots: Vec<Option<TargetSnapshot>>) -> Vec<f64> {
                     w.latency_seconds.unwrap_or(f64::NAN),
                     w.stddev_seconds.unwrap_or(f64::NAN),
                 ]);
+                match &s.native {
+                    Some(n) => {
+                        out.extend([
+                            f64::from(n.schema),
+                            n.zero_count as f64,
+                            (fixed + tail.len()) as f64,
+                            n.buckets.len() as f64,
+                        ]);
+                        for &(index, count) in &n.buckets {
+                            tail.extend([f64::from(index), count as f64]);
+                        }
+                    }
+                    None => out.extend([f64::NAN, 0.0, 0.0, 0.0]),
+                }
+                // Every bound has its count (a layout fixed at start), whatever the engine says.
+                out.extend((0..bounds).map(|i| s.classic.get(i).map_or(0.0, |&n| n as f64)));
             }
         }
     }
+    out.extend(tail);
     out
 }
 
@@ -128,6 +160,8 @@ type Answers = ThreadsafeFunction<Answer, (), Answer, Status, false, true>;
 pub struct Engine {
     inner: Arc<netprobe::Engine>,
     answers: Option<Arc<Answers>>,
+    /// The classic bucket bounds, in seconds, as the engine holds them.
+    bounds: Vec<f64>,
 }
 
 pub struct StopTask {
@@ -177,10 +211,16 @@ impl Engine {
             interface4: interface(options.interface4)?,
             interface6: interface(options.interface6)?,
             hard: options.hard.unwrap_or(false),
+            histograms: HistogramLayout::from_seconds(
+                options.buckets_seconds.as_deref().unwrap_or(&[]),
+                options.native_histograms.unwrap_or(true),
+            )
+            .map_err(|e| Error::new(Status::InvalidArg, e))?,
         };
+        let bounds = config.histograms.bounds_ns.iter().map(|&ns| ns as f64 / 1e9).collect();
         config.validate().map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?;
         let inner = netprobe::Engine::start(config).map_err(to_js_error)?;
-        Ok(Engine { inner: Arc::new(inner), answers: None })
+        Ok(Engine { inner: Arc::new(inner), answers: None, bounds })
     }
 
     /// Starts probing an IP address, with ICMP echo or with TCP SYN to `port`; returns the
@@ -232,7 +272,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Statistics of each id, in order, as `SNAPSHOT_STRIDE` numbers per id, answered to the
+    /// Upper bounds of the classic RTT histogram buckets, in seconds (as the engine rounded
+    /// them, to the nanosecond).
+    #[napi]
+    pub fn histogram_bounds(&self) -> Float64Array {
+        Float64Array::new(self.bounds.clone())
+    }
+
+    /// Numbers per id in `snapshotFlat`'s answer: `SNAPSHOT_STRIDE` and one per bound.
+    #[napi]
+    pub fn snapshot_stride(&self) -> u32 {
+        SNAPSHOT_STRIDE + self.bounds.len() as u32
+    }
+
+    /// Statistics of each id, in order, as `snapshotStride()` numbers per id, answered to the
     /// `answerSnapshotsTo` listener with `token`. The engine thread hands them to the event
     /// loop itself: no thread of libuv's pool sits waiting for it, as an async task's did.
     #[napi(catch_unwind)]
@@ -241,11 +294,12 @@ impl Engine {
             .answers
             .clone()
             .ok_or_else(|| Error::new(Status::GenericFailure, "snapshotFlat before answerSnapshotsTo"))?;
+        let bounds = self.bounds.len();
         self.inner.snapshot_with(
             ids.to_vec(),
             Box::new(move |result| {
                 let answer = match result {
-                    Ok(s) => (token, Some(Float64Array::new(flatten(s))), None),
+                    Ok(s) => (token, Some(Float64Array::new(flatten(s, bounds))), None),
                     Err(e) => (token, None, Some(e.to_string())),
                 }
                 .into();

@@ -1,4 +1,5 @@
 //! Engine configuration, validated before the engine sees it.
+use crate::histogram::HistogramLayout;
 use std::fmt;
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub struct EngineConfig {
     pub interface6: Interface,
     /// NIC hardware timestamps (`-hard`).
     pub hard: bool,
+    /// Each target's RTT histograms: classic bucket bounds, native histogram on or off.
+    pub histograms: HistogramLayout,
     /// For tests of the failure path only: the engine thread panics this long after it starts
     /// (`ICMP_EXPORTER_TEST_ENGINE_PANIC_MS`), as a bug would.
     pub panic_after: Option<Duration>,
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             interface4: Interface::Routed,
             interface6: Interface::Routed,
             hard: false,
+            histograms: HistogramLayout::default(),
             panic_after: None,
             failing_polls: 0,
             hang_on_stop: false,

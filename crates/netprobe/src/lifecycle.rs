@@ -20,6 +20,7 @@
 //!   again (local congestion is not network loss).
 use crate::counters::EngineCounters;
 use crate::engine::{ProbeKind, Proto, Shared, TargetId, TargetSnapshot};
+use crate::histogram::HistogramLayout;
 use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply, MAX_SLOTS};
 use crate::rtt;
 use crate::schedule::{self, SendQueue};
@@ -228,6 +229,8 @@ pub(crate) fn proto_of(kind: ProbeKind) -> Proto {
 
 pub struct Lifecycle {
     config: LifecycleConfig,
+    /// What every target's histograms keep.
+    histograms: HistogramLayout,
     shared: Arc<Shared>,
     tokens: TokenKey,
     targets: Vec<Option<Target>>,
@@ -285,9 +288,16 @@ macro_rules! shrink {
 }
 
 impl Lifecycle {
+    /// Every target's histograms keep what `layout` says (none but the native one by default).
+    pub fn with_histograms(mut self, layout: HistogramLayout) -> Self {
+        self.histograms = layout;
+        self
+    }
+
     pub fn new(config: LifecycleConfig, shared: Arc<Shared>) -> Self {
         Lifecycle {
             config,
+            histograms: HistogramLayout::default(),
             shared,
             tokens: TokenKey::new(),
             targets: Vec::new(),
@@ -441,7 +451,12 @@ impl Lifecycle {
     pub fn snapshot(&self, id: TargetId) -> Option<TargetSnapshot> {
         let index = *self.index_of.get(&id)? as usize;
         let target = self.targets.get(index)?.as_ref()?;
-        Some(TargetSnapshot { counters: target.stats.counters(), window: target.stats.window() })
+        Some(TargetSnapshot {
+            counters: target.stats.counters(),
+            window: target.stats.window(),
+            classic: target.stats.classic_buckets(&self.histograms),
+            native: self.histograms.native.then(|| target.stats.native_buckets()),
+        })
     }
 
     pub fn target(&self, index: usize) -> Option<&Target> {
@@ -646,9 +661,10 @@ impl Lifecycle {
 
     /// Records a probe's final outcome on its target (if still tracked).
     fn end(&mut self, index: usize, id: TargetId, serial: u64, outcome: Outcome) {
-        let recorded = match self.target_mut(index, id) {
+        let target = self.targets.get_mut(index).and_then(Option::as_mut).filter(|t| t.id == id);
+        let recorded = match target {
             Some(t) => {
-                t.stats.record(outcome);
+                t.stats.record(outcome, &self.histograms);
                 true
             }
             None => false,

@@ -1,5 +1,6 @@
 //! Per-target statistics: monotonic counters for PromQL over any range, and a ring of the
 //! most recent samples for the window gauges (see `window`).
+use crate::histogram::{HistogramLayout, NativeBuckets, RttHistogram};
 use crate::ring::{SampleRing, RING_LEN};
 use crate::window::{self, Window};
 
@@ -41,10 +42,14 @@ pub struct TargetStats {
     ring: SampleRing,
     /// How many of the newest samples the window may look at (the change rule shrinks it).
     limit: u8,
+    /// Every answered probe's RTT since the target was first tracked.
+    histogram: RttHistogram,
 }
 
 impl TargetStats {
-    pub fn record(&mut self, outcome: Outcome) {
+    /// Records a final outcome: counters, window and histograms move together, so that any
+    /// snapshot sees the histograms' count equal to `received` and their sum to `rtt_sum_ns`.
+    pub fn record(&mut self, outcome: Outcome, layout: &HistogramLayout) {
         let c = &mut self.counters;
         c.sent += 1;
         let sample = match outcome {
@@ -54,6 +59,7 @@ impl TargetStats {
                 let ns = u128::from(rtt_ns);
                 c.rtt_sum_ns = c.rtt_sum_ns.saturating_add(ns);
                 c.rtt_sq_sum_ns2 = c.rtt_sq_sum_ns2.saturating_add(ns * ns);
+                self.histogram.observe(layout, rtt_ns);
                 Some(rtt_ns)
             }
             Outcome::Timeout => None,
@@ -92,6 +98,15 @@ impl TargetStats {
         self.counters
     }
 
+    /// Cumulative classic bucket counts, one per bound of `layout`.
+    pub fn classic_buckets(&self, layout: &HistogramLayout) -> Vec<u64> {
+        self.histogram.classic_cumulative(layout)
+    }
+
+    pub fn native_buckets(&self) -> NativeBuckets {
+        self.histogram.native()
+    }
+
     /// The window gauges now (the newest samples within the limit, narrowed by the change rule).
     pub fn window(&self) -> Window {
         let samples: Vec<Option<f64>> = self.ring.newest_first().take(usize::from(self.limit)).collect();
@@ -106,11 +121,11 @@ mod tests {
     #[test]
     fn counters_follow_outcomes() {
         let mut s = TargetStats::default();
-        s.record(Outcome::Reply { rtt_ns: 1_000, closed: false });
-        s.record(Outcome::Reply { rtt_ns: 3_000, closed: true });
-        s.record(Outcome::Timeout);
-        s.record(Outcome::IcmpError);
-        s.record(Outcome::SendError);
+        s.record(Outcome::Reply { rtt_ns: 1_000, closed: false }, &HistogramLayout::default());
+        s.record(Outcome::Reply { rtt_ns: 3_000, closed: true }, &HistogramLayout::default());
+        s.record(Outcome::Timeout, &HistogramLayout::default());
+        s.record(Outcome::IcmpError, &HistogramLayout::default());
+        s.record(Outcome::SendError, &HistogramLayout::default());
         let c = s.counters();
         assert_eq!((c.sent, c.received, c.icmp_errors, c.send_errors), (5, 2, 1, 1));
         assert_eq!(c.rtt_sum_ns, 4_000);
@@ -131,8 +146,8 @@ mod tests {
                 _ if i % 7 == 0 => Outcome::Timeout,
                 _ => Outcome::Reply { rtt_ns: 2_000_000, closed: false },
             };
-            read_often.record(outcome);
-            read_once.record(outcome);
+            read_often.record(outcome, &HistogramLayout::default());
+            read_once.record(outcome, &HistogramLayout::default());
             seen.push(read_often.window());
         }
         assert_eq!(read_often.window(), read_once.window());
@@ -144,7 +159,7 @@ mod tests {
         // Three 30 s replies: the squared sum (2.7e21 ns^2) is past what u64 holds.
         let mut s = TargetStats::default();
         for _ in 0..3 {
-            s.record(Outcome::Reply { rtt_ns: 30_000_000_000, closed: false });
+            s.record(Outcome::Reply { rtt_ns: 30_000_000_000, closed: false }, &HistogramLayout::default());
         }
         assert_eq!(s.counters().rtt_sq_sum_ns2, 3 * 900_000_000_000_000_000_000);
         assert!(s.counters().rtt_sq_sum_ns2 > u128::from(u64::MAX));

@@ -160,7 +160,7 @@ impl EngineLoop {
             hard: config.hard,
         };
         let mut engine = EngineLoop {
-            core: Lifecycle::new(core_config, shared.clone()),
+            core: Lifecycle::new(core_config, shared.clone()).with_histograms(config.histograms.clone()),
             config,
             icmp_mode,
             transports: [None, None, None, None],

@@ -13,6 +13,7 @@ pub use crate::lifecycle::Answer;
 
 use crate::config::{EngineConfig, Interface, StampKeyMode};
 use crate::counters::{CountersSnapshot, EngineCounters};
+use crate::histogram::NativeBuckets;
 use crate::hwstamp;
 use crate::ports::{self, PortPool};
 use crate::routes;
@@ -57,10 +58,14 @@ pub enum Proto {
 }
 
 /// What a scrape reads for one target.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TargetSnapshot {
     pub counters: Counters,
     pub window: Window,
+    /// Cumulative classic bucket counts, one per configured bound (+Inf is `counters.received`).
+    pub classic: Vec<u64>,
+    /// The native histogram, when configured.
+    pub native: Option<NativeBuckets>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

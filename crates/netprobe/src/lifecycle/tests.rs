@@ -13,6 +13,7 @@
 //! must agree with it probe by probe; the counters and the window must equal what the
 //! reference computes from the outcomes, however often and whenever they are read.
 use super::*;
+use crate::histogram;
 use crate::ring::RING_LEN;
 use crate::stats::Counters;
 use crate::window::Window;
@@ -233,7 +234,7 @@ impl Sim {
             gap: 1_000_000_000 / u64::from(sc.max_pps),
             hard: false,
         };
-        let mut core = Lifecycle::new(config, shared.clone());
+        let mut core = Lifecycle::new(config, shared.clone()).with_histograms(model_histograms());
         core.enable_log();
         core.set_tcp_ports((61000..61128).collect());
         open_queues(&mut core);
@@ -554,6 +555,7 @@ impl Sim {
             let snap = self.core.snapshot(id).expect("tracked");
             let outcomes = self.recorded.get(&id).map(Vec::as_slice).unwrap_or(&[]);
             assert_eq!(snap.counters, reference_counters(outcomes), "target {id} counters");
+            assert_histograms(&snap, outcomes, id);
             let reference = self.windows.get(&id).and_then(ReferenceWindow::read);
             assert_window(&snap.window, &reference, id);
         }
@@ -641,6 +643,40 @@ impl Sim {
         }
         assert_eq!(i.send_deferred + t.send_deferred, self.deferred.len() as u64);
     }
+}
+
+/// Classic bounds around the model's RTTs (microseconds to a timeout), and the native histogram.
+fn model_histograms() -> HistogramLayout {
+    HistogramLayout::from_seconds(&[2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 1e-2, 0.1, 1.0], true)
+        .expect("valid bounds")
+}
+
+/// A target's histograms, recounted from its outcomes: each classic bucket counts the RTTs at
+/// or below its bound, the native buckets hold every RTT at the schema they report.
+fn assert_histograms(snap: &TargetSnapshot, outcomes: &[Outcome], id: TargetId) {
+    let rtts: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| match *o {
+            Outcome::Reply { rtt_ns, .. } => Some(rtt_ns),
+            _ => None,
+        })
+        .collect();
+    let layout = model_histograms();
+    let classic: Vec<u64> = layout.bounds_ns.iter().map(|&b| rtts.iter().filter(|&&r| r <= b).count() as u64).collect();
+    assert_eq!(snap.classic, classic, "target {id} classic buckets");
+    let native = snap.native.as_ref().expect("native histogram kept");
+    let steps = (histogram::NATIVE_SCHEMA - native.schema) as u32;
+    let mut buckets = BTreeMap::new();
+    let mut zero = 0;
+    for &r in &rtts {
+        if r == 0 {
+            zero += 1;
+        } else {
+            *buckets.entry(histogram::coarsen(histogram::schema3_index(r as f64 / 1e9), steps)).or_insert(0u64) += 1;
+        }
+    }
+    assert_eq!(native.zero_count, zero, "target {id} zero bucket");
+    assert_eq!(native.buckets, buckets.into_iter().collect::<Vec<_>>(), "target {id} native buckets");
 }
 
 fn reference_counters(outcomes: &[Outcome]) -> Counters {
