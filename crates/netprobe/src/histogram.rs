@@ -102,20 +102,28 @@ pub struct NativeBuckets {
 }
 
 /// One target's histograms: one pointer in the target's slot, nothing on the heap until its
-/// first answered probe (a target that never answers costs 8 bytes).
+/// first answered probe (a target that never answers costs 8 bytes), then one allocation of
+/// 8 bytes a word: a header, one count per classic bound, one word per populated native
+/// bucket (its index in the top 16 bits, its count in the other 48: 2.8e14 answers in one
+/// bucket, 89,000 years at the 10 ms shortest interval).
 #[derive(Debug, Clone, Default)]
-pub struct RttHistogram(Option<Box<Counts>>);
+pub struct RttHistogram(Option<Box<[u64]>>);
 
-#[derive(Debug, Clone, Default)]
-struct Counts {
-    /// Per classic bucket, samples in (previous bound, bound]; samples above the last bound
-    /// are only in the count the caller keeps.
-    classic: Box<[u64]>,
-    /// Populated native buckets at `schema`, (index, count) sorted by index.
-    native: Vec<(i32, u64)>,
-    /// Native schema below `NATIVE_SCHEMA`: how many times the resolution was halved.
-    coarsened: u8,
-    zero_count: u64,
+const COUNT_BITS: u32 = 48;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// The zero bucket's word sorts before every native index (the lowest, schema 3 at 1 ns, is -240).
+const ZERO_INDEX: i16 = i16::MIN;
+
+fn pack(index: i16, count: u64) -> u64 {
+    (u64::from(index as u16) << COUNT_BITS) | (count & COUNT_MASK)
+}
+
+fn index_of(word: u64) -> i16 {
+    (word >> COUNT_BITS) as u16 as i16
+}
+
+fn count_of(word: u64) -> u64 {
+    word & COUNT_MASK
 }
 
 impl RttHistogram {
@@ -123,21 +131,74 @@ impl RttHistogram {
         if layout.bounds_ns.is_empty() && !layout.native {
             return;
         }
-        let counts = self.0.get_or_insert_with(|| {
-            Box::new(Counts { classic: vec![0; layout.bounds_ns.len()].into_boxed_slice(), ..Counts::default() })
-        });
+        let bounds = layout.bounds_ns.len();
+        let words = self.0.get_or_insert_with(|| vec![0; 1 + bounds].into_boxed_slice());
         let bucket = layout.bounds_ns.partition_point(|&b| b < rtt_ns);
-        if let Some(c) = counts.classic.get_mut(bucket) {
+        if let Some(c) = words.get_mut(1 + bucket).filter(|_| bucket < bounds) {
             *c += 1;
         }
         if layout.native {
-            counts.observe_native(rtt_ns);
+            self.observe_native(1 + bounds, rtt_ns);
         }
+    }
+
+    fn observe_native(&mut self, from: usize, rtt_ns: u64) {
+        let Some(words) = self.0.as_mut() else { return };
+        let coarsened = words[0] as u32;
+        let index = if rtt_ns == 0 {
+            ZERO_INDEX
+        } else {
+            // Within i16: schema 3 spans -240 (1 ns) to 95 (3,600 s) and more to 2^64 ns.
+            coarsen(schema3_index(rtt_ns as f64 / 1e9), coarsened) as i16
+        };
+        let native = &mut words[from..];
+        match native.binary_search_by_key(&index, |&w| index_of(w)) {
+            Ok(at) => {
+                let w = &mut native[at];
+                *w = pack(index, (count_of(*w) + 1).min(COUNT_MASK));
+            }
+            Err(at) => {
+                let mut grown = Vec::with_capacity(words.len() + 1);
+                grown.extend_from_slice(&words[..from + at]);
+                grown.push(pack(index, 1));
+                grown.extend_from_slice(&words[from + at..]);
+                *words = grown.into_boxed_slice();
+                while self.native_buckets(from) > NATIVE_MAX_BUCKETS && self.schema() > NATIVE_MIN_SCHEMA {
+                    self.halve_resolution(from);
+                }
+            }
+        }
+    }
+
+    fn schema(&self) -> i8 {
+        NATIVE_SCHEMA - self.0.as_ref().map_or(0, |w| w[0] as i8)
+    }
+
+    fn native_buckets(&self, from: usize) -> usize {
+        self.0.as_ref().map_or(0, |w| w[from..].iter().filter(|&&x| index_of(x) != ZERO_INDEX).count())
+    }
+
+    /// Schema - 1: neighbouring buckets merge; counts and order are kept.
+    fn halve_resolution(&mut self, from: usize) {
+        let Some(words) = self.0.as_mut() else { return };
+        words[0] += 1;
+        let mut merged: Vec<u64> = Vec::with_capacity(words.len());
+        merged.extend_from_slice(&words[..from]);
+        for &w in &words[from..] {
+            let i = index_of(w);
+            let j = if i == ZERO_INDEX { i } else { coarsen(i32::from(i), 1) as i16 };
+            let merges = merged.len() > from && merged.last().is_some_and(|&last| index_of(last) == j);
+            match merged.last_mut() {
+                Some(last) if merges => *last = pack(j, count_of(*last) + count_of(w)),
+                _ => merged.push(pack(j, count_of(w))),
+            }
+        }
+        *words = merged.into_boxed_slice();
     }
 
     /// Cumulative classic counts, one per bound (the +Inf bucket is the answered count).
     pub fn classic_cumulative(&self, layout: &HistogramLayout) -> Vec<u64> {
-        let classic = self.0.as_ref().map(|c| &c.classic[..]).unwrap_or(&[]);
+        let classic = self.0.as_ref().map_or(&[][..], |w| &w[1..(1 + layout.bounds_ns.len()).min(w.len())]);
         let mut sum = 0;
         (0..layout.bounds_ns.len())
             .map(|i| {
@@ -147,59 +208,21 @@ impl RttHistogram {
             .collect()
     }
 
-    pub fn native(&self) -> NativeBuckets {
-        match &self.0 {
-            None => NativeBuckets { schema: NATIVE_SCHEMA, zero_count: 0, buckets: Vec::new() },
-            Some(c) => NativeBuckets {
-                schema: NATIVE_SCHEMA - c.coarsened as i8,
-                zero_count: c.zero_count,
-                buckets: c.native.clone(),
-            },
+    pub fn native(&self, layout: &HistogramLayout) -> NativeBuckets {
+        let mut out = NativeBuckets { schema: self.schema(), zero_count: 0, buckets: Vec::new() };
+        let from = 1 + layout.bounds_ns.len();
+        for &w in self.0.as_ref().and_then(|w| w.get(from..)).unwrap_or(&[]) {
+            match index_of(w) {
+                ZERO_INDEX => out.zero_count = count_of(w),
+                i => out.buckets.push((i32::from(i), count_of(w))),
+            }
         }
+        out
     }
 
     /// Heap bytes held (for the memory figures; the allocator's own overhead not included).
     pub fn heap_bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |c| {
-            std::mem::size_of::<Counts>()
-                + c.classic.len() * 8
-                + c.native.capacity() * std::mem::size_of::<(i32, u64)>()
-        })
-    }
-}
-
-impl Counts {
-    fn observe_native(&mut self, rtt_ns: u64) {
-        if rtt_ns == 0 {
-            self.zero_count += 1;
-            return;
-        }
-        let index = coarsen(schema3_index(rtt_ns as f64 / 1e9), u32::from(self.coarsened));
-        match self.native.binary_search_by_key(&index, |&(i, _)| i) {
-            Ok(at) => self.native[at].1 += 1,
-            Err(at) => {
-                self.native.insert(at, (index, 1));
-                while self.native.len() > NATIVE_MAX_BUCKETS
-                    && NATIVE_SCHEMA - (self.coarsened as i8) > NATIVE_MIN_SCHEMA
-                {
-                    self.halve_resolution();
-                }
-            }
-        }
-    }
-
-    /// Schema - 1: neighbouring buckets merge; counts and order are kept.
-    fn halve_resolution(&mut self) {
-        self.coarsened += 1;
-        let mut merged: Vec<(i32, u64)> = Vec::with_capacity(self.native.len() / 2 + 1);
-        for &(i, c) in &self.native {
-            let j = coarsen(i, 1);
-            match merged.last_mut() {
-                Some(last) if last.0 == j => last.1 += c,
-                _ => merged.push((j, c)),
-            }
-        }
-        self.native = merged;
+        self.0.as_ref().map_or(0, |w| w.len() * 8)
     }
 }
 
@@ -289,11 +312,11 @@ mod tests {
             h.observe(&layout, ns);
             rtts.push(ns);
             if n == 999 {
-                assert_eq!(h.native().schema, NATIVE_SCHEMA, "a 10 % spread keeps the finest schema");
+                assert_eq!(h.native(&layout).schema, NATIVE_SCHEMA, "a 10 % spread keeps the finest schema");
             }
         }
         h.observe(&layout, 0);
-        let nb = h.native();
+        let nb = h.native(&layout);
         assert!(nb.schema < NATIVE_SCHEMA && nb.schema >= NATIVE_MIN_SCHEMA);
         assert!(nb.buckets.len() <= NATIVE_MAX_BUCKETS);
         assert!(nb.buckets.windows(2).all(|w| w[0].0 < w[1].0), "sorted, distinct");
@@ -321,11 +344,47 @@ mod tests {
     }
 
     #[test]
+    fn a_word_holds_any_index_and_count() {
+        for index in [ZERO_INDEX, -240, -1, 0, 1, 95, i16::MAX] {
+            for count in [0, 1, 12_345, COUNT_MASK] {
+                let w = pack(index, count);
+                assert_eq!((index_of(w), count_of(w)), (index, count));
+            }
+        }
+        // Index order is the order of the decoded index, whatever the packed words' order.
+        assert!(index_of(pack(-3, 5)) < index_of(pack(2, 1)));
+    }
+
+    #[test]
+    fn one_allocation_holds_classic_native_and_zero_buckets() {
+        let layout = HistogramLayout::from_seconds(&[1e-4, 1e-3], true).unwrap();
+        let mut h = RttHistogram::default();
+        for ns in [50_000, 0, 500_000, 50_000, 5_000_000, 0] {
+            h.observe(&layout, ns);
+        }
+        assert_eq!(h.classic_cumulative(&layout), vec![4, 5], "0 ns answers count in every classic bucket");
+        let n = h.native(&layout);
+        assert_eq!(n.zero_count, 2);
+        assert_eq!(n.buckets.iter().map(|b| b.1).sum::<u64>(), 4);
+        assert_eq!(n.buckets.len(), 3);
+        // Header, two classic counts, the zero bucket and three native buckets.
+        assert_eq!(h.heap_bytes(), (1 + 2 + 1 + 3) * 8);
+        let classic_only = HistogramLayout::from_seconds(&[1e-4], false).unwrap();
+        let mut c = RttHistogram::default();
+        c.observe(&classic_only, 1);
+        assert_eq!(c.heap_bytes(), 2 * 8);
+        let none = HistogramLayout { bounds_ns: Vec::new(), native: false };
+        let mut z = RttHistogram::default();
+        z.observe(&none, 1);
+        assert_eq!(z.heap_bytes(), 0, "nothing kept, nothing allocated");
+    }
+
+    #[test]
     fn nothing_is_allocated_before_the_first_answer() {
         let h = RttHistogram::default();
         assert_eq!(h.heap_bytes(), 0);
         let layout = HistogramLayout::from_seconds(&[0.001], true).unwrap();
         assert_eq!(h.classic_cumulative(&layout), vec![0]);
-        assert_eq!(h.native(), NativeBuckets { schema: NATIVE_SCHEMA, zero_count: 0, buckets: vec![] });
+        assert_eq!(h.native(&layout), NativeBuckets { schema: NATIVE_SCHEMA, zero_count: 0, buckets: vec![] });
     }
 }

@@ -455,7 +455,7 @@ impl Lifecycle {
             counters: target.stats.counters(),
             window: target.stats.window(),
             classic: target.stats.classic_buckets(&self.histograms),
-            native: self.histograms.native.then(|| target.stats.native_buckets()),
+            native: self.histograms.native.then(|| target.stats.native_buckets(&self.histograms)),
         })
     }
 

@@ -103,8 +103,8 @@ impl TargetStats {
         self.histogram.classic_cumulative(layout)
     }
 
-    pub fn native_buckets(&self) -> NativeBuckets {
-        self.histogram.native()
+    pub fn native_buckets(&self, layout: &HistogramLayout) -> NativeBuckets {
+        self.histogram.native(layout)
     }
 
     /// The window gauges now (the newest samples within the limit, narrowed by the change rule).
