@@ -77,8 +77,7 @@ test('a real Prometheus with native histograms scrapes each target as a native h
     lab,
     () => ['scrape_configs:', job('icmp', '', ICMP.slice(0, 3)), job('tcp', "tcp_port: ['9']", ICMP.slice(0, 2)), ''].join('\n'),
     (f) => t.teardown(f),
-    {},
-    ['--enable-feature=native-histograms'],
+    { flags: ['--enable-feature=native-histograms'] },
   );
   // Native series have no _bucket: histogram_count reads the native histogram only.
   for (const proto of ['icmp', 'tcp'] as const) {

@@ -63,6 +63,11 @@ async function main(): Promise<void> {
   try {
     if (SECTIONS.has('scale')) {
       await section('scale', `Scale: the exporter against the kernel peer, 2 s interval, -maxpps 100000 (window ${WINDOW_MS} ms)`, () => scale(teardown, STEPS, WINDOW_MS));
+      // The same last step with no histogram kept: what a target's histograms cost, beside the row above.
+      const last = STEPS[STEPS.length - 1] ?? 100_000;
+      await section('scale_without_histograms', `Scale at ${last} targets with -buckets=none -native-histograms=false (the histograms' memory is the difference)`, () =>
+        scale(teardown, [last], WINDOW_MS, undefined, undefined, ['-buckets=none', '-native-histograms=false']),
+      );
       await section('churn', 'Churn: 20,000 targets added at once, then expiring together, beside 1,000 kept ones', () => churn(teardown));
     }
     if (SECTIONS.has('ceiling')) {

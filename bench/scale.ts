@@ -69,9 +69,10 @@ export async function scale(
   windowMs: number,
   intervalMs = INTERVAL_MS,
   maxPps = 100_000,
+  extraArgs: readonly string[] = [],
 ): Promise<Array<Record<string, number>>> {
   const lab = Lab.create({ teardown });
-  const args = ['-i-wont-be-evil', '-interval', String(intervalMs), '-timeout', '1000', '-maxpps', String(maxPps)];
+  const args = ['-i-wont-be-evil', '-interval', String(intervalMs), '-timeout', '1000', '-maxpps', String(maxPps), ...extraArgs];
   const exporter = await lab.startExporter(args);
   const pid = exporter.child.pid ?? 0;
   await sleep(500);

@@ -19,21 +19,21 @@ export interface PrometheusProcess {
  * Starts Prometheus in the lab's prober namespace, its data in a temporary directory;
  * `config(dir)` is its configuration, and `files` (name -> contents) are written into that
  * directory first (CA certificates, password files, rules); `flags` are added to its command
- * line. `onTeardown` gets what kills it and removes the directory. Resolves once it is ready
- * (its log in the error otherwise).
+ * line; `port` (default 9090) lets two run in one lab. `onTeardown` gets what kills it and
+ * removes the directory. Resolves once it is ready (its log in the error otherwise).
  */
 export async function startPrometheus(
   lab: Lab,
   config: (dir: string) => string,
   onTeardown: (f: () => void) => void,
-  files: Record<string, string> = {},
-  flags: readonly string[] = [],
+  opts: { files?: Record<string, string>; flags?: readonly string[]; port?: number } = {},
 ): Promise<PrometheusProcess> {
+  const { files = {}, flags = [], port = PROMETHEUS_PORT } = opts;
   const dir = mkdtempSync(join(tmpdir(), 'lab-prometheus-'));
   onTeardown(() => rmSync(dir, { recursive: true, force: true }));
   for (const [name, contents] of Object.entries(files)) writeFileSync(join(dir, name), contents);
   writeFileSync(join(dir, 'prometheus.yml'), config(dir));
-  const listen = `${lab.httpAddress}:${PROMETHEUS_PORT}`;
+  const listen = `${lab.httpAddress}:${port}`;
   const child = lab.spawn(lab.prober, PROMETHEUS, [
     `--config.file=${join(dir, 'prometheus.yml')}`,
     `--storage.tsdb.path=${join(dir, 'data')}`,
