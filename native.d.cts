@@ -16,7 +16,7 @@ export declare class Engine {
    * Starts probing an IP address, with ICMP echo or with TCP SYN to `port`; returns the
    * target's id.
    */
-  track(address: string, protocol: 'icmp' | 'tcp', port?: number): number
+  track(address: string, protocol: 'icmp' | 'tcp', port?: number | undefined | null, options?: ProbeOptions | undefined | null): number
   untrack(id: number): void
   /**
    * `listener(reason)` is called once, on the event loop, if the engine thread ends
@@ -124,6 +124,20 @@ export interface EngineOptions {
 
 /** The engine's version: "netprobe " and its crate version. */
 export declare function engineVersion(): string
+
+/** How a target's probes differ from the default ones (`/probe` parameters). */
+export interface ProbeOptions {
+  /** ICMP payload bytes (12..8972; default 56). */
+  size?: number
+  /** IPv4 TTL / IPv6 hop limit (1..255). */
+  ttl?: number
+  /** IPv4 TOS byte / IPv6 traffic class (0..255). */
+  tos?: number
+  /** Don't fragment (true), may fragment (false); absent: the kernel's default. */
+  df?: boolean
+  /** A local address to send from. */
+  source?: string
+}
 
 /**
  * Numbers per target at the start of `snapshotFlat`'s answer, then one per classic bucket

@@ -18,7 +18,22 @@ test('tcp_port: repeated, deduplicated, 1..65535', (t) => {
   t.deepEqual(q('target=a&tcp_port=443&tcp_port=80&tcp_port=443&tcp_port=1&tcp_port=65535').tcpPorts, [443, 80, 1, 65535]);
 });
 
+test('probe options: size, ttl, tos (decimal or 0x), df, source (canonical); none when absent', (t) => {
+  t.deepEqual(q('target=a&size=1000&ttl=7&tos=0xB8&df=0&source=2001:0002::0077').options, { size: 1000, ttl: 7, tos: 184, df: false, source: '2001:2::77' });
+  t.deepEqual(q('target=a&df=1&tcp_port=80&ttl=255&tos=0').options, { df: true, ttl: 255, tos: 0 });
+  t.false('options' in q('target=a'));
+});
+
 for (const [query, message] of [
+  ['target=a&size=8973', /invalid size="8973" \(expected an integer between 12 and 8972\)/],
+  ['target=a&size=1e3', /invalid size="1e3"/],
+  ['target=a&size=100&tcp_port=80', /size applies to ICMP probes only/],
+  ['target=a&ttl=-1', /invalid ttl="-1"/],
+  ['target=a&tos=256', /invalid tos="256"/],
+  ['target=a&df=true', /invalid df="true" \(expected 0 or 1\)/],
+  ['target=a&source=host.example', /invalid source="host.example"/],
+  ['target=a&source=fe80::1%25eth0', /invalid source="fe80::1%eth0"/],
+  ['target=a&size=100&size=200', /size may be given once/],
   ['', /missing parameter target/],
   ['ip_version=4', /missing parameter target/],
   ['target=', /empty target/],

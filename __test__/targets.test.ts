@@ -8,9 +8,9 @@ function registry(refuse = new Set<string>()) {
   let next = 1;
   let now = 0;
   const engine = {
-    track(address: string, protocol: 'icmp' | 'tcp', port?: number) {
+    track(address: string, protocol: 'icmp' | 'tcp', port?: number | null, options?: { ttl?: number } | null) {
       if (refuse.has(address)) throw Object.assign(new Error(`${address} cannot be probed`), { code: 'InvalidArg' });
-      tracked.set(next, `${address}|${protocol}|${port ?? 0}`);
+      tracked.set(next, `${address}|${protocol}|${port ?? 0}${options?.ttl ? `|ttl${options.ttl}` : ''}`);
       return next++;
     },
     untrack(id: number) {
@@ -105,4 +105,26 @@ test('an expired burst gives its arrays back; kept targets keep their slots and 
   targets.acquire([{ address: '198.18.200.1', port: 0 }]);
   t.is(targets.tableSizes().slots, 11);
   t.deepEqual(targets.all().map((x) => x.address).slice(-1), ['198.18.200.1']);
+});
+
+test('each set of probe options is a target of its own; a set is forgotten with its last target', (t) => {
+  const { targets, tracked, tick } = registry();
+  const [plain, ttl7, again, tcp7] = [
+    targets.acquire([{ address: '198.18.0.1', port: 0 }]),
+    targets.acquire([{ address: '198.18.0.1', port: 0, options: { ttl: 7 } }]),
+    targets.acquire([{ address: '198.18.0.1', port: 0, options: { ttl: 7 } }]),
+    targets.acquire([{ address: '198.18.0.1', port: 80, options: { ttl: 7 } }]),
+  ].map((r) => r[0]?.id);
+  t.is(new Set([plain, ttl7, tcp7]).size, 3, 'three probes');
+  t.is(again, ttl7, 'the same options: the same probe');
+  t.deepEqual([...tracked.values()].sort(), ['198.18.0.1|icmp|0', '198.18.0.1|icmp|0|ttl7', '198.18.0.1|tcp|80|ttl7']);
+  t.deepEqual(targets.find([{ address: '198.18.0.1', port: 0, options: { ttl: 7 } }]).map((x) => x.id), [ttl7]);
+  t.deepEqual(targets.find([{ address: '198.18.0.1', port: 0, options: { ttl: 8 } }]), []);
+  t.deepEqual(targets.all().map((x) => x.options?.ttl ?? 0).sort(), [0, 7, 7]);
+  tick(2000);
+  t.is(targets.sweep(), 3);
+  // The set was forgotten: taken again, it is a new probe.
+  const later = targets.acquire([{ address: '198.18.0.1', port: 0, options: { ttl: 7 } }])[0]?.id;
+  t.not(later, ttl7);
+  t.is(tracked.size, 1);
 });

@@ -8,7 +8,7 @@
 import { canonicalIp } from './resolve.js';
 
 const EMPTY = -1;
-/** `meta` of a slot: 0 when free, else this bit, the family (4 or 6) at bit 16, the port below. */
+/** `meta` of a slot: 0 when free, else this bit, the family and the key (see `metaOf`). */
 const USED = 0x8000_0000;
 
 /** Writes the 4 bytes of a dotted IPv4 address at `out[at]`; false when it is not one. */
@@ -83,14 +83,14 @@ export class AddressIndex {
   }
 
   /** The slot indexed under `address` and `port`. */
-  get(address: string, port: number): number | undefined {
+  get(address: string, key: number): number | undefined {
     const family = addressBytes(address, this.scratch);
     if (family === 0) return undefined;
     const mask = this.table.length - 1;
-    for (let i = this.hash(this.scratch, 0, family, port) & mask; ; i = (i + 1) & mask) {
+    for (let i = this.hash(this.scratch, 0, family, key) & mask; ; i = (i + 1) & mask) {
       const slot = this.table[i] as number;
       if (slot === EMPTY) return undefined;
-      if (this.meta[slot] === metaOf(family, port) && this.sameBytes(slot)) return slot;
+      if (this.meta[slot] === metaOf(family, key) && this.sameBytes(slot)) return slot;
     }
   }
 
@@ -98,12 +98,12 @@ export class AddressIndex {
    * Indexes free `slot` under `address` and `port` (which must not be indexed yet); false,
    * and nothing changed, when `address` is not an IP address.
    */
-  set(slot: number, address: string, port: number): boolean {
+  set(slot: number, address: string, key: number): boolean {
     const family = addressBytes(address, this.scratch);
     if (family === 0) return false;
     this.ensureSlot(slot);
     this.bytes.set(this.scratch, slot * 16);
-    this.meta[slot] = metaOf(family, port);
+    this.meta[slot] = metaOf(family, key);
     this.count += 1;
     if (2 * this.count > this.table.length) this.rehash(2 * this.table.length);
     else this.place(slot);
@@ -136,13 +136,18 @@ export class AddressIndex {
   /** The address of an indexed slot, in the canonical text form. */
   address(slot: number): string {
     const b = this.bytes.subarray(slot * 16, slot * 16 + 16);
-    if (((this.meta[slot] as number) >>> 16 & 0xf) === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+    if (((this.meta[slot] as number) >>> 28 & 0x7) === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
     const words = Array.from({ length: 8 }, (_, i) => (((b[2 * i] as number) << 8) | (b[2 * i + 1] as number)).toString(16));
     return canonicalIp(words.join(':'))?.address ?? words.join(':');
   }
 
   port(slot: number): number {
     return (this.meta[slot] as number) & 0xffff;
+  }
+
+  /** The probe options' variant of `slot` (see `probeKey`). */
+  variant(slot: number): number {
+    return ((this.meta[slot] as number) >>> 16) & 0x7ff;
   }
 
   /**
@@ -182,7 +187,7 @@ export class AddressIndex {
 
   private home(slot: number): number {
     const meta = this.meta[slot] as number;
-    return this.hash(this.bytes, slot * 16, (meta >>> 16) & 0xf, meta & 0xffff) & (this.table.length - 1);
+    return this.hash(this.bytes, slot * 16, (meta >>> 28) & 0x7, meta & 0x7ff_ffff) & (this.table.length - 1);
   }
 
   private place(slot: number): void {
@@ -202,17 +207,27 @@ export class AddressIndex {
     return true;
   }
 
-  /** FNV-1a over the address bytes, the family and the port. */
+  /** FNV-1a over the address bytes, the family and the key (port and variant). */
   private hash(bytes: Uint8Array, at: number, family: number, port: number): number {
     let h = 0x811c9dc5;
     for (let k = 0; k < 16; k++) h = Math.imul(h ^ (bytes[at + k] as number), 0x01000193);
     h = Math.imul(h ^ family, 0x01000193);
     h = Math.imul(h ^ (port & 0xff), 0x01000193);
-    h = Math.imul(h ^ (port >>> 8), 0x01000193);
+    h = Math.imul(h ^ ((port >>> 8) & 0xff), 0x01000193);
+    h = Math.imul(h ^ (port >>> 16), 0x01000193);
     return h >>> 0;
   }
 }
 
-function metaOf(family: number, port: number): number {
-  return (USED | (family << 16) | port) >>> 0;
+/**
+ * Used bit, family (4 or 6) in bits 28..30, and the key: a port in the low 16 bits, the
+ * probe options' variant (0..2047) above it.
+ */
+function metaOf(family: number, key: number): number {
+  return (USED | (family << 28) | key) >>> 0;
+}
+
+/** A target's key in the index: its TCP port (0 for ICMP) and its probe options' variant. */
+export function probeKey(port: number, variant = 0): number {
+  return port + variant * 0x1_0000;
 }

@@ -8,3 +8,4 @@ export { DEFAULTS, parseFlags, type ExporterOptions } from './flags.js';
 export { BadRequestError, FlagError, UnavailableError } from './errors.js';
 export { SUPPORTED_PLATFORMS, type EngineCounters, type TargetStats } from './native.js';
 export type { IpVersion } from './resolve.js';
+export type { ProbeOptions } from './probe-options.js';

@@ -7,6 +7,7 @@ import { defaultBuckets } from './buckets.js';
 import { DEFAULTS } from './flags.js';
 import { Engine, type EngineCounters, type TargetStats } from './native.js';
 import { snapshotFlat, statsAt } from './snapshot.js';
+import type { ProbeOptions } from './probe-options.js';
 import { Resolver, type IpVersion } from './resolve.js';
 import { Targets, type Target } from './targets.js';
 
@@ -34,12 +35,13 @@ export interface ProberOptions {
   nativeHistograms?: boolean | undefined;
 }
 
-/** One probe: an address with ICMP echo, or with TCP SYN to `port`. */
+/** One probe: an address with ICMP echo, or with TCP SYN to `port`, and how its packets differ from the default. */
 export interface ProbeTarget {
   address: string;
   protocol: 'icmp' | 'tcp';
   /** 0 for ICMP. */
   port: number;
+  options?: ProbeOptions;
 }
 
 export interface ProbeStats extends ProbeTarget, TargetStats {}
@@ -49,7 +51,12 @@ export function chooseIdentifier(mode: 0 | 1, pid = process.pid): number {
   return mode === 1 || pid === 1 ? randomInt(1, 0x10000) : pid & 0xffff;
 }
 
-const describe = (t: Target): ProbeTarget => ({ address: t.address, port: t.port, protocol: t.port === 0 ? 'icmp' : 'tcp' });
+const describe = (t: Target): ProbeTarget => ({
+  address: t.address,
+  port: t.port,
+  protocol: t.port === 0 ? 'icmp' : 'tcp',
+  ...(t.options ? { options: t.options } : {}),
+});
 
 export class Prober {
   readonly identifier: number;
@@ -86,10 +93,10 @@ export class Prober {
    * given `tcpPort`, with TCP SYN. Adding a target again keeps its history. Throws
    * BadRequestError for a name that does not resolve or an address that cannot be probed.
    */
-  async add(target: string, options: { tcpPort?: number; ipVersion?: IpVersion } = {}): Promise<ProbeTarget[]> {
+  async add(target: string, options: { tcpPort?: number; ipVersion?: IpVersion; probe?: ProbeOptions } = {}): Promise<ProbeTarget[]> {
     const addresses = await this.resolver.resolve(target, options.ipVersion ?? 'all');
     const port = options.tcpPort ?? 0;
-    return this.targets.acquire(addresses.map(({ address }) => ({ address, port }))).map(describe);
+    return this.targets.acquire(addresses.map(({ address }) => ({ address, port, options: options.probe }))).map(describe);
   }
 
   /** Stops probing these targets. */

@@ -13,10 +13,12 @@ import type { Logger } from './log.js';
 import { clientCertRefusal, tlsOptions, type WebGate } from './web-gate.js';
 import type { HttpObserver } from './metrics.js';
 import type { Engine } from './native.js';
-import { parseProbeQuery } from './params.js';
+import { isIPv4 } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { parseProbeQuery, type ProbeQuery } from './params.js';
 import { renderProbe, renderProbeProtobuf, wantsProtobuf } from './render.js';
 import { snapshotFlat, statsAt } from './snapshot.js';
-import { checkHostname, literalTarget, type ResolvedAddress, type Resolver } from './resolve.js';
+import { canonicalIp, checkHostname, literalTarget, type IpVersion, type ResolvedAddress, type Resolver } from './resolve.js';
 import type { Targets } from './targets.js';
 
 /** Probes (addresses after DNS, times TCP ports) one /probe request may name. */
@@ -70,9 +72,28 @@ and measures round trips with kernel timestamps.</p>
 </body></html>
 `;
 
+/**
+ * A `source` must be an address of this host (of its network namespace); its family is the
+ * only one the request can probe. Returns the IP version the lookups are narrowed to.
+ */
+function checkSource(query: ProbeQuery): IpVersion {
+  const source = query.options?.source;
+  if (source === undefined) return query.ipVersion;
+  const family = isIPv4(source) ? '4' : '6';
+  const local = Object.values(networkInterfaces())
+    .flat()
+    .some((a) => a !== undefined && canonicalIp(a.address.split('%')[0] ?? '')?.address === source);
+  if (!local) throw new BadRequestError(`source ${source} is not an address of this host`);
+  if (query.ipVersion !== 'all' && query.ipVersion !== family) {
+    throw new BadRequestError(`source ${source} is IPv${family}, ip_version=${query.ipVersion} asks for IPv${query.ipVersion}`);
+  }
+  return family;
+}
+
 async function probe(deps: AppDeps, params: URLSearchParams, accept: string | undefined): Promise<Reply> {
   const started = process.hrtime.bigint();
-  const query = parseProbeQuery(params);
+  const parsed = parseProbeQuery(params);
+  const query = { ...parsed, ipVersion: checkSource(parsed) };
   const failure = deps.engine.failure();
   if (failure) throw new UnavailableError(`the probing engine failed: ${failure}`);
   // Without tcp_port, one ICMP probe per address; with it, one SYN probe per address and port.
@@ -90,6 +111,10 @@ async function probe(deps: AppDeps, params: URLSearchParams, accept: string | un
   for (const target of query.targets) {
     const literal = literalTarget(target);
     if (literal) {
+      const source = query.options?.source;
+      if (source !== undefined && isIPv4(source) !== (literal.family === 4)) {
+        throw new BadRequestError(`source ${source} is IPv${isIPv4(source) ? 4 : 6}, target ${target} is not`);
+      }
       // No lookup for a literal: this refuses one of the other family than ip_version.
       await deps.resolver.resolve(target, query.ipVersion);
       const why = allow?.refuseAddress(literal.address, literal.family, target);
@@ -101,7 +126,7 @@ async function probe(deps: AppDeps, params: URLSearchParams, accept: string | un
       if (why) throw new ForbiddenError(why);
     }
   }
-  deps.targets.checkLimit(literals.flatMap(({ address }) => ports.map((port) => ({ address, port }))));
+  deps.targets.checkLimit(literals.flatMap(({ address }) => ports.map((port) => ({ address, port, options: query.options }))));
   const resolved: ResolvedAddress[][] = await Promise.all(query.targets.map((t) => deps.resolver.resolve(t, query.ipVersion)));
   if (allow) {
     query.targets.forEach((target, i) => {
@@ -113,7 +138,8 @@ async function probe(deps: AppDeps, params: URLSearchParams, accept: string | un
     });
   }
   const addresses = [...new Set(resolved.flat().map((a) => a.address))];
-  const wanted = addresses.flatMap((address) => ports.map((port) => ({ address, port })));
+  const options = query.options;
+  const wanted = addresses.flatMap((address) => ports.map((port) => ({ address, port, options })));
   if (wanted.length > MAX_PROBES) {
     const what = query.tcpPorts.length > 0 ? `${addresses.length} addresses × ${ports.length} ports` : `${addresses.length} addresses`;
     throw new BadRequestError(`too many targets: ${what}, at most ${MAX_PROBES} probes per request`);

@@ -3,14 +3,19 @@
  * starts its background probe in the engine; every request refreshes it; a probe nobody
  * asked for during `expiryMs` is stopped.
  */
-import { AddressIndex, addressBytes } from './address-index.js';
+import { AddressIndex, addressBytes, probeKey } from './address-index.js';
 import { BadRequestError, LimitError, UnavailableError } from './errors.js';
 import type { Engine } from './native.js';
+import { OptionVariants, optionsKey, type ProbeOptions } from './probe-options.js';
 
-/** What is probed: an address with ICMP echo (`port` 0) or with TCP SYN to `port`. */
+/**
+ * What is probed: an address with ICMP echo (`port` 0) or with TCP SYN to `port`, with
+ * probe options or not: each distinct set of options is a probe of its own.
+ */
 export interface Probe {
   address: string;
   port: number;
+  options?: ProbeOptions | undefined;
 }
 
 export interface Target extends Probe {
@@ -31,6 +36,7 @@ function isInvalidArg(e: unknown): boolean {
  */
 export class Targets {
   private readonly index = new AddressIndex();
+  private readonly variants = new OptionVariants();
   private ids = new Uint32Array(1024);
   private lastAccess = new Float64Array(1024);
   /** Free slots below `slotsUsed`, kept so that `pop` gives the lowest (see `add`). */
@@ -65,7 +71,9 @@ export class Targets {
    */
   checkLimit(probes: readonly Probe[]): void {
     if (!Number.isFinite(this.maxTargets)) return;
-    const fresh = new Set(probes.filter(({ address, port }) => this.index.get(address, port) === undefined).map(({ address, port }) => `${address} ${port}`));
+    const fresh = new Set(
+      probes.filter((p) => this.slotOf(p) === undefined).map(({ address, port, options }) => `${address} ${port} ${optionsKey(options)}`),
+    );
     if (this.index.size + fresh.size > this.maxTargets) {
       throw new LimitError(
         `-max-targets ${this.maxTargets}: ${this.index.size} targets are being probed and this request would add ${fresh.size}; ` +
@@ -79,8 +87,14 @@ export class Targets {
     return tcp ? this.tcpCount : this.index.size - this.tcpCount;
   }
 
+  /** The slot of a probe being made, if it is. */
+  private slotOf({ address, port, options }: Probe): number | undefined {
+    const variant = this.variants.peek(options);
+    return variant === undefined ? undefined : this.index.get(address, probeKey(port, variant));
+  }
+
   /** A slot for a target the engine now probes as `id`; undefined when `address` is no IP address. */
-  private add(address: string, port: number, id: number): number | undefined {
+  private add(address: string, port: number, variant: number, id: number): number | undefined {
     // The lowest free slot: after a burst left, the slots in use stay at the bottom and the
     // top can be given back (shrink).
     if (!this.freeSorted) {
@@ -98,7 +112,7 @@ export class Targets {
       }
       slot = this.slotsUsed++;
     }
-    if (!this.index.set(slot, address, port)) {
+    if (!this.index.set(slot, address, probeKey(port, variant))) {
       this.freeSlots.push(slot);
       this.freeSorted = false;
       return undefined;
@@ -112,6 +126,7 @@ export class Targets {
   private remove(slot: number): void {
     if (!this.index.holds(slot)) return;
     if (this.index.port(slot) !== 0) this.tcpCount -= 1;
+    this.variants.release(this.index.variant(slot));
     this.index.delete(slot);
     this.freeSlots.push(slot);
     this.freeSorted = false;
@@ -157,24 +172,33 @@ export class Targets {
       const message = `cannot probe ${what}: ${e.message}`;
       return isInvalidArg(e) ? new BadRequestError(message) : new UnavailableError(message);
     };
-    for (const { address, port } of probes) {
-      let slot = this.index.get(address, port);
+    for (const probe of probes) {
+      const { address, port, options } = probe;
+      let slot = this.slotOf(probe);
       if (slot === undefined) {
         const what = port === 0 ? address : `${address} port ${port}`;
         if (addressBytes(address, new Uint8Array(16)) === 0) {
           throw refuse(what, Object.assign(new Error('not an IP address'), { code: 'InvalidArg' }));
         }
+        let variant: number;
+        try {
+          variant = this.variants.take(options);
+        } catch (e) {
+          for (const s of started) this.remove(s);
+          throw e;
+        }
         let id: number;
         try {
-          id = port === 0 ? this.engine.track(address, 'icmp') : this.engine.track(address, 'tcp', port);
+          id = port === 0 ? this.engine.track(address, 'icmp', undefined, options) : this.engine.track(address, 'tcp', port, options);
         } catch (e) {
+          this.variants.release(variant);
           throw refuse(what, e as Error);
         }
-        slot = this.add(address, port, id) as number;
+        slot = this.add(address, port, variant, id) as number;
         started.push(slot);
       }
       slots.push(slot);
-      out.push({ address, port, id: this.ids[slot] as number });
+      out.push({ address, port, id: this.ids[slot] as number, ...(options ? { options } : {}) });
     }
     const now = this.now();
     for (const slot of slots) this.lastAccess[slot] = now;
@@ -184,24 +208,26 @@ export class Targets {
 
   /** The targets of these probes that exist, in order. */
   find(probes: readonly Probe[]): Target[] {
-    return probes.flatMap(({ address, port }) => {
-      const slot = this.index.get(address, port);
-      return slot === undefined ? [] : [{ address, port, id: this.ids[slot] as number }];
+    return probes.flatMap((probe) => {
+      const slot = this.slotOf(probe);
+      return slot === undefined ? [] : [{ ...probe, id: this.ids[slot] as number }];
     });
   }
 
   all(): Target[] {
     const out: Target[] = [];
     for (let slot = 0; slot < this.slotsUsed; slot++) {
-      if (this.index.holds(slot)) out.push({ address: this.index.address(slot), port: this.index.port(slot), id: this.ids[slot] as number });
+      if (!this.index.holds(slot)) continue;
+      const options = this.variants.options(this.index.variant(slot));
+      out.push({ address: this.index.address(slot), port: this.index.port(slot), id: this.ids[slot] as number, ...(options ? { options } : {}) });
     }
     return out;
   }
 
   /** Stops these probes now. */
   release(probes: readonly Probe[]): void {
-    for (const { address, port } of probes) {
-      const slot = this.index.get(address, port);
+    for (const probe of probes) {
+      const slot = this.slotOf(probe);
       if (slot !== undefined) this.remove(slot);
     }
   }

@@ -146,7 +146,7 @@ export class Lab {
     return sh('ip', ['netns', 'exec', ns, cmd, ...args], input);
   }
 
-  private ip(ns: string, ...args: string[]): void {
+  ip(ns: string, ...args: string[]): void {
     sh('ip', ['-n', ns, ...args]);
   }
 

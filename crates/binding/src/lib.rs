@@ -44,6 +44,40 @@ fn interface(choice: Option<String>) -> Result<Interface> {
     }
 }
 
+/// How a target's probes differ from the default ones (`/probe` parameters).
+#[napi(object)]
+pub struct ProbeOptions {
+    /// ICMP payload bytes (12..8972; default 56).
+    pub size: Option<u32>,
+    /// IPv4 TTL / IPv6 hop limit (1..255).
+    pub ttl: Option<u32>,
+    /// IPv4 TOS byte / IPv6 traffic class (0..255).
+    pub tos: Option<u32>,
+    /// Don't fragment (true), may fragment (false); absent: the kernel's default.
+    pub df: Option<bool>,
+    /// A local address to send from.
+    pub source: Option<String>,
+}
+
+fn probe_options(o: Option<ProbeOptions>) -> Result<netprobe::ProbeOptions> {
+    let Some(o) = o else { return Ok(netprobe::ProbeOptions::default()) };
+    let invalid = |what: &str| Error::new(Status::InvalidArg, what.to_string());
+    let byte = |v: Option<u32>, what: &str| v.map(|n| u8::try_from(n).map_err(|_| invalid(what))).transpose();
+    Ok(netprobe::ProbeOptions {
+        size: o
+            .size
+            .map(|n| u16::try_from(n).map_err(|_| invalid("size must be between 12 and 8972 bytes")))
+            .transpose()?,
+        ttl: byte(o.ttl, "ttl must be between 1 and 255")?,
+        tos: byte(o.tos, "tos must be between 0 and 255")?,
+        df: o.df,
+        source: o
+            .source
+            .map(|a| a.parse::<IpAddr>().map_err(|_| invalid(&format!("source {a:?} is not an IP address"))))
+            .transpose()?,
+    })
+}
+
 /// Engine-wide counters (see netprobe::counters for what each one counts).
 #[napi(object)]
 pub struct EngineCounters {
@@ -84,6 +118,7 @@ fn to_js_error(e: EngineError) -> Error {
         EngineError::Unusable(_)
         | EngineError::FamilyUnavailable(_)
         | EngineError::InvalidPort
+        | EngineError::InvalidOptions(_)
         | EngineError::TcpUnavailable(_) => Status::InvalidArg,
         _ => Status::GenericFailure,
     };
@@ -225,8 +260,17 @@ impl Engine {
 
     /// Starts probing an IP address, with ICMP echo or with TCP SYN to `port`; returns the
     /// target's id.
-    #[napi(catch_unwind, ts_args_type = "address: string, protocol: 'icmp' | 'tcp', port?: number")]
-    pub fn track(&self, address: String, protocol: String, port: Option<u32>) -> Result<u32> {
+    #[napi(
+        catch_unwind,
+        ts_args_type = "address: string, protocol: 'icmp' | 'tcp', port?: number | undefined | null, options?: ProbeOptions | undefined | null"
+    )]
+    pub fn track(
+        &self,
+        address: String,
+        protocol: String,
+        port: Option<u32>,
+        options: Option<ProbeOptions>,
+    ) -> Result<u32> {
         let kind = match (protocol.as_str(), port) {
             ("icmp", None) => ProbeKind::Icmp,
             ("tcp", Some(p)) => {
@@ -241,7 +285,7 @@ impl Engine {
         };
         let addr: IpAddr =
             address.parse().map_err(|_| Error::new(Status::InvalidArg, format!("{address:?} is not an IP address")))?;
-        self.inner.track(addr, kind).map_err(to_js_error)
+        self.inner.track_with(addr, kind, probe_options(options)?).map_err(to_js_error)
     }
 
     #[napi(catch_unwind)]

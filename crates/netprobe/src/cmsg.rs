@@ -1,7 +1,9 @@
 //! Control messages: parsing what `recvmsg` returns (timestamps, extended errors) and
 //! building the per-send OPT_ID message. Pure functions over bytes; the layout is the
 //! 64-bit Linux one (`cmsghdr` = usize length, i32 level, i32 type; data aligned to 8).
+use crate::options::ProbeOptions;
 use crate::sys;
+use std::net::IpAddr;
 
 const HDR_LEN: usize = 16;
 const ALIGN: usize = 8;
@@ -163,6 +165,82 @@ impl Default for OptIdCmsg {
     }
 }
 
+/// Room for every control message a probe send can carry: SCM_TS_OPT_ID, TTL or hop limit,
+/// TOS or traffic class, the source (`in6_pktinfo`, 20 bytes) and IPV6_DONTFRAG.
+const SEND_CMSG_LEN: usize = 4 * space(4) + space(20);
+
+/// The control messages of one probe send, written afresh for each: 8-byte aligned as the
+/// kernel expects.
+#[repr(C, align(8))]
+pub struct SendCmsg {
+    buf: [u8; SEND_CMSG_LEN],
+    len: usize,
+}
+
+impl SendCmsg {
+    pub fn new() -> Self {
+        Self { buf: [0; SEND_CMSG_LEN], len: 0 }
+    }
+
+    fn push(&mut self, level: i32, kind: i32, data: &[u8]) {
+        let at = self.len;
+        let Some(b) = self.buf.get_mut(at..at + space(data.len())) else { return };
+        b.fill(0);
+        b[0..8].copy_from_slice(&(HDR_LEN + data.len()).to_ne_bytes());
+        b[8..12].copy_from_slice(&level.to_ne_bytes());
+        b[12..16].copy_from_slice(&kind.to_ne_bytes());
+        b[HDR_LEN..HDR_LEN + data.len()].copy_from_slice(data);
+        self.len += space(data.len());
+    }
+
+    /// `opt_id`: the key the kernel reports with the transmit stamp (SCM_TS_OPT_ID); then the
+    /// options that are per packet: IPv4 IP_TTL, IP_TOS and IP_PKTINFO (its `ipi_spec_dst` is
+    /// the source), or IPv6 IPV6_HOPLIMIT, IPV6_TCLASS, IPV6_PKTINFO and IPV6_DONTFRAG. Empty
+    /// when there is none (IPv4 DF is the socket's setting, not a message).
+    pub fn build(&mut self, opt_id: Option<u32>, options: &ProbeOptions, v6: bool) -> &[u8] {
+        self.len = 0;
+        if let Some(key) = opt_id {
+            self.push(SOL_SOCKET, sys::SCM_TS_OPT_ID, &key.to_ne_bytes());
+        }
+        let (level, ttl, tos) = if v6 {
+            (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, libc::IPV6_TCLASS)
+        } else {
+            (libc::IPPROTO_IP, libc::IP_TTL, libc::IP_TOS)
+        };
+        if let Some(t) = options.ttl {
+            self.push(level, ttl, &i32::from(t).to_ne_bytes());
+        }
+        if let Some(t) = options.tos {
+            self.push(level, tos, &i32::from(t).to_ne_bytes());
+        }
+        match options.source {
+            Some(IpAddr::V4(a)) if !v6 => {
+                // in_pktinfo: ifindex 0 (any), spec_dst the source, addr unused on send.
+                let mut info = [0u8; 12];
+                info[4..8].copy_from_slice(&a.octets());
+                self.push(libc::IPPROTO_IP, libc::IP_PKTINFO, &info);
+            }
+            Some(IpAddr::V6(a)) if v6 => {
+                // in6_pktinfo: the address, then ifindex 0 (any).
+                let mut info = [0u8; 20];
+                info[..16].copy_from_slice(&a.octets());
+                self.push(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &info);
+            }
+            _ => {}
+        }
+        if v6 && options.df == Some(true) {
+            self.push(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, &1i32.to_ne_bytes());
+        }
+        &self.buf[..self.len]
+    }
+}
+
+impl Default for SendCmsg {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +368,34 @@ mod tests {
         let mut buf = cmsg(libc::SOL_IP, libc::IP_TTL, &64i32.to_ne_bytes());
         buf.extend(cmsg(libc::SOL_SOCKET, 37, &ts3((2, 0), (0, 0))));
         assert_eq!(parse(&buf).software, Some(Timestamp(2_000_000_000)));
+    }
+
+    #[test]
+    fn send_messages_carry_the_options() {
+        let mut c = SendCmsg::new();
+        assert!(c.build(None, &ProbeOptions::default(), false).is_empty());
+        let source = "198.18.0.9".parse().unwrap();
+        let o = ProbeOptions { ttl: Some(7), tos: Some(0xb8), source: Some(source), df: Some(true), size: None };
+        let v4 = c.build(Some(5), &o, false).to_vec();
+        let mut want = cmsg(SOL_SOCKET, sys::SCM_TS_OPT_ID, &5u32.to_ne_bytes());
+        want.extend(cmsg(libc::IPPROTO_IP, libc::IP_TTL, &7i32.to_ne_bytes()));
+        want.extend(cmsg(libc::IPPROTO_IP, libc::IP_TOS, &0xb8i32.to_ne_bytes()));
+        want.extend(cmsg(libc::IPPROTO_IP, libc::IP_PKTINFO, &[0, 0, 0, 0, 198, 18, 0, 9, 0, 0, 0, 0]));
+        assert_eq!(v4, want, "IPv4: DF is no message");
+        let source6: IpAddr = "2001:2::9".parse().unwrap();
+        let o6 = ProbeOptions { source: Some(source6), ..o };
+        let v6 = c.build(None, &o6, true).to_vec();
+        let mut info = match source6 {
+            IpAddr::V6(a) => a.octets().to_vec(),
+            IpAddr::V4(_) => unreachable!(),
+        };
+        info.extend([0; 4]);
+        let mut want6 = cmsg(libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, &7i32.to_ne_bytes());
+        want6.extend(cmsg(libc::IPPROTO_IPV6, libc::IPV6_TCLASS, &0xb8i32.to_ne_bytes()));
+        want6.extend(cmsg(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &info));
+        want6.extend(cmsg(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, &1i32.to_ne_bytes()));
+        assert_eq!(v6, want6);
+        assert!(v6.len() <= SEND_CMSG_LEN);
     }
 
     #[test]

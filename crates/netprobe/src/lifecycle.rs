@@ -22,6 +22,7 @@ use crate::counters::EngineCounters;
 use crate::engine::{ProbeKind, Proto, Shared, TargetId, TargetSnapshot};
 use crate::histogram::HistogramLayout;
 use crate::inflight::{Ended, InFlight, Key, Lookup, Probe, Reply, MAX_SLOTS};
+use crate::options::ProbeOptions;
 use crate::rtt;
 use crate::schedule::{self, SendQueue};
 use crate::stats::{Outcome, TargetStats};
@@ -150,6 +151,9 @@ pub struct Target {
     /// Next ICMP sequence number.
     pub seq: u16,
     pub stats: TargetStats,
+    /// Its probes differ from the default ones (`Lifecycle::options_of` says how): a flag in
+    /// what was padding, so that a default target pays nothing for options.
+    pub custom: bool,
 }
 
 /// A probe to send now. It is in flight from the moment it is handed out: report what became
@@ -227,10 +231,21 @@ pub(crate) fn proto_of(kind: ProbeKind) -> Proto {
     }
 }
 
+/// The length of a target's echo requests when `size` makes it other than the default.
+fn sized_echo_len(kind: ProbeKind, options: &ProbeOptions) -> Option<usize> {
+    let len = crate::wire::icmp::HEADER_LEN + options.payload_len();
+    (kind == ProbeKind::Icmp && len != crate::wire::icmp::PROBE_LEN).then_some(len)
+}
+
 pub struct Lifecycle {
     config: LifecycleConfig,
     /// What every target's histograms keep.
     histograms: HistogramLayout,
+    /// Echo request lengths other than the default that tracked targets send, with how many
+    /// targets send each: what a transmit stamp's packet copy may end with.
+    echo_lens: Vec<(usize, u32)>,
+    /// The options of the targets whose probes are not the default ones.
+    options: HashMap<TargetId, ProbeOptions>,
     shared: Arc<Shared>,
     tokens: TokenKey,
     targets: Vec<Option<Target>>,
@@ -298,6 +313,8 @@ impl Lifecycle {
         Lifecycle {
             config,
             histograms: HistogramLayout::default(),
+            echo_lens: Vec::new(),
+            options: HashMap::new(),
             shared,
             tokens: TokenKey::new(),
             targets: Vec::new(),
@@ -388,7 +405,22 @@ impl Lifecycle {
     }
 
     pub fn track(&mut self, id: TargetId, addr: IpAddr, kind: ProbeKind, now: Nanos) {
-        let target = Target { id, addr, kind, seq: 0, stats: TargetStats::default() };
+        self.track_with(id, addr, kind, ProbeOptions::default(), now);
+    }
+
+    /// Tracks a target whose probes carry `options` (checked by the caller).
+    pub fn track_with(&mut self, id: TargetId, addr: IpAddr, kind: ProbeKind, options: ProbeOptions, now: Nanos) {
+        if let Some(len) = sized_echo_len(kind, &options) {
+            match self.echo_lens.iter_mut().find(|(l, _)| *l == len) {
+                Some((_, n)) => *n += 1,
+                None => self.echo_lens.push((len, 1)),
+            }
+        }
+        let custom = !options.is_default();
+        if custom {
+            self.options.insert(id, options);
+        }
+        let target = Target { id, addr, kind, seq: 0, stats: TargetStats::default(), custom };
         let index = match self.free_targets.pop().map(|Reverse(i)| i) {
             Some(i) => {
                 self.targets[i] = Some(target);
@@ -408,7 +440,16 @@ impl Lifecycle {
 
     pub fn untrack(&mut self, id: TargetId, now: Nanos) {
         if let Some(index) = self.index_of.remove(&id).map(|i| i as usize) {
-            self.targets[index] = None;
+            let gone = self.targets[index].take();
+            let options = gone.as_ref().filter(|t| t.custom).and_then(|t| self.options.remove(&t.id));
+            if let Some(len) = gone.zip(options).and_then(|(t, o)| sized_echo_len(t.kind, &o)) {
+                if let Some(at) = self.echo_lens.iter().position(|(l, _)| *l == len) {
+                    self.echo_lens[at].1 -= 1;
+                    if self.echo_lens[at].1 == 0 {
+                        self.echo_lens.swap_remove(at);
+                    }
+                }
+            }
             self.free_targets.push(Reverse(index));
             self.turn = turn_length(self.index_of.len(), self.config.interval, self.config.gap);
             // Its queued send leaves the queue within an interval, its probes in flight within
@@ -435,11 +476,25 @@ impl Lifecycle {
         shrink!(self.targets);
         shrink!(self.free_targets);
         shrink!(self.index_of);
+        shrink!(self.options);
         self.schedule.shrink();
         shrink!(self.deadlines);
         shrink!(self.extended);
         shrink!(self.held);
         true
+    }
+
+    /// How the probes of the target in slot `index` are sent.
+    pub fn options_of(&self, index: usize) -> ProbeOptions {
+        match self.target(index) {
+            Some(t) if t.custom => self.options.get(&t.id).copied().unwrap_or_default(),
+            _ => ProbeOptions::default(),
+        }
+    }
+
+    /// Echo request lengths besides the default that tracked targets send.
+    pub fn sized_echo_lens(&self) -> impl Iterator<Item = usize> + '_ {
+        self.echo_lens.iter().map(|(l, _)| *l)
     }
 
     /// Slots of the target table (taken and free) and its allocation, for tests.

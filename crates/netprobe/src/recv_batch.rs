@@ -7,9 +7,11 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
-/// Bytes kept of each packet: a reply is under 100, an ICMP error quotes at most 576 (IPv4)
-/// or fills 1,280 (IPv6); anything longer is cut, which the parsers see as a short packet.
-pub const DATA_LEN: usize = 1536;
+/// Bytes kept of each packet: a reply to a default probe is under 100, an ICMP error quotes at
+/// most 576 (IPv4) or fills 1,280 (IPv6), and the reply to (or transmit stamp copy of) a probe
+/// with the largest `size` is 9,000 bytes and its link header; anything longer is cut, which
+/// the parsers see as a short packet. 32 of them: 300 KB, once.
+pub const DATA_LEN: usize = 9216;
 /// Messages one call reads at most.
 pub const MAX_BATCH: usize = 32;
 /// Control data per message: a timestamping message (64 bytes), an extended error with its

@@ -141,6 +141,20 @@ fn report_send_errors(sock: &Socket, family: Family) -> io::Result<()> {
     }
 }
 
+pub(crate) fn getsockopt_int(sock: &Socket, level: c_int, name: c_int) -> io::Result<c_int> {
+    let mut value: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live for the call and `len` is the size of `value`.
+    let rc = unsafe {
+        libc::getsockopt(sock.as_raw_fd(), level, name, (&mut value as *mut c_int).cast::<c_void>(), &mut len)
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 pub(crate) fn setsockopt<T>(sock: &Socket, level: c_int, name: c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` is a live, properly sized T for the duration of the call.
     let rc = unsafe {

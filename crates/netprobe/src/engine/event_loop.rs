@@ -4,12 +4,13 @@
 //! sends what the lifecycle hands out. Its loop: commands, then expire and send, then wait in
 //! `ppoll` and read every queue that has something.
 use super::{family_of, Command, IcmpMode, ProbeKind, Proto, Shared, TcpTransports};
-use crate::cmsg::{self, OptIdCmsg};
+use crate::cmsg::{self, SendCmsg};
 use crate::config::{EngineConfig, Interface};
 use crate::counters::EngineCounters;
 use crate::inflight::Key;
 use crate::lifecycle::{Lifecycle, LifecycleConfig, Nanos, ReadTime, SendResult, Transmit};
 use crate::netlink::RouteMonitor;
+use crate::options::ProbeOptions;
 use crate::ports::PortPool;
 use crate::recv_batch::{self, RecvBatch};
 use crate::routes;
@@ -30,6 +31,9 @@ struct Transport {
     sockets: FamilySockets,
     /// The receive socket's drop count as last reported (`SO_RXQ_OVFL`).
     drops_seen: u32,
+    /// IPv4 `IP_MTU_DISCOVER` of the send socket: as it is now, and as it was opened (what
+    /// probes without `df` get). None until a probe with `df` asked for a change.
+    pmtu: Option<(i32, i32)>,
 }
 
 /// Transports by slot: ICMP v4, ICMP v6, TCP v4, TCP v6.
@@ -61,7 +65,7 @@ const RECV_BATCH: usize = 32;
 /// Windows computed between two looks at the sockets and the schedule while answering a snapshot.
 const SNAPSHOT_CHUNK: usize = 16;
 /// The longest probe written (an ICMP echo request of 64 bytes; a SYN is 40).
-pub(super) const MAX_PROBE_LEN: usize = 64;
+pub(super) const MAX_PROBE_LEN: usize = crate::wire::icmp::HEADER_LEN + crate::options::MAX_SIZE as usize;
 // So that taking a probe-sized chunk of the packet buffer can never fail.
 const _: () = assert!(MAX_PROBE_LEN >= crate::wire::icmp::PROBE_LEN && MAX_PROBE_LEN >= crate::wire::tcp::SYN_LEN);
 /// The engine thread's timer slack (the kernel's default): small against a turn (`TURN_MIN`).
@@ -122,8 +126,8 @@ pub(super) struct EngineLoop {
     pub core: Lifecycle,
     /// The monotonic clock's zero for the lifecycle's times.
     pub origin: Instant,
-    pub packet: [u8; MAX_PROBE_LEN],
-    opt_id: OptIdCmsg,
+    pub packet: Box<[u8]>,
+    send_cmsg: SendCmsg,
     /// Messages read by one `recvmmsg` (taken out while they are handled).
     batch: RecvBatch,
     stopping: bool,
@@ -169,8 +173,8 @@ impl EngineLoop {
             wake,
             shared,
             origin: Instant::now(),
-            packet: [0; MAX_PROBE_LEN],
-            opt_id: OptIdCmsg::new(),
+            packet: vec![0; MAX_PROBE_LEN].into_boxed_slice(),
+            send_cmsg: SendCmsg::new(),
             batch: RecvBatch::new(RECV_BATCH),
             stopping: false,
             bound: [None, None],
@@ -214,7 +218,7 @@ impl EngineLoop {
 
     fn add_transport(&mut self, proto: Proto, family: Family, sockets: Option<FamilySockets>) {
         let i = slot(proto, family);
-        self.transports[i] = sockets.map(|sockets| Transport { sockets, drops_seen: 0 });
+        self.transports[i] = sockets.map(|sockets| Transport { sockets, drops_seen: 0, pmtu: None });
         if let Some(t) = &self.transports[i] {
             // A transport opened later joins its family's binding. Without CAP_NET_RAW it cannot.
             let _ = t.sockets.bind_to_interface(self.bound[usize::from(family == Family::V6)]);
@@ -443,9 +447,9 @@ impl EngineLoop {
     fn handle_commands(&mut self) {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Command::Track { id, addr, kind } => {
+                Command::Track { id, addr, kind, options } => {
                     let now = self.now();
-                    self.core.track(id, addr, kind, now);
+                    self.core.track_with(id, addr, kind, options, now);
                 }
                 Command::Untrack { id } => self.core.untrack(id, self.now()),
                 Command::Snapshot { ids, reply } => {
@@ -484,15 +488,16 @@ impl EngineLoop {
 
     /// Writes and sends one probe, and tells the lifecycle what became of it.
     fn send(&mut self, tx: Transmit) {
+        let options = self.core.options_of(tx.target_index as usize);
         let written = match tx.kind {
-            ProbeKind::Icmp => Ok(self.write_echo(&tx)),
-            ProbeKind::Tcp { port } => self.write_syn(&tx, port),
+            ProbeKind::Icmp => Ok(self.write_echo(&tx, &options)),
+            ProbeKind::Tcp { port } => self.write_syn(&tx, port, options.source),
         };
         // The fallback clock readings, as close to sendmsg as they get.
         let (at, real) = clock_pair(self.origin);
         let result = match written {
             Err(_) => SendResult::Failed,
-            Ok(len) => match self.transmit(&tx, len) {
+            Ok(len) => match self.transmit(&tx, len, &options) {
                 Ok(()) => SendResult::Sent { at, real },
                 Err(e) if congested(&e) => SendResult::Congested,
                 Err(_) => SendResult::Failed,
@@ -501,20 +506,22 @@ impl EngineLoop {
         self.core.on_sent(tx.key, result, at);
     }
 
-    fn transmit(&mut self, tx: &Transmit, len: usize) -> io::Result<()> {
+    fn transmit(&mut self, tx: &Transmit, len: usize, options: &ProbeOptions) -> io::Result<()> {
         let proto = crate::lifecycle::proto_of(tx.kind);
         let Some(t) = self.transports[slot(proto, family_of(tx.addr))].as_mut() else {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "no socket for this family"));
         };
+        if tx.addr.is_ipv4() {
+            set_ipv4_df(t, options.df)?;
+        }
         // Built per send rather than kept: 128 bytes a target otherwise.
         let dst = &SockAddr::from(SocketAddr::new(tx.addr, 0));
         let packet = &self.packet[..len];
         // Decided once at start (a send error never changes it): the key in the control
         // message, or nothing (the stamp comes with a copy of the packet).
-        match t.sockets.matching {
-            StampMatching::OptId => t.sockets.send(dst, packet, Some(self.opt_id.set(tx.key.0))),
-            StampMatching::Packet => t.sockets.send(dst, packet, None),
-        }
+        let opt_id = (t.sockets.matching == StampMatching::OptId).then_some(tx.key.0);
+        let ctrl = self.send_cmsg.build(opt_id, options, tx.addr.is_ipv6());
+        t.sockets.send(dst, packet, (!ctrl.is_empty()).then_some(ctrl))
     }
 
     /// Hands what a transport has queued (its send socket's error queue when `tx_stamps`) to
@@ -603,7 +610,7 @@ impl EngineLoop {
         };
         let (key, token) = match t.sockets.matching {
             StampMatching::OptId => (Key(err.data), None),
-            StampMatching::Packet => match looped::parse_looped(m.data, family, proto == Proto::Tcp) {
+            StampMatching::Packet => match self.parse_looped(m.data, family, proto == Proto::Tcp) {
                 Ok(LoopedProbe { probe: Looped::Echo { key, token, .. }, .. }) => (Key(key), Some(token)),
                 Ok(LoopedProbe { dst, probe: Looped::Syn { src_port, dst_port, seq } }) => {
                     (self.syn_key(dst, dst_port, src_port, seq), Some(u64::from(seq)))
@@ -615,6 +622,21 @@ impl EngineLoop {
     }
 }
 
+impl EngineLoop {
+    /// A transmit stamp's packet copy, read as a probe of the default length or, failing that,
+    /// of each other length tracked targets send (`size`).
+    fn parse_looped(&self, frame: &[u8], family: Family, tcp: bool) -> Result<LoopedProbe, crate::wire::ParseError> {
+        match looped::parse_looped(frame, family, tcp) {
+            Err(e) if !tcp => self
+                .core
+                .sized_echo_lens()
+                .find_map(|len| looped::parse_looped_sized(frame, family, false, len).ok())
+                .ok_or(e),
+            parsed => parsed,
+        }
+    }
+}
+
 /// Hands memory the engine freed back to the kernel: glibc keeps freed chunks of its heap
 /// (below its mmap threshold) for reuse until asked. A no-op elsewhere.
 fn release_free_memory() {
@@ -623,6 +645,32 @@ fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// IPv4 has no per-packet DF: the send socket's `IP_MTU_DISCOVER` decides, so it is switched
+/// when a probe wants another setting than the last one sent (probes with `df` are rare; the
+/// common case costs a comparison). `df` true: DF set, the path MTU ignored (a probe too big
+/// for the path is answered by "fragmentation needed", too big for this host's link is a send
+/// error); false: never DF (fragmented where needed); None: the setting the socket was opened with.
+fn set_ipv4_df(t: &mut Transport, df: Option<bool>) -> io::Result<()> {
+    let (now, opened) = match (t.pmtu, df) {
+        (None, None) => return Ok(()),
+        (Some(p), _) => p,
+        (None, Some(_)) => {
+            let v = crate::sockets::getsockopt_int(&t.sockets.tx, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER)?;
+            (v, v)
+        }
+    };
+    let wanted = match df {
+        Some(true) => libc::IP_PMTUDISC_PROBE,
+        Some(false) => libc::IP_PMTUDISC_DONT,
+        None => opened,
+    };
+    if wanted != now {
+        crate::sockets::setsockopt(&t.sockets.tx, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &wanted)?;
+    }
+    t.pmtu = Some((wanted, opened));
+    Ok(())
 }
 
 #[cfg(test)]

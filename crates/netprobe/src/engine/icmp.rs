@@ -6,18 +6,19 @@ use crate::cmsg;
 use crate::counters::EngineCounters;
 use crate::inflight::{Key, Reply};
 use crate::lifecycle::{Answer, Nanos, QuotedErrorReport, ReadTime, Transmit};
+use crate::options::ProbeOptions;
 use crate::recv_batch;
-use crate::wire::icmp::{self, EchoRepr, Family, Message, Quoted, QuotedError, PROBE_LEN};
+use crate::wire::icmp::{self, EchoRepr, Family, Message, Quoted, QuotedError};
 use std::net::IpAddr;
 
 impl EngineLoop {
     /// Writes the echo request of `tx` into the packet buffer; returns its length.
-    pub(super) fn write_echo(&mut self, tx: &Transmit) -> usize {
+    pub(super) fn write_echo(&mut self, tx: &Transmit, options: &ProbeOptions) -> usize {
         let repr = EchoRepr { ident: self.config.identifier, seq: tx.seq, key: tx.key.0, token: tx.token };
-        let buf: &mut [u8; PROBE_LEN] =
-            (&mut self.packet[..PROBE_LEN]).try_into().expect("packet buffer holds a probe");
-        icmp::emit_echo_request(family_of(tx.addr), &repr, buf);
-        PROBE_LEN
+        // `size` is checked (options::MAX_SIZE) before a target is tracked; the buffer holds it.
+        let len = (icmp::HEADER_LEN + options.payload_len()).min(self.packet.len());
+        icmp::emit_echo_request(family_of(tx.addr), &repr, &mut self.packet[..len]);
+        len
     }
 
     pub(super) fn receive_icmp(&mut self, family: Family) {

@@ -15,6 +15,7 @@ use crate::config::{EngineConfig, Interface, StampKeyMode};
 use crate::counters::{CountersSnapshot, EngineCounters};
 use crate::histogram::NativeBuckets;
 use crate::hwstamp;
+use crate::options::ProbeOptions;
 use crate::ports::{self, PortPool};
 use crate::routes;
 use crate::sockets::{FamilySockets, StampMatching};
@@ -78,6 +79,8 @@ pub enum EngineError {
     Unusable(IpAddr),
     /// TCP port 0.
     InvalidPort,
+    /// Probe options these probes cannot have (why).
+    InvalidOptions(String),
     /// TCP SYN probing cannot work here (why).
     TcpUnavailable(String),
     /// The engine was stopped or its thread failed.
@@ -93,6 +96,7 @@ impl fmt::Display for EngineError {
             EngineError::Unusable(a) => write!(f, "{a} cannot be probed (unspecified, multicast or broadcast address)"),
             EngineError::InvalidPort => f.write_str("TCP port must be between 1 and 65535"),
             EngineError::TcpUnavailable(m) => write!(f, "TCP SYN probing is not available: {m}"),
+            EngineError::InvalidOptions(m) => f.write_str(m),
             EngineError::Stopped(m) => write!(f, "the probing engine is not running: {m}"),
         }
     }
@@ -149,7 +153,7 @@ impl Drop for CallbackReply {
 }
 
 enum Command {
-    Track { id: TargetId, addr: IpAddr, kind: ProbeKind },
+    Track { id: TargetId, addr: IpAddr, kind: ProbeKind, options: ProbeOptions },
     Untrack { id: TargetId },
     Snapshot { ids: Vec<TargetId>, reply: Reply },
     OpenTcp(TcpTransports),
@@ -488,9 +492,15 @@ impl Engine {
 
     /// Starts probing `addr`; returns the id to read its statistics with.
     pub fn track(&self, addr: IpAddr, kind: ProbeKind) -> Result<TargetId, EngineError> {
+        self.track_with(addr, kind, ProbeOptions::default())
+    }
+
+    /// Starts probing `addr` with probes that carry `options`.
+    pub fn track_with(&self, addr: IpAddr, kind: ProbeKind, options: ProbeOptions) -> Result<TargetId, EngineError> {
         if !usable(addr) {
             return Err(EngineError::Unusable(addr));
         }
+        options.check(addr, kind).map_err(EngineError::InvalidOptions)?;
         let family = family_of(addr);
         let (v4, v6) = match kind {
             ProbeKind::Icmp => (self.has_v4, self.has_v6),
@@ -501,7 +511,7 @@ impl Engine {
             return Err(EngineError::FamilyUnavailable(family));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.send(Command::Track { id, addr, kind })?;
+        self.send(Command::Track { id, addr, kind, options })?;
         Ok(id)
     }
 

@@ -108,13 +108,15 @@ impl EngineLoop {
 
     /// Writes the SYN of `tx` (its token is the initial sequence number) into the packet
     /// buffer; returns its length.
-    pub(super) fn write_syn(&mut self, tx: &Transmit, dst_port: u16) -> io::Result<usize> {
+    pub(super) fn write_syn(&mut self, tx: &Transmit, dst_port: u16, source: Option<IpAddr>) -> io::Result<usize> {
         let now = Instant::now();
         let dst = tx.addr;
-        // IPv6 raw sockets checksum TCP themselves (IPV6_CHECKSUM); IPv4 needs the source.
-        let addrs = match family_of(dst) {
-            Family::V4 => Some((self.source_for(dst, dst_port, now)?, dst)),
-            Family::V6 => None,
+        // IPv6 raw sockets checksum TCP themselves (IPV6_CHECKSUM); IPv4 needs the source:
+        // the one the probe is sent from (`source`), or the route's.
+        let addrs = match (family_of(dst), source) {
+            (Family::V4, Some(source)) => Some((source, dst)),
+            (Family::V4, None) => Some((self.source_for(dst, dst_port, now)?, dst)),
+            (Family::V6, _) => None,
         };
         let repr = SynRepr {
             src_port: tx.seq,

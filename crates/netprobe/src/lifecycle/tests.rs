@@ -1258,3 +1258,29 @@ fn an_expired_burst_gives_its_tables_back() {
     assert!(core.give_back_memory(settled + 2 * second));
     assert_eq!(core.target_table().0, 10);
 }
+
+/// Targets with probe options: their options are what the send path reads for their slot,
+/// sized echo lengths are known while such targets are tracked, and leaving forgets both.
+#[test]
+fn probe_options_follow_their_target() {
+    use crate::options::ProbeOptions;
+    let (mut core, _) = lifecycle(1_000_000_000, 500_000_000, 10_000);
+    let a: IpAddr = Ipv4Addr::new(198, 18, 0, 1).into();
+    let sized = ProbeOptions { size: Some(1000), ttl: Some(3), ..Default::default() };
+    core.track(1, a, ProbeKind::Icmp, 0);
+    core.track_with(2, a, ProbeKind::Icmp, sized, 0);
+    core.track_with(3, a, ProbeKind::Icmp, ProbeOptions { size: Some(1000), ..Default::default() }, 0);
+    core.track_with(4, a, ProbeKind::Tcp { port: 80 }, ProbeOptions { tos: Some(4), ..Default::default() }, 0);
+    let slot = |core: &Lifecycle, id| (0..8).find(|&i| core.target(i).is_some_and(|t| t.id == id)).expect("tracked");
+    assert_eq!(core.options_of(slot(&core, 1)), ProbeOptions::default());
+    assert_eq!(core.options_of(slot(&core, 2)), sized);
+    assert_eq!(core.options_of(slot(&core, 4)).tos, Some(4));
+    assert_eq!(core.sized_echo_lens().collect::<Vec<_>>(), vec![1008]);
+    core.untrack(2, 0);
+    assert_eq!(core.sized_echo_lens().collect::<Vec<_>>(), vec![1008], "target 3 still sends them");
+    core.untrack(3, 0);
+    assert_eq!(core.sized_echo_lens().count(), 0);
+    // A new target in a freed slot sends default probes.
+    core.track(5, a, ProbeKind::Icmp, 0);
+    assert_eq!(core.options_of(slot(&core, 5)), ProbeOptions::default());
+}

@@ -11,6 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const HEADER_LEN: usize = 8;
 pub const PAYLOAD_LEN: usize = 56;
 pub const PROBE_LEN: usize = HEADER_LEN + PAYLOAD_LEN;
+/// The shortest probe: header, key and token.
+pub const MIN_PROBE_LEN: usize = 20;
 const FILL: &[u8] = b"icmp-exporter ";
 
 pub mod types {
@@ -93,9 +95,13 @@ pub enum Message {
     Other,
 }
 
-/// Writes an echo request. For ICMPv6 the checksum is left zero: the kernel fills it in
+/// Writes an echo request of `buf.len()` bytes (at least `MIN_PROBE_LEN`: the header, key
+/// and token; the rest is fill). For ICMPv6 the checksum is left zero: the kernel fills it in
 /// on raw ICMPv6 sockets (RFC 3542).
-pub fn emit_echo_request(family: Family, repr: &EchoRepr, buf: &mut [u8; PROBE_LEN]) {
+pub fn emit_echo_request(family: Family, repr: &EchoRepr, buf: &mut [u8]) {
+    if buf.len() < MIN_PROBE_LEN {
+        return;
+    }
     buf[field::TYPE] = match family {
         Family::V4 => types::V4_ECHO_REQUEST,
         Family::V6 => types::V6_ECHO_REQUEST,

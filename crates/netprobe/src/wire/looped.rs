@@ -9,7 +9,7 @@
 //! from its end: our frames are never padded, so the probe is the last bytes and its IP
 //! header sits right before it. Because the start is guessed from the end, the IP header
 //! is held to exactly what we send; that is what tells a probe from look-alike bytes.
-use super::icmp::{types, Family, PROBE_LEN};
+use super::icmp::{types, Family, MIN_PROBE_LEN, PROBE_LEN};
 use super::ipv4::PROTO_ICMP;
 use super::tcp::{self, PROTO_TCP, SYN_LEN};
 use super::ParseError;
@@ -51,18 +51,27 @@ pub struct LoopedProbe {
 /// for the IPv4 header or ICMPv4 checksum; `Fragment` for any IPv4 fragment; `NotIcmp`
 /// for another protocol, or a transport header other than our probe's.
 pub fn parse_looped(frame: &[u8], family: Family, tcp: bool) -> Result<LoopedProbe, ParseError> {
+    parse_looped_sized(frame, family, tcp, PROBE_LEN)
+}
+
+/// As `parse_looped`, for an echo request of `echo_len` bytes (probes with a `size`): the
+/// frame is read from its end, so the caller tries each length its probes have.
+pub fn parse_looped_sized(frame: &[u8], family: Family, tcp: bool, echo_len: usize) -> Result<LoopedProbe, ParseError> {
     let mut rest = frame;
     if tcp {
         let syn = take_last::<SYN_LEN>(&mut rest)?;
         let dst = ip_header(rest, family, PROTO_TCP, SYN_LEN)?;
         Ok(LoopedProbe { dst, probe: parse_syn(syn)? })
     } else {
-        let echo = take_last::<PROBE_LEN>(&mut rest)?;
+        if echo_len < MIN_PROBE_LEN || frame.len() < echo_len {
+            return Err(ParseError::Truncated);
+        }
+        let (before, echo) = frame.split_at(frame.len() - echo_len);
         let protocol = match family {
             Family::V4 => PROTO_ICMP,
             Family::V6 => NEXT_HEADER_ICMPV6,
         };
-        let dst = ip_header(rest, family, protocol, PROBE_LEN)?;
+        let dst = ip_header(before, family, protocol, echo_len)?;
         Ok(LoopedProbe { dst, probe: parse_echo(echo, family)? })
     }
 }
@@ -131,8 +140,12 @@ fn ipv6_fixed(h: &[u8; 8], next_header: u8, probe_len: usize) -> Result<(), Pars
     Ok(())
 }
 
-fn parse_echo(m: &[u8; PROBE_LEN], family: Family) -> Result<Looped, ParseError> {
-    let [ty, code, _, _, i0, i1, s0, s1, k0, k1, k2, k3, t0, t1, t2, t3, t4, t5, t6, t7, ..] = *m;
+fn parse_echo(m: &[u8], family: Family) -> Result<Looped, ParseError> {
+    let Some(&[ty, code, _, _, i0, i1, s0, s1, k0, k1, k2, k3, t0, t1, t2, t3, t4, t5, t6, t7]) =
+        m.first_chunk::<MIN_PROBE_LEN>()
+    else {
+        return Err(ParseError::Truncated);
+    };
     let request = match family {
         Family::V4 => types::V4_ECHO_REQUEST,
         Family::V6 => types::V6_ECHO_REQUEST,
@@ -663,6 +676,32 @@ mod tests {
             }
             // Some corruption lands in the link header or the fill: the test must see both sides.
             assert!(parsed > 0 && parsed < 3000, "{family:?} tcp={tcp}: {parsed}");
+        }
+    }
+
+    #[test]
+    fn a_sized_echo_is_read_at_its_own_length() {
+        // A 1,000-byte probe behind an Ethernet header and its IPv4 header.
+        let mut echo = vec![0u8; 8 + 1000];
+        let repr = EchoRepr { ident: 7, seq: 9, key: 0x0102_0304, token: 42 };
+        emit_echo_request(Family::V4, &repr, &mut echo);
+        let mut frame = vec![0u8; 14];
+        let total = (20 + echo.len()) as u16;
+        let mut ip = [0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, PROTO_ICMP, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        let sum = checksum::internet_checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&echo);
+        let want = LoopedProbe {
+            dst: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
+            probe: Looped::Echo { ident: 7, seq: 9, key: 0x0102_0304, token: 42 },
+        };
+        assert_eq!(parse_looped_sized(&frame, Family::V4, false, 1008), Ok(want));
+        assert!(parse_looped(&frame, Family::V4, false).is_err(), "not at the default length");
+        assert!(parse_looped_sized(&frame, Family::V4, false, 1007).is_err(), "a wrong length finds no header");
+        for len in [0, 19, 20, frame.len(), frame.len() + 1] {
+            let _ = parse_looped_sized(&frame, Family::V4, false, len);
         }
     }
 }
