@@ -8,8 +8,13 @@ import { Lab } from './helpers/lab.js';
 import { scrape, targets } from './helpers/probing.js';
 import { value, type Sample } from './helpers/prom.js';
 import { queryVector, startPrometheus } from './helpers/prometheus.js';
+import { all, delimited, fields, one, sub, text, zigzag } from './helpers/protowire.js';
 import { waitFor } from './helpers/wait.js';
 
+const PROTOBUF_ACCEPT = 'application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.8,text/plain;version=0.0.4;q=0.5';
+
+/** The probes' timeout (200 ms) as a bucket bound. */
+const TIMEOUT_BOUND = '0.2';
 const ICMP = ['198.18.128.1', '198.18.128.2', '198.18.128.3', '198.18.128.4'];
 const TCP_PORTS = [7, 9];
 
@@ -24,13 +29,15 @@ function disagreements(samples: Sample[], proto: 'icmp' | 'tcp', bounds: string[
     const cumulative = [...bounds, '+Inf'].map((le) => h('bucket', { le }));
     if (cumulative.some((c, i) => c === undefined || (i > 0 && c < (cumulative[i - 1] as number)))) problems.push(`${id}: buckets ${cumulative.join(',')}`);
     if (cumulative[cumulative.length - 1] !== s.value) problems.push(`${id}: +Inf ${cumulative[cumulative.length - 1]}`);
+    // The engine's own count at the timeout: every answer counted came within it.
+    if (h('bucket', { le: TIMEOUT_BOUND }) !== s.value) problems.push(`${id}: le=${TIMEOUT_BOUND} ${h('bucket', { le: TIMEOUT_BOUND })} of ${s.value}`);
   }
   return problems;
 }
 
 test('at every scrape, each histogram counts exactly the answered probes and sums their RTTs (ICMP and TCP)', async (t) => {
   const lab = Lab.create(t);
-  const bounds = ['2e-05', '5e-05', '0.0001', '0.0002', '0.0005', '0.001'];
+  const bounds = ['2e-05', '5e-05', '0.0001', '0.0002', '0.0005', '0.001', TIMEOUT_BOUND];
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '10', '-timeout', '200', '-buckets', bounds.join(',')]);
   const icmp = targets(ICMP);
   const tcp = `${targets(ICMP.slice(0, 2))}&${TCP_PORTS.map((p) => `tcp_port=${p}`).join('&')}`;
@@ -55,6 +62,28 @@ test('at every scrape, each histogram counts exactly the answered probes and sum
   const fine = value(samples, 'icmp_probe_rtt_seconds_bucket', { ip: ICMP[0] as string, le: '0.001' }) ?? 0;
   const recv = value(samples, 'icmp_probe_packets_recv_total', { ip: ICMP[0] as string }) ?? 0;
   t.true(fine > 0.9 * recv, `${fine} of ${recv} answers within 1 ms`);
+  t.is((await exporter.get(`/probe?${icmp}`)).headers.get('vary'), 'Accept');
+
+  // The protobuf answer: each native histogram holds every answer (its zero bucket and its
+  // buckets add up to the answered count the same message carries).
+  const res = await fetch(`${exporter.url}/probe?${icmp}`, { headers: { accept: PROTOBUF_ACCEPT } });
+  t.is(res.headers.get('content-type'), 'application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited');
+  const families = new Map(delimited(new Uint8Array(await res.arrayBuffer())).map((f) => [text(one(fields(f), 1)), fields(f)]));
+  const recvOf = new Map(
+    all(families.get('icmp_probe_packets_recv_total') ?? [], 4).map((m) => [text(one(sub(one(sub(m), 1)), 2)), one(sub(one(sub(m), 3)), 1) as number]),
+  );
+  const histograms = all(families.get('icmp_probe_rtt_seconds') ?? [], 4).map(sub);
+  t.is(histograms.length, ICMP.length);
+  for (const m of histograms) {
+    const ip = text(one(sub(one(m, 1)), 2));
+    const h = sub(one(m, 7));
+    const count = Number(one(h, 1));
+    let running = 0;
+    const total = all(h, 13).reduce<number>((sum, d) => sum + (running += zigzag(d as bigint)), Number(one(h, 7) ?? 0n));
+    t.is(count, recvOf.get(ip) ?? -1, `${ip}: sample_count = packets_recv_total`);
+    t.is(total, count, `${ip}: zero bucket + native buckets = sample_count`);
+    t.true(count > 0);
+  }
 });
 
 test('a real Prometheus with native histograms scrapes each target as a native histogram that agrees with its counters', async (t) => {

@@ -71,6 +71,7 @@ test('histogram text: cumulative buckets, +Inf and _count are the answers, _sum 
 
 test('bucket bounds are labelled as Prometheus clients write them', (t) => {
   t.deepEqual([1e-5, 2e-5, 5e-5, 0.0001, 0.3, 1, 2.5, 3600, 1e-9].map(formatBound), ['1e-05', '2e-05', '5e-05', '0.0001', '0.3', '1', '2.5', '3600', '1e-09']);
+  t.deepEqual([999999, 1e6, 2.5e7].map(formatBound), ['999999', '1e+06', '2.5e+07'], "Go's switch to exponents at 1e6");
   t.deepEqual(defaultBuckets(3000), [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]);
   t.deepEqual(defaultBuckets(10).slice(-2), [0.005, 0.01]);
   t.deepEqual(defaultBuckets(40_000).slice(-3), [10, 20, 50]);
@@ -146,4 +147,6 @@ test('the protobuf format only when the scraper prefers it', (t) => {
   t.false(wantsProtobuf('application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text'));
   t.false(wantsProtobuf('application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.2,text/plain;q=0.5'));
   t.false(wantsProtobuf('application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0'));
+  t.true(wantsProtobuf('application/vnd.google.protobuf; proto="io.prometheus.client.MetricFamily"; encoding="delimited"'), 'quoted values');
+  t.false(wantsProtobuf('application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,text/plain;q=7'), 'q past 1 is 1');
 });

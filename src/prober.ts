@@ -44,7 +44,13 @@ export interface ProbeTarget {
   options?: ProbeOptions;
 }
 
-export interface ProbeStats extends ProbeTarget, TargetStats {}
+/** A target and its statistics; the histogram as plain arrays (copies of the engine's answer). */
+export interface ProbeStats extends ProbeTarget, Omit<TargetStats, 'buckets' | 'native'> {
+  /** Cumulative classic bucket counts at `Prober.histogramBounds()`. */
+  buckets: number[];
+  /** The native histogram: bucket `index` holds (2^((index-1)/2^schema), 2^(index/2^schema)] seconds. */
+  native?: { schema: number; zeroCount: number; buckets: Array<[index: number, count: number]> };
+}
 
 /** The ICMP identifier: the pid (as in the reference), random on request or when the pid is 1. */
 export function chooseIdentifier(mode: 0 | 1, pid = process.pid): number {
@@ -110,7 +116,14 @@ export class Prober {
     const snapshot = await snapshotFlat(this.engine, chosen.map((t) => t.id));
     return chosen.flatMap((t, i) => {
       const s = statsAt(snapshot, i);
-      return s ? [{ ...describe(t), ...s }] : [];
+      if (!s) return [];
+      // Plain arrays: the views would keep the whole snapshot alive and serialise as objects.
+      const { buckets, native, ...rest } = s;
+      const pairs: Array<[number, number]> = [];
+      for (let k = 0; native && k + 1 < native.buckets.length; k += 2) pairs.push([native.buckets[k] as number, native.buckets[k + 1] as number]);
+      const stats: ProbeStats = { ...describe(t), ...rest, buckets: Array.from(buckets) };
+      if (native) stats.native = { schema: native.schema, zeroCount: native.zeroCount, buckets: pairs };
+      return [stats];
     });
   }
 
@@ -120,6 +133,11 @@ export class Prober {
    */
   onFailure(listener: (reason: string) => void): void {
     this.engine.onFailure(listener);
+  }
+
+  /** Upper bounds of the classic RTT histogram buckets, in seconds (what `ProbeStats.buckets` counts up to). */
+  histogramBounds(): number[] {
+    return Array.from(this.engine.histogramBounds());
   }
 
   /** Engine-wide counters of one protocol. */

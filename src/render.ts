@@ -121,8 +121,9 @@ const HISTOGRAMS: Record<Protocol, HistogramFamily> = { icmp: histogramOf('icmp'
 /** A bucket bound as Go's `strconv.FormatFloat(v, 'g', -1, 64)` writes it (as Prometheus' own clients label `le`). */
 export function formatBound(v: number): string {
   if (v === Infinity) return '+Inf';
+  // Go's shortest 'g': an exponent below -4 or at 6 and above (1e-05, 1e+06).
   const exponent = Math.floor(Math.log10(Math.abs(v)));
-  if (v !== 0 && (exponent < -4 || exponent >= 21)) {
+  if (v !== 0 && (exponent < -4 || exponent >= 6)) {
     return v.toExponential().replace(/e([+-])(\d)$/, 'e$10$2');
   }
   return String(v);
@@ -267,9 +268,9 @@ export function wantsProtobuf(accept: string | undefined): boolean {
   let text = 0;
   for (const range of accept.split(',')) {
     const [type = '', ...params] = range.split(';').map((p) => p.trim());
-    const param = (key: string) => params.find((p) => p.toLowerCase().startsWith(`${key}=`))?.slice(key.length + 1);
+    const param = (key: string) => params.find((p) => p.toLowerCase().startsWith(`${key}=`))?.slice(key.length + 1).replace(/^"(.*)"$/, '$1');
     const q = Number(param('q') ?? '1');
-    const weight = Number.isFinite(q) ? q : 0;
+    const weight = Number.isFinite(q) ? Math.min(1, Math.max(0, q)) : 0;
     const mediaType = type.toLowerCase();
     if (mediaType === 'application/vnd.google.protobuf') {
       if (param('proto') === 'io.prometheus.client.MetricFamily' && param('encoding') === 'delimited') protobuf = Math.max(protobuf, weight);

@@ -166,7 +166,8 @@ async function probe(deps: AppDeps, params: URLSearchParams, accept: string | un
     status: 200,
     contentType,
     body,
-    headers: { 'x-target-count': String(addresses.length), 'server-timing': `probe;dur=${ms.toFixed(3)}` },
+    // The format follows Accept: caches must not hand one scraper's answer to another.
+    headers: { 'x-target-count': String(addresses.length), 'server-timing': `probe;dur=${ms.toFixed(3)}`, vary: 'Accept' },
   };
 }
 

@@ -51,10 +51,10 @@ impl HistogramLayout {
 /// The finest native schema kept (bucket growth factor 2^(1/8) ≈ 1.09, as Prometheus
 /// clients' default factor of 1.1 gives).
 pub const NATIVE_SCHEMA: i8 = 3;
-/// Coarsest schema: bucket growth factor 2^16; 1 ns to an hour spans four buckets.
+/// Coarsest schema: bucket growth factor 2^16; 1 ns to an hour spans three buckets.
 pub const NATIVE_MIN_SCHEMA: i8 = -4;
 /// More populated native buckets than this halve the resolution (schema - 1), as Prometheus
-/// clients do; it bounds what a target with wild jitter costs (16 bytes a bucket).
+/// clients do; it bounds what a target with wild jitter costs (8 bytes a bucket).
 pub const NATIVE_MAX_BUCKETS: usize = 40;
 /// Observations at or below this many seconds count in the zero bucket (client_golang's default,
 /// 2^-128): an RTT of exactly 0 ns only.
@@ -101,8 +101,8 @@ pub struct NativeBuckets {
     pub buckets: Vec<(i32, u64)>,
 }
 
-/// One target's histograms: one pointer in the target's slot, nothing on the heap until its
-/// first answered probe (a target that never answers costs 8 bytes), then one allocation of
+/// One target's histograms: a boxed slice (pointer and length, 16 bytes) in the target's slot,
+/// nothing on the heap until its first answered probe, then one allocation of
 /// 8 bytes a word: a header, one count per classic bound, one word per populated native
 /// bucket (its index in the top 16 bits, its count in the other 48: 2.8e14 answers in one
 /// bucket, 89,000 years at the 10 ms shortest interval).
@@ -111,7 +111,7 @@ pub struct RttHistogram(Option<Box<[u64]>>);
 
 const COUNT_BITS: u32 = 48;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
-/// The zero bucket's word sorts before every native index (the lowest, schema 3 at 1 ns, is -240).
+/// The zero bucket's word sorts before every native index (the lowest, schema 3 at 1 ns, is -239).
 const ZERO_INDEX: i16 = i16::MIN;
 
 fn pack(index: i16, count: u64) -> u64 {
@@ -148,7 +148,7 @@ impl RttHistogram {
         let index = if rtt_ns == 0 {
             ZERO_INDEX
         } else {
-            // Within i16: schema 3 spans -240 (1 ns) to 95 (3,600 s) and more to 2^64 ns.
+            // Within i16: schema 3 spans -239 (1 ns) to 95 (3,600 s), and 2^64 ns is bucket 276.
             coarsen(schema3_index(rtt_ns as f64 / 1e9), coarsened) as i16
         };
         let native = &mut words[from..];
@@ -189,7 +189,7 @@ impl RttHistogram {
             let j = if i == ZERO_INDEX { i } else { coarsen(i32::from(i), 1) as i16 };
             let merges = merged.len() > from && merged.last().is_some_and(|&last| index_of(last) == j);
             match merged.last_mut() {
-                Some(last) if merges => *last = pack(j, count_of(*last) + count_of(w)),
+                Some(last) if merges => *last = pack(j, (count_of(*last) + count_of(w)).min(COUNT_MASK)),
                 _ => merged.push(pack(j, count_of(w))),
             }
         }
