@@ -6,7 +6,7 @@
 import test from 'ava';
 import { Lab, STAMP_PATHS } from './helpers/lab.js';
 import { scrape } from './helpers/probing.js';
-import { value, type Sample } from './helpers/prom.js';
+import { parseSamples, value, type Sample } from './helpers/prom.js';
 import { waitFor } from './helpers/wait.js';
 
 const T = (n: number) => `198.18.128.${n}`;
@@ -35,6 +35,9 @@ table inet lab {
   counter tclass_b8 {}
   counter source6 {}
   counter syn_ttl9_tos4 {}
+  counter fragments {}
+  counter too_big6 {}
+  counter fragments6 {}
   chain pre {
     type filter hook prerouting priority -500;
     ip daddr ${T(11)} icmp type echo-request ip ttl 7 counter name ttl7
@@ -51,6 +54,9 @@ table inet lab {
     ip6 daddr ${T6(12)} icmpv6 type echo-request @nh,4,8 0xb8 counter name tclass_b8
     ip6 saddr 2001:2::77 ip6 daddr ${T6(13)} icmpv6 type echo-request counter name source6
     ip daddr ${T(19)} tcp flags syn ip ttl 9 @nh,8,8 4 counter name syn_ttl9_tos4
+    ip daddr ${T(21)} ip frag-off & 0x3fff != 0 counter name fragments
+    ip6 daddr ${T6(14)} counter name too_big6
+    ip6 daddr ${T6(15)} exthdr frag exists counter name fragments6
   }
 }
 `;
@@ -82,6 +88,7 @@ for (const [path, env] of STAMP_PATHS) {
       ['traffic class 0xb8', `target=${T6(12)}&tos=184`, { ip: T6(12) }],
       ['IPv6 source', `target=${T6(13)}&source=2001:2::77`, { ip: T6(13) }],
       ['SYN ttl 9 tos 4', `target=${T(19)}&tcp_port=9&ttl=9&tos=4`, { ip: T(19), tcp_port: '9' }, 'tcp'],
+      ['IPv6 too big to leave with DF', `target=${T6(14)}&size=2000&df=1`, { ip: T6(14) }],
     ];
     const seen = await waitFor(
       async () => Promise.all(queries.map(async ([, q, labels, proto]) => counters(await scrape(exporter, q), labels, proto))),
@@ -116,11 +123,46 @@ for (const [path, env] of STAMP_PATHS) {
     const big = by['too big to leave with DF'] as Seen;
     t.is(big.sendErrors, big.sent, 'each one a send error');
     t.is(nft.too_big, 0);
+    const big6 = by['IPv6 too big to leave with DF'] as Seen;
+    t.is(big6.sendErrors, big6.sent, 'IPv6: each one a send error');
+    t.is(nft.too_big6, 0);
+
     // Every answer's RTT from kernel stamps, the sized probes' included (their transmit
     // stamps matched at their own length on the packet-copy path).
     const metrics = (await exporter.get('/metrics')).body;
     t.regex(metrics, /icmp_timestamp_fallback_total\{reason="tx_missing"\} 0\n/);
     t.regex(metrics, /icmp_tx_timestamps_unmatched_total 0\n/);
+  });
+}
+
+for (const [path, env] of STAMP_PATHS) {
+  test(`probes larger than the MTU without DF leave in fragments and are answered (${path})`, async (t) => {
+    const lab = Lab.create(t);
+    lab.nft(lab.peer, RULES);
+    const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '50'], { env });
+    const queries: Array<[string, string, string]> = [
+      ['IPv4, df=0', `target=${T(21)}&size=2000&df=0`, T(21)],
+      ['IPv6', `target=${T6(15)}&size=2000`, T6(15)],
+    ];
+    const seen = await waitFor(
+      async () => Promise.all(queries.map(async ([, q, ip]) => counters(await scrape(exporter, q), { ip }))),
+      (all) => all.every((s) => s.sent >= 10),
+      { what: 'ten final probes of each', timeoutMs: 30_000, everyMs: 100, show: (all) => JSON.stringify(all) },
+    );
+    const nft = lab.nftCounters(lab.peer);
+    queries.forEach(([name], i) => {
+      const s = seen[i] as Seen;
+      const counter = i === 0 ? 'fragments' : 'fragments6';
+      t.true((nft[counter] ?? 0) >= 2 * s.sent, `${name}: ${nft[counter]} fragments for ${s.sent} probes`);
+      t.is(s.recv, s.sent, `${name}: every probe answered (the reply reassembled)`);
+    });
+    // With SCM_TS_OPT_ID each probe's transmit stamp names it; before Linux 6.13 the stamp
+    // comes with a copy of a fragment, which cannot name its probe: those RTTs come from the
+    // monotonic clock, as the README says, and are counted.
+    const m = parseSamples((await exporter.get('/metrics')).body);
+    const fallback = value(m, 'icmp_timestamp_fallback_total', { reason: 'tx_missing' }) ?? -1;
+    if (env.ICMP_EXPORTER_NO_TS_OPT_ID === '1') t.true(fallback > 0, `${fallback} RTTs from the monotonic clock`);
+    else t.is(fallback, 0);
   });
 }
 
