@@ -35,6 +35,7 @@ table inet lab {
   counter tclass_b8 {}
   counter source6 {}
   counter syn_ttl9_tos4 {}
+  counter syn_source77 {}
   counter fragments {}
   counter too_big6 {}
   counter fragments6 {}
@@ -54,6 +55,7 @@ table inet lab {
     ip6 daddr ${T6(12)} icmpv6 type echo-request @nh,4,8 0xb8 counter name tclass_b8
     ip6 saddr 2001:2::77 ip6 daddr ${T6(13)} icmpv6 type echo-request counter name source6
     ip daddr ${T(19)} tcp flags syn ip ttl 9 @nh,8,8 4 counter name syn_ttl9_tos4
+    ip saddr 198.18.0.77 ip daddr ${T(22)} tcp flags syn counter name syn_source77
     ip daddr ${T(21)} ip frag-off & 0x3fff != 0 counter name fragments
     ip6 daddr ${T6(14)} counter name too_big6
     ip6 daddr ${T6(15)} exthdr frag exists counter name fragments6
@@ -89,6 +91,8 @@ for (const [path, env] of STAMP_PATHS) {
       ['IPv6 source', `target=${T6(13)}&source=2001:2::77`, { ip: T6(13) }],
       ['SYN ttl 9 tos 4', `target=${T(19)}&tcp_port=9&ttl=9&tos=4`, { ip: T(19), tcp_port: '9' }, 'tcp'],
       ['IPv6 too big to leave with DF', `target=${T6(14)}&size=2000&df=1`, { ip: T6(14) }],
+      // The peer answers a SYN (with a RST) only when its checksum, over the source, is right.
+      ['SYN from a chosen source', `target=${T(22)}&tcp_port=9&source=198.18.0.77`, { ip: T(22), tcp_port: '9' }, 'tcp'],
     ];
     const seen = await waitFor(
       async () => Promise.all(queries.map(async ([, q, labels, proto]) => counters(await scrape(exporter, q), labels, proto))),
@@ -107,6 +111,8 @@ for (const [path, env] of STAMP_PATHS) {
     carried('ttl7', 'ttl 7');
     carried('ttl64', 'default beside it');
     carried('tos_b8', 'tos 0xb8');
+    // The kernel sets DF on small probes by default too: what proves df=1 is the probe too big
+    // for the link (below); df=0 proves the switch.
     carried('df_set', 'df 1');
     carried('df_clear', 'df 0');
     carried('df_default_set', 'no df');
@@ -116,6 +122,7 @@ for (const [path, env] of STAMP_PATHS) {
     carried('tclass_b8', 'traffic class 0xb8');
     carried('source6', 'IPv6 source');
     carried('syn_ttl9_tos4', 'SYN ttl 9 tos 4');
+    carried('syn_source77', 'SYN from a chosen source');
     t.is(nft.size1000_other, 0, 'every probe of the sized target is 1000 bytes of payload');
     // Two option sets of one target are two probes: the default one never had TTL 7.
     t.true((by['ttl 7'] as Seen).sent >= 10 && (by['default beside it'] as Seen).sent >= 10);
@@ -171,6 +178,7 @@ test('options are checked at the door: 400 with the reason, nothing started', as
   const exporter = await lab.startExporter();
   const refused: Array<[string, RegExp]> = [
     [`target=${T(20)}&source=198.18.0.99`, /source 198.18.0.99 is not an address of this host/],
+    [`target=${T(20)}&source=127.0.0.1`, /source 127.0.0.1 is a loopback address: it can only probe this host/],
     [`target=${T6(20)}&source=198.18.0.1`, /source 198.18.0.1 is IPv4, target 2001:2:0:8000::20 is not/],
     [`target=${T(20)}&source=198.18.0.1&ip_version=6`, /source 198.18.0.1 is IPv4, ip_version=6/],
     [`target=${T(20)}&tcp_port=80&size=100`, /size applies to ICMP probes only/],

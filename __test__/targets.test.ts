@@ -1,6 +1,7 @@
 /** The target registry's bookkeeping (pure: the engine is two recording functions here). */
 import test from 'ava';
-import { BadRequestError } from '../src/errors.js';
+import { BadRequestError, LimitError } from '../src/errors.js';
+import { MAX_VARIANTS, OptionVariants, normalizeOptions, sourceScopeRefusal } from '../src/probe-options.js';
 import { Targets } from '../src/targets.js';
 
 function registry(refuse = new Set<string>()) {
@@ -123,8 +124,54 @@ test('each set of probe options is a target of its own; a set is forgotten with 
   t.deepEqual(targets.all().map((x) => x.options?.ttl ?? 0).sort(), [0, 7, 7]);
   tick(2000);
   t.is(targets.sweep(), 3);
-  // The set was forgotten: taken again, it is a new probe.
-  const later = targets.acquire([{ address: '198.18.0.1', port: 0, options: { ttl: 7 } }])[0]?.id;
-  t.not(later, ttl7);
+  t.is(targets.optionSets, 0, 'the set was forgotten with its last target');
+  targets.acquire([{ address: '198.18.0.1', port: 0, options: { ttl: 7 } }]);
+  t.is(targets.optionSets, 1);
   t.is(tracked.size, 1);
+});
+
+test('a request that fails halfway leaves no option set behind', (t) => {
+  const { targets } = registry(new Set(['198.18.0.9']));
+  t.throws(() =>
+    targets.acquire([
+      { address: '198.18.0.1', port: 0, options: { ttl: 3 } },
+      { address: '198.18.0.2', port: 0, options: { tos: 4 } },
+      { address: '198.18.0.9', port: 0, options: { size: 100 } },
+    ]),
+  );
+  t.is(targets.size, 0);
+  t.is(targets.optionSets, 0);
+});
+
+test('at most 2,047 option sets at once; one freed makes room', (t) => {
+  const variants = new OptionVariants();
+  const ids = new Set<number>();
+  for (let i = 0; i < MAX_VARIANTS; i++) ids.add(variants.take({ ttl: 1 + (i % 255), tos: Math.floor(i / 255) }));
+  t.is(ids.size, MAX_VARIANTS);
+  t.false(ids.has(0), '0 is the default probe');
+  t.throws(() => variants.take({ size: 100 }), { instanceOf: LimitError });
+  t.is(variants.take({ ttl: 1, tos: 0 }), [...ids][0] ?? -1, 'an existing set is found, not added');
+  variants.release([...ids][5] as number);
+  t.true(variants.take({ size: 100 }) > 0);
+  t.is(variants.peek(undefined), 0);
+  t.is(variants.peek({}), 0);
+});
+
+test('a source reaches only targets in its scope', (t) => {
+  t.regex(sourceScopeRefusal('127.0.0.1', '198.18.0.1') ?? '', /loopback/);
+  t.regex(sourceScopeRefusal('::1', '2001:2::1') ?? '', /loopback/);
+  t.regex(sourceScopeRefusal('fe80::1', '2001:2::1') ?? '', /link-local/);
+  t.regex(sourceScopeRefusal('169.254.3.4', '198.18.0.1') ?? '', /link-local/);
+  t.is(sourceScopeRefusal('127.0.0.1', '127.0.0.2'), undefined);
+  t.is(sourceScopeRefusal('fe80::1', 'fe80::2'), undefined);
+  t.is(sourceScopeRefusal('198.18.0.77', '198.18.128.1'), undefined);
+});
+
+test('options given in code are checked and made canonical as at the door', (t) => {
+  t.deepEqual(normalizeOptions({ ttl: 7, tos: 0, df: false, source: '127.0.0.1' }), { ttl: 7, tos: 0, df: false, source: '127.0.0.1' });
+  t.is(normalizeOptions({}), undefined);
+  t.throws(() => normalizeOptions({ ttl: 7.5 }), { instanceOf: BadRequestError, message: /ttl must be an integer between 1 and 255, got 7.5/ });
+  t.throws(() => normalizeOptions({ size: 100 }, true), { instanceOf: BadRequestError, message: /size applies to ICMP probes only/ });
+  t.throws(() => normalizeOptions({ source: '198.18.99.99' }), { instanceOf: BadRequestError, message: /not an address of this host/ });
+  t.throws(() => normalizeOptions({ source: 'localhost' }), { instanceOf: BadRequestError, message: /invalid source/ });
 });

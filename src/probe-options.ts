@@ -3,7 +3,10 @@
  * distinct probe of a target, so the registry keys targets by a small number per set (its
  * variant), interned here while targets use it.
  */
-import { LimitError } from './errors.js';
+import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { BadRequestError, LimitError } from './errors.js';
+import { canonicalIp } from './resolve.js';
 
 export interface ProbeOptions {
   /** ICMP payload bytes (12..8972). */
@@ -35,9 +38,62 @@ export function optionsKey(o: ProbeOptions | undefined): string {
   return parts.join(' ');
 }
 
+/** An integer option in [min, max], or a BadRequestError naming it. */
+function integerOption(name: string, v: number | undefined, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (!Number.isInteger(v) || v < min || v > max) throw new BadRequestError(`${name} must be an integer between ${min} and ${max}, got ${v}`);
+  return v;
+}
+
+/**
+ * Options as the engine takes them and the registry keys them: ranges checked, `source`
+ * canonical and an address of this host. Throws BadRequestError. For ICMP probes unless `tcp`.
+ */
+export function normalizeOptions(o: ProbeOptions | undefined, tcp = false): ProbeOptions | undefined {
+  if (!o) return undefined;
+  if (o.size !== undefined && tcp) throw new BadRequestError('size applies to ICMP probes only (a TCP SYN carries no payload)');
+  const out: ProbeOptions = {};
+  const size = integerOption('size', o.size, MIN_SIZE, MAX_SIZE);
+  const ttl = integerOption('ttl', o.ttl, 1, 255);
+  const tos = integerOption('tos', o.tos, 0, 255);
+  if (size !== undefined) out.size = size;
+  if (ttl !== undefined) out.ttl = ttl;
+  if (tos !== undefined) out.tos = tos;
+  if (o.df !== undefined) out.df = o.df;
+  if (o.source !== undefined) {
+    const canonical = isIP(o.source) === 0 || o.source.includes('%') ? undefined : canonicalIp(o.source);
+    if (!canonical) throw new BadRequestError(`invalid source=${JSON.stringify(o.source)} (expected an IP address of this host)`);
+    if (!isLocalAddress(canonical.address)) throw new BadRequestError(`source ${canonical.address} is not an address of this host`);
+    out.source = canonical.address;
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+/** Whether `address` (canonical) is configured on an interface of this host (its network namespace). */
+export function isLocalAddress(address: string): boolean {
+  return Object.values(networkInterfaces())
+    .flat()
+    .some((a) => a !== undefined && canonicalIp(a.address.split('%')[0] ?? '')?.address === address);
+}
+
+const isLoopback = (a: string) => a === '::1' || a.startsWith('127.');
+const isLinkLocal = (a: string) => a.startsWith('169.254.') || /^fe[89ab][0-9a-f]:/i.test(a);
+
+/**
+ * Why packets from `source` cannot reach `target` (both canonical), if they cannot: a loopback
+ * source reaches only loopback targets (the kernel refuses the rest), a link-local one only
+ * link-local targets (routers drop the rest, which would look like loss).
+ */
+export function sourceScopeRefusal(source: string, target: string): string | undefined {
+  if (isLoopback(source) && !isLoopback(target)) return `source ${source} is a loopback address: it can only probe this host, not ${target}`;
+  if (isLinkLocal(source) && !isLinkLocal(target)) return `source ${source} is link-local: packets from it to ${target} would be dropped past the link`;
+  return undefined;
+}
+
 interface Variant {
   id: number;
-  options: ProbeOptions;
+  key: string;
+  options: Readonly<ProbeOptions>;
   /** Targets probed with it. */
   refs: number;
 }
@@ -65,7 +121,7 @@ export class OptionVariants {
       if (id === undefined) {
         throw new LimitError(`${MAX_VARIANTS} distinct sets of probe options are in use: a new one starts when targets probed with another expire`);
       }
-      v = { id, options: { ...options }, refs: 0 };
+      v = { id, key, options: Object.freeze({ ...options }), refs: 0 };
       this.byKey.set(key, v);
       this.byId.set(id, v);
     }
@@ -80,12 +136,14 @@ export class OptionVariants {
     v.refs -= 1;
     if (v.refs > 0) return;
     this.byId.delete(id);
-    this.byKey.delete(optionsKey(v.options));
+    this.byKey.delete(v.key);
     this.free.push(id);
   }
 
+  /** A copy of set `id`'s options. */
   options(id: number): ProbeOptions | undefined {
-    return this.byId.get(id)?.options;
+    const o = this.byId.get(id)?.options;
+    return o ? { ...o } : undefined;
   }
 
   get size(): number {

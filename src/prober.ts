@@ -7,7 +7,8 @@ import { defaultBuckets } from './buckets.js';
 import { DEFAULTS } from './flags.js';
 import { Engine, type EngineCounters, type TargetStats } from './native.js';
 import { snapshotFlat, statsAt } from './snapshot.js';
-import type { ProbeOptions } from './probe-options.js';
+import { BadRequestError } from './errors.js';
+import { normalizeOptions, sourceScopeRefusal, type ProbeOptions } from './probe-options.js';
 import { Resolver, type IpVersion } from './resolve.js';
 import { Targets, type Target } from './targets.js';
 
@@ -100,9 +101,20 @@ export class Prober {
    * BadRequestError for a name that does not resolve or an address that cannot be probed.
    */
   async add(target: string, options: { tcpPort?: number; ipVersion?: IpVersion; probe?: ProbeOptions } = {}): Promise<ProbeTarget[]> {
-    const addresses = await this.resolver.resolve(target, options.ipVersion ?? 'all');
     const port = options.tcpPort ?? 0;
-    return this.targets.acquire(addresses.map(({ address }) => ({ address, port, options: options.probe }))).map(describe);
+    // Checked and made canonical as the HTTP door does: equal options are one probe.
+    const probe = normalizeOptions(options.probe, port !== 0);
+    const sourceFamily = probe?.source === undefined ? undefined : probe.source.includes(':') ? '6' : '4';
+    const ipVersion = options.ipVersion ?? sourceFamily ?? 'all';
+    if (sourceFamily !== undefined && ipVersion !== 'all' && ipVersion !== sourceFamily) {
+      throw new BadRequestError(`source ${probe?.source} is IPv${sourceFamily}, ipVersion ${ipVersion} asks for IPv${ipVersion}`);
+    }
+    const addresses = await this.resolver.resolve(target, sourceFamily ?? ipVersion);
+    for (const { address } of addresses) {
+      const why = probe?.source === undefined ? undefined : sourceScopeRefusal(probe.source, address);
+      if (why) throw new BadRequestError(why);
+    }
+    return this.targets.acquire(addresses.map(({ address }) => ({ address, port, options: probe }))).map(describe);
   }
 
   /** Stops probing these targets. */

@@ -14,11 +14,11 @@ import { clientCertRefusal, tlsOptions, type WebGate } from './web-gate.js';
 import type { HttpObserver } from './metrics.js';
 import type { Engine } from './native.js';
 import { isIPv4 } from 'node:net';
-import { networkInterfaces } from 'node:os';
 import { parseProbeQuery, type ProbeQuery } from './params.js';
+import { isLocalAddress, sourceScopeRefusal } from './probe-options.js';
 import { renderProbe, renderProbeProtobuf, wantsProtobuf } from './render.js';
 import { snapshotFlat, statsAt } from './snapshot.js';
-import { canonicalIp, checkHostname, literalTarget, type IpVersion, type ResolvedAddress, type Resolver } from './resolve.js';
+import { checkHostname, literalTarget, type IpVersion, type ResolvedAddress, type Resolver } from './resolve.js';
 import type { Targets } from './targets.js';
 
 /** Probes (addresses after DNS, times TCP ports) one /probe request may name. */
@@ -80,10 +80,7 @@ function checkSource(query: ProbeQuery): IpVersion {
   const source = query.options?.source;
   if (source === undefined) return query.ipVersion;
   const family = isIPv4(source) ? '4' : '6';
-  const local = Object.values(networkInterfaces())
-    .flat()
-    .some((a) => a !== undefined && canonicalIp(a.address.split('%')[0] ?? '')?.address === source);
-  if (!local) throw new BadRequestError(`source ${source} is not an address of this host`);
+  if (!isLocalAddress(source)) throw new BadRequestError(`source ${source} is not an address of this host`);
   if (query.ipVersion !== 'all' && query.ipVersion !== family) {
     throw new BadRequestError(`source ${source} is IPv${family}, ip_version=${query.ipVersion} asks for IPv${query.ipVersion}`);
   }
@@ -138,6 +135,13 @@ async function probe(deps: AppDeps, params: URLSearchParams, accept: string | un
     });
   }
   const addresses = [...new Set(resolved.flat().map((a) => a.address))];
+  const source = query.options?.source;
+  if (source !== undefined) {
+    for (const address of addresses) {
+      const why = sourceScopeRefusal(source, address);
+      if (why) throw new BadRequestError(why);
+    }
+  }
   const options = query.options;
   const wanted = addresses.flatMap((address) => ports.map((port) => ({ address, port, options })));
   if (wanted.length > MAX_PROBES) {

@@ -82,6 +82,11 @@ export class Targets {
     }
   }
 
+  /** Distinct sets of probe options in use (for tests). */
+  get optionSets(): number {
+    return this.variants.size;
+  }
+
   /** Targets being probed, ICMP (`tcp` false) or TCP; kept as they come and go, not counted per scrape. */
   count(tcp: boolean): number {
     return tcp ? this.tcpCount : this.index.size - this.tcpCount;

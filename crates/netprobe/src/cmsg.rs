@@ -371,6 +371,16 @@ mod tests {
     }
 
     #[test]
+    fn lengths_are_the_c_librarys() {
+        for n in [4usize, 12, 20] {
+            // SAFETY: CMSG_LEN and CMSG_SPACE are arithmetic on their argument.
+            let (len, space_c) = unsafe { (libc::CMSG_LEN(n as u32), libc::CMSG_SPACE(n as u32)) };
+            assert_eq!(HDR_LEN + n, len as usize, "CMSG_LEN({n})");
+            assert_eq!(space(n), space_c as usize, "CMSG_SPACE({n})");
+        }
+    }
+
+    #[test]
     fn send_messages_carry_the_options() {
         let mut c = SendCmsg::new();
         assert!(c.build(None, &ProbeOptions::default(), false).is_empty());

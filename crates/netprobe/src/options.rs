@@ -62,8 +62,46 @@ impl ProbeOptions {
     }
 }
 
+/// Whether a kernel release ("5.15.0-91-generic") is at least `major.minor`.
+pub fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts =
+        release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+/// Whether this kernel's unprivileged IPv6 ping sockets honour the per-packet options (hop
+/// limit, traffic class, source, DONTFRAG): they ignored those control messages before Linux
+/// 5.18, and the probes would leave as default ones under their own series.
+pub fn ping6_takes_options() -> bool {
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is a valid utsname for uname to fill.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return false;
+    }
+    // SAFETY: uname NUL-terminates `release`.
+    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) }.to_string_lossy();
+    release_at_least(&release, 5, 18)
+}
+
+impl ProbeOptions {
+    /// Whether any option goes as a control message (what old IPv6 ping sockets dropped).
+    pub fn has_packet_options(&self) -> bool {
+        self.ttl.is_some() || self.tos.is_some() || self.source.is_some() || self.df.is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kernel_releases() {
+        assert!(super::release_at_least("5.18.0", 5, 18));
+        assert!(super::release_at_least("6.1.0-28-amd64", 5, 18));
+        assert!(!super::release_at_least("5.15.0-91-generic", 5, 18));
+        assert!(!super::release_at_least("5.14.0-427.el9.x86_64", 5, 18));
+        assert!(!super::release_at_least("", 5, 18));
+    }
+
     use super::*;
 
     #[test]

@@ -31,8 +31,9 @@ struct Transport {
     sockets: FamilySockets,
     /// The receive socket's drop count as last reported (`SO_RXQ_OVFL`).
     drops_seen: u32,
-    /// IPv4 `IP_MTU_DISCOVER` of the send socket: as it is now, and as it was opened (what
-    /// probes without `df` get). None until a probe with `df` asked for a change.
+    /// The send socket's path MTU setting (`IP_MTU_DISCOVER` / `IPV6_MTU_DISCOVER`): as it is
+    /// now, and as it was opened (what probes without `df` get). None until a probe with `df`
+    /// asked for a change.
     pmtu: Option<(i32, i32)>,
 }
 
@@ -511,9 +512,7 @@ impl EngineLoop {
         let Some(t) = self.transports[slot(proto, family_of(tx.addr))].as_mut() else {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "no socket for this family"));
         };
-        if tx.addr.is_ipv4() {
-            set_ipv4_df(t, options.df)?;
-        }
+        set_df(t, tx.addr.is_ipv6(), options.df)?;
         // Built per send rather than kept: 128 bytes a target otherwise.
         let dst = &SockAddr::from(SocketAddr::new(tx.addr, 0));
         let packet = &self.packet[..len];
@@ -647,27 +646,34 @@ fn release_free_memory() {
     }
 }
 
-/// IPv4 has no per-packet DF: the send socket's `IP_MTU_DISCOVER` decides, so it is switched
-/// when a probe wants another setting than the last one sent (probes with `df` are rare; the
-/// common case costs a comparison). `df` true: DF set, the path MTU ignored (a probe too big
-/// for the path is answered by "fragmentation needed", too big for this host's link is a send
-/// error); false: never DF (fragmented where needed); None: the setting the socket was opened with.
-fn set_ipv4_df(t: &mut Transport, df: Option<bool>) -> io::Result<()> {
+/// DF is the send socket's path MTU setting, so it is switched when a probe wants another one
+/// than the last one sent (probes with `df` are rare; the common case costs a comparison).
+/// `df` true: the path MTU ignored (`IP_PMTUDISC_PROBE`: IPv4 DF set; `IPV6_PMTUDISC_PROBE`,
+/// with `IPV6_DONTFRAG` per packet): a probe too big for the path is answered by
+/// "fragmentation needed" / "packet too big" every time, never refused here for a cached path
+/// MTU; too big for this host's link it is a send error. IPv4 `df` false: never DF
+/// (`IP_PMTUDISC_DONT`). None (and IPv6 false): the setting the socket was opened with.
+fn set_df(t: &mut Transport, v6: bool, df: Option<bool>) -> io::Result<()> {
+    let (level, name, probe, dont) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_PROBE, None)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_PROBE, Some(libc::IP_PMTUDISC_DONT))
+    };
     let (now, opened) = match (t.pmtu, df) {
         (None, None) => return Ok(()),
         (Some(p), _) => p,
         (None, Some(_)) => {
-            let v = crate::sockets::getsockopt_int(&t.sockets.tx, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER)?;
+            let v = crate::sockets::getsockopt_int(&t.sockets.tx, level, name)?;
             (v, v)
         }
     };
     let wanted = match df {
-        Some(true) => libc::IP_PMTUDISC_PROBE,
-        Some(false) => libc::IP_PMTUDISC_DONT,
+        Some(true) => probe,
+        Some(false) => dont.unwrap_or(opened),
         None => opened,
     };
     if wanted != now {
-        crate::sockets::setsockopt(&t.sockets.tx, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &wanted)?;
+        crate::sockets::setsockopt(&t.sockets.tx, level, name, &wanted)?;
     }
     t.pmtu = Some((wanted, opened));
     Ok(())

@@ -501,6 +501,17 @@ impl Engine {
             return Err(EngineError::Unusable(addr));
         }
         options.check(addr, kind).map_err(EngineError::InvalidOptions)?;
+        if self.icmp_mode == IcmpMode::Datagram
+            && kind == ProbeKind::Icmp
+            && addr.is_ipv6()
+            && options.has_packet_options()
+            && !crate::options::ping6_takes_options()
+        {
+            return Err(EngineError::InvalidOptions(
+                "ttl, tos, df and source need Linux 5.18 for IPv6 probes without CAP_NET_RAW (unprivileged ping sockets ignored them before)"
+                    .into(),
+            ));
+        }
         let family = family_of(addr);
         let (v4, v6) = match kind {
             ProbeKind::Icmp => (self.has_v4, self.has_v6),
