@@ -74,3 +74,32 @@ test('as nobody, with ping_group_range closed: a start-up error naming the capab
   t.regex(logMessages(r.stderr), /raw ICMP sockets need CAP_NET_RAW/);
   t.regex(logMessages(r.stderr), /net\.ipv4\.ping_group_range is "1 0", which does not include group 65534/);
 });
+
+test('as nobody: probe options reach the wire from ping sockets too (IPv4 and IPv6)', async (t) => {
+  const lab = Lab.create(t);
+  lab.exec(lab.prober, 'sysctl', ['-qw', 'net.ipv4.ping_group_range=0 2147483647']);
+  lab.nft(
+    lab.peer,
+    `table inet lab {
+      counter ttl5_tos8_size200 {}
+      counter hop5_tclass8_size200 {}
+      chain pre {
+        type filter hook prerouting priority -500;
+        ip daddr 198.18.128.32 icmp type echo-request ip ttl 5 @nh,8,8 8 ip length 228 counter name ttl5_tos8_size200
+        ip6 daddr 2001:2:0:8000::32 icmpv6 type echo-request ip6 hoplimit 5 @nh,4,8 8 ip6 length 208 counter name hop5_tclass8_size200
+      }
+    }`,
+  );
+  const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '20', '-timeout', '300'], { unprivileged: true });
+  const query = 'target=198.18.128.32&target=2001:2:0:8000::32&ttl=5&tos=8&size=200';
+  const s = await waitForProbes(exporter, query, 11);
+  const nft = lab.nftCounters(lab.peer);
+  for (const [ip, counter] of [
+    ['198.18.128.32', 'ttl5_tos8_size200'],
+    ['2001:2:0:8000::32', 'hop5_tclass8_size200'],
+  ] as const) {
+    const sent = value(s, 'icmp_probe_packets_sent_total', { ip }) ?? 0;
+    t.is(value(s, 'icmp_probe_packets_recv_total', { ip }), sent, `${ip}: answered`);
+    t.true((nft[counter] ?? 0) >= sent && sent > 10, `${ip}: ${nft[counter]} packets with the options for ${sent} probes`);
+  }
+});
