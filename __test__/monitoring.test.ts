@@ -158,6 +158,16 @@ test('two exporters share the targets by hashmod, each probed by exactly one; th
       if (wanted) t.true(result.length > 0, `${panel}: ${expr}`);
     }
   }
+  // The dashboard's variables (Grafana's label_values(selector, label)), as Grafana asks them.
+  for (const v of dashboard.templating.list) {
+    const q = typeof v.query === 'string' ? v.query : v.query.query;
+    const m = /^label_values\((.*), *([a-z_]+)\)$/.exec(q);
+    if (!m) continue;
+    const selector = instantiate(m[1] as string);
+    const res = await fetch(`${classic.url}/api/v1/label/${m[2]}/values?match[]=${encodeURIComponent(selector)}`);
+    const values = ((await res.json()) as { data?: string[] }).data ?? [];
+    t.true(values.length > 0, `variable ${v.name}: ${q} gave ${JSON.stringify(values)}`);
+  }
   // Across both exporters: the loss panel shows every target, the health panels both exporters.
   const loss = dashboard.panels.find((p) => p.title === 'Loss (from the counters)')?.targets?.[0]?.expr ?? '';
   t.is((await queryVector(classic.url, instantiate(loss))).filter((s) => s.labels.job === 'icmp').length, TARGETS.length);
