@@ -52,13 +52,25 @@ async function main(): Promise<void> {
   const teardown = (f: () => void) => teardowns.push(f);
   process.on('SIGINT', () => (cleanup(), process.exit(130)));
   const results: Record<string, unknown> = { window_ms: WINDOW_MS };
-  /** Prints `title`, runs `measure`, tears its lab down, prints its rows and keeps them as `key` (if any). */
+  const failed: string[] = [];
+  /**
+   * Prints `title`, runs `measure`, tears its lab down, prints its rows and keeps them as `key`
+   * (if any). A section that fails (a machine too slow for its load, say) is reported and the
+   * others still run; the command then exits 1.
+   */
   const section = async (key: string | undefined, title: string, measure: () => Promise<Row[]>): Promise<void> => {
     console.log(`\n${title}`);
-    const rows = await measure();
-    cleanup();
-    console.table(rows);
-    if (key !== undefined) results[key] = rows;
+    try {
+      const rows = await measure();
+      console.table(rows);
+      if (key !== undefined) results[key] = rows;
+    } catch (e) {
+      console.error(`section failed: ${(e as Error).message}`);
+      failed.push(title);
+      if (key !== undefined) results[key] = { error: (e as Error).message };
+    } finally {
+      cleanup();
+    }
   };
   try {
     if (SECTIONS.has('scale')) {
@@ -120,6 +132,10 @@ async function main(): Promise<void> {
   const file = `bench-results/bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
   writeFileSync(file, JSON.stringify(results, null, 2));
   console.log(`written: ${file}`);
+  if (failed.length > 0) {
+    console.error(`${failed.length} section(s) failed: ${failed.join('; ')}`);
+    process.exitCode = 1;
+  }
 }
 
 main().catch((e) => {
