@@ -7,7 +7,7 @@ import test from 'ava';
 import { Lab } from './helpers/lab.js';
 import { scrape, targets } from './helpers/probing.js';
 import { value, type Sample } from './helpers/prom.js';
-import { queryVector, startPrometheus } from './helpers/prometheus.js';
+import { probeJob, queryVector, startPrometheus } from './helpers/prometheus.js';
 import { all, delimited, fields, one, sub, text, zigzag } from './helpers/protowire.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -90,18 +90,7 @@ test('a real Prometheus with native histograms scrapes each target as a native h
   const lab = Lab.create(t);
   const exporter = await lab.startExporter(['-i-wont-be-evil', '-interval', '50']);
   const host = new URL(exporter.url).host;
-  const job = (name: string, params: string, addresses: string[]) =>
-    [
-      `  - job_name: ${name}`,
-      '    metrics_path: /probe',
-      `    params: { ${params} }`,
-      '    scrape_interval: 1s',
-      '    relabel_configs:',
-      '      - { source_labels: [__address__], target_label: __param_target }',
-      '      - { source_labels: [__param_target], target_label: instance }',
-      `      - { target_label: __address__, replacement: '${host}' }`,
-      `    static_configs: [{ targets: [${addresses.map((a) => `'${a}'`).join(', ')}] }]`,
-    ].join('\n');
+  const job = (name: string, params: string, addresses: string[]) => probeJob(name, addresses, [host], [`    params: { ${params} }`, '    scrape_interval: 1s']);
   const prom = await startPrometheus(
     lab,
     () => ['scrape_configs:', job('icmp', '', ICMP.slice(0, 3)), job('tcp', "tcp_port: ['9']", ICMP.slice(0, 2)), ''].join('\n'),

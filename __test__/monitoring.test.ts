@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { Lab, SYSTEM_ENV, type ExporterProcess } from './helpers/lab.js';
 import { parseSamples, value } from './helpers/prom.js';
-import { queryVector, startPrometheus } from './helpers/prometheus.js';
+import { probeJob, queryVector, startPrometheus } from './helpers/prometheus.js';
 import { waitFor } from './helpers/wait.js';
 
 const MONITORING = fileURLToPath(new URL('../monitoring/', import.meta.url));
@@ -65,34 +65,12 @@ const TARGETS = Array.from({ length: 12 }, (_, i) => `198.18.128.${i + 1}`);
  */
 function config(exporters: ExporterProcess[]): string {
   const hosts = exporters.map((e) => new URL(e.url).host);
-  const tcpJob = [
-    '  - job_name: tcp',
-    '    metrics_path: /probe',
-    "    params: { tcp_port: ['9'] }",
-    '    relabel_configs:',
-    '      - { source_labels: [__address__], target_label: __param_target }',
-    '      - { source_labels: [__address__], target_label: instance }',
-    `      - { target_label: __address__, replacement: '${hosts[0]}' }`,
-    `    static_configs: [{ targets: [${TARGETS.slice(0, 3).map((a) => `'${a}'`).join(', ')}] }]`,
-  ].join('\n');
-  const probeJob = (name: string, params: string) =>
-    [
-      `  - job_name: ${name}`,
-      '    metrics_path: /probe',
-      `    params: { ${params} }`,
-      '    relabel_configs:',
-      '      - { source_labels: [__address__], target_label: __param_target }',
-      '      - { source_labels: [__address__], target_label: instance }',
-      `      - { source_labels: [__address__], modulus: ${hosts.length}, target_label: __tmp_shard, action: hashmod }`,
-      ...hosts.map((h, i) => `      - { source_labels: [__tmp_shard], regex: '${i}', target_label: __address__, replacement: '${h}' }`),
-      `    static_configs: [{ targets: [${TARGETS.map((a) => `'${a}'`).join(', ')}] }]`,
-    ].join('\n');
   return [
     'global: { scrape_interval: 1s, evaluation_interval: 1s }',
     'rule_files: [rules.yml]',
     'scrape_configs:',
-    probeJob('icmp', ''),
-    tcpJob,
+    probeJob('icmp', TARGETS, hosts),
+    probeJob('tcp', TARGETS.slice(0, 3), hosts.slice(0, 1), ["    params: { tcp_port: ['9'] }"]),
     '  - job_name: icmp_exporter',
     `    static_configs: [{ targets: [${hosts.map((h) => `'${h}'`).join(', ')}] }]`,
     '',

@@ -13,7 +13,7 @@ import bcrypt from 'bcryptjs';
 import { makeCerts, type Certs } from './helpers/certs.js';
 import { CLI, Lab, SYSTEM_ENV } from './helpers/lab.js';
 import { logMessages } from './helpers/log.js';
-import { query, startPrometheus, targetHealth } from './helpers/prometheus.js';
+import { probeJob, query, startPrometheus, targetHealth } from './helpers/prometheus.js';
 import { waitFor } from './helpers/wait.js';
 
 const TARGET = '198.18.128.20';
@@ -67,19 +67,12 @@ test('Prometheus scrapes /probe over TLS with basic auth; a wrong password is a 
   t.true(exporter.url.startsWith('https://'), exporter.url);
   const host = new URL(exporter.url).host;
   const job = (name: string, password: string) =>
-    [
-      `  - job_name: ${name}`,
+    probeJob(name, [TARGET], [host], [
       '    scrape_interval: 1s',
       '    scheme: https',
-      '    metrics_path: /probe',
       `    tls_config: { ca_file: ${certs.file('ca.crt')} }`,
       `    basic_auth: { username: prometheus, password: '${password}' }`,
-      '    relabel_configs:',
-      '      - { source_labels: [__address__], target_label: __param_target }',
-      '      - { source_labels: [__param_target], target_label: instance }',
-      `      - { target_label: __address__, replacement: '${host}' }`,
-      `    static_configs: [{ targets: ['${TARGET}'] }]`,
-    ].join('\n');
+    ]);
   const prom = await startPrometheus(lab, () => ['scrape_configs:', job('icmp', 'right horse battery'), job('wrong', 'wrong horse'), ''].join('\n'), onTeardown);
   const sent = await waitFor(
     () => query(prom.url, `icmp_probe_packets_sent_total{job="icmp",instance="${TARGET}"}`),

@@ -1,8 +1,7 @@
 /** The `/probe` query string, validated at the door. Pure: tested without a server. */
-import { isIP } from 'node:net';
 import { BadRequestError } from './errors.js';
-import { MAX_SIZE, MIN_SIZE, type ProbeOptions } from './probe-options.js';
-import { canonicalIp, type IpVersion } from './resolve.js';
+import { canonicalSource, MAX_SIZE, MIN_SIZE, type ProbeOptions } from './probe-options.js';
+import type { IpVersion } from './resolve.js';
 
 export interface ProbeQuery {
   targets: string[];
@@ -50,11 +49,7 @@ function parseOptions(params: URLSearchParams, tcp: boolean): ProbeOptions | und
     options.df = df === '1';
   }
   const source = once(params, 'source');
-  if (source !== undefined) {
-    const canonical = isIP(source) === 0 || source.includes('%') ? undefined : canonicalIp(source);
-    if (!canonical) throw new BadRequestError(`invalid source=${JSON.stringify(source)} (expected an IP address of this host)`);
-    options.source = canonical.address;
-  }
+  if (source !== undefined) options.source = canonicalSource(source);
   return Object.keys(options).length > 0 ? options : undefined;
 }
 

@@ -6,7 +6,7 @@
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { BadRequestError, LimitError } from './errors.js';
-import { canonicalIp } from './resolve.js';
+import { canonicalIp, type IpVersion } from './resolve.js';
 
 export interface ProbeOptions {
   /** ICMP payload bytes (12..8972). */
@@ -61,12 +61,40 @@ export function normalizeOptions(o: ProbeOptions | undefined, tcp = false): Prob
   if (tos !== undefined) out.tos = tos;
   if (o.df !== undefined) out.df = o.df;
   if (o.source !== undefined) {
-    const canonical = isIP(o.source) === 0 || o.source.includes('%') ? undefined : canonicalIp(o.source);
-    if (!canonical) throw new BadRequestError(`invalid source=${JSON.stringify(o.source)} (expected an IP address of this host)`);
-    if (!isLocalAddress(canonical.address)) throw new BadRequestError(`source ${canonical.address} is not an address of this host`);
-    out.source = canonical.address;
+    const source = canonicalSource(o.source);
+    if (!isLocalAddress(source)) throw new BadRequestError(`source ${source} is not an address of this host`);
+    out.source = source;
   }
   return Object.keys(out).length > 0 ? out : undefined;
+}
+
+/** `source` as an IP address in canonical form (no zone), or a BadRequestError. */
+export function canonicalSource(raw: string): string {
+  const canonical = isIP(raw) === 0 || raw.includes('%') ? undefined : canonicalIp(raw);
+  if (!canonical) throw new BadRequestError(`invalid source=${JSON.stringify(raw)} (expected an IP address of this host)`);
+  return canonical.address;
+}
+
+/**
+ * The IP version lookups are narrowed to when probes leave from `source`: its family, which
+ * `ipVersion` (the request's, named `asked`) must not contradict. BadRequestError if it does.
+ */
+export function sourceIpVersion(source: string | undefined, ipVersion: IpVersion, asked: string): IpVersion {
+  if (source === undefined) return ipVersion;
+  const family = isIP(source) === 4 ? '4' : '6';
+  if (ipVersion !== 'all' && ipVersion !== family) {
+    throw new BadRequestError(`source ${source} is IPv${family}, ${asked} asks for IPv${ipVersion}`);
+  }
+  return family;
+}
+
+/** BadRequestError when packets from `source` cannot reach one of `addresses` (see `sourceScopeRefusal`). */
+export function checkSourceScope(source: string | undefined, addresses: readonly string[]): void {
+  if (source === undefined) return;
+  for (const address of addresses) {
+    const why = sourceScopeRefusal(source, address);
+    if (why) throw new BadRequestError(why);
+  }
 }
 
 /** Whether `address` (canonical) is configured on an interface of this host (its network namespace). */

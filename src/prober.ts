@@ -7,8 +7,7 @@ import { defaultBuckets } from './buckets.js';
 import { DEFAULTS } from './flags.js';
 import { Engine, type EngineCounters, type TargetStats } from './native.js';
 import { snapshotFlat, statsAt } from './snapshot.js';
-import { BadRequestError } from './errors.js';
-import { normalizeOptions, sourceScopeRefusal, type ProbeOptions } from './probe-options.js';
+import { checkSourceScope, normalizeOptions, sourceIpVersion, type ProbeOptions } from './probe-options.js';
 import { Resolver, type IpVersion } from './resolve.js';
 import { Targets, type Target } from './targets.js';
 
@@ -104,16 +103,9 @@ export class Prober {
     const port = options.tcpPort ?? 0;
     // Checked and made canonical as the HTTP door does: equal options are one probe.
     const probe = normalizeOptions(options.probe, port !== 0);
-    const sourceFamily = probe?.source === undefined ? undefined : probe.source.includes(':') ? '6' : '4';
-    const ipVersion = options.ipVersion ?? sourceFamily ?? 'all';
-    if (sourceFamily !== undefined && ipVersion !== 'all' && ipVersion !== sourceFamily) {
-      throw new BadRequestError(`source ${probe?.source} is IPv${sourceFamily}, ipVersion ${ipVersion} asks for IPv${ipVersion}`);
-    }
-    const addresses = await this.resolver.resolve(target, sourceFamily ?? ipVersion);
-    for (const { address } of addresses) {
-      const why = probe?.source === undefined ? undefined : sourceScopeRefusal(probe.source, address);
-      if (why) throw new BadRequestError(why);
-    }
+    const ipVersion = options.ipVersion ?? 'all';
+    const addresses = await this.resolver.resolve(target, sourceIpVersion(probe?.source, ipVersion, `ipVersion ${ipVersion}`));
+    checkSourceScope(probe?.source, addresses.map((a) => a.address));
     return this.targets.acquire(addresses.map(({ address }) => ({ address, port, options: probe }))).map(describe);
   }
 

@@ -15,7 +15,7 @@ import type { HttpObserver } from './metrics.js';
 import type { Engine } from './native.js';
 import { isIPv4 } from 'node:net';
 import { parseProbeQuery, type ProbeQuery } from './params.js';
-import { isLocalAddress, sourceScopeRefusal } from './probe-options.js';
+import { checkSourceScope, isLocalAddress, sourceIpVersion } from './probe-options.js';
 import { renderProbe, renderProbeProtobuf, wantsProtobuf } from './render.js';
 import { snapshotFlat, statsAt } from './snapshot.js';
 import { checkHostname, literalTarget, type IpVersion, type ResolvedAddress, type Resolver } from './resolve.js';
@@ -78,13 +78,8 @@ and measures round trips with kernel timestamps.</p>
  */
 function checkSource(query: ProbeQuery): IpVersion {
   const source = query.options?.source;
-  if (source === undefined) return query.ipVersion;
-  const family = isIPv4(source) ? '4' : '6';
-  if (!isLocalAddress(source)) throw new BadRequestError(`source ${source} is not an address of this host`);
-  if (query.ipVersion !== 'all' && query.ipVersion !== family) {
-    throw new BadRequestError(`source ${source} is IPv${family}, ip_version=${query.ipVersion} asks for IPv${query.ipVersion}`);
-  }
-  return family;
+  if (source !== undefined && !isLocalAddress(source)) throw new BadRequestError(`source ${source} is not an address of this host`);
+  return sourceIpVersion(source, query.ipVersion, `ip_version=${query.ipVersion}`);
 }
 
 async function probe(deps: AppDeps, params: URLSearchParams, accept: string | undefined): Promise<Reply> {
@@ -135,13 +130,7 @@ async function probe(deps: AppDeps, params: URLSearchParams, accept: string | un
     });
   }
   const addresses = [...new Set(resolved.flat().map((a) => a.address))];
-  const source = query.options?.source;
-  if (source !== undefined) {
-    for (const address of addresses) {
-      const why = sourceScopeRefusal(source, address);
-      if (why) throw new BadRequestError(why);
-    }
-  }
+  checkSourceScope(query.options?.source, addresses);
   const options = query.options;
   const wanted = addresses.flatMap((address) => ports.map((port) => ({ address, port, options })));
   if (wanted.length > MAX_PROBES) {

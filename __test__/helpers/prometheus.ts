@@ -61,6 +61,32 @@ export async function startPrometheus(
   return { child, url };
 }
 
+/**
+ * A scrape job of `/probe` with the README's relabelling: each target becomes the `target`
+ * parameter and the `instance` label, and is scraped from `exporters[0]`, or, with several,
+ * from the one Prometheus' `hashmod` of it picks. `settings` are more lines of the job
+ * (`    scrape_interval: 1s`, `    params: { … }`, auth, TLS).
+ */
+export function probeJob(name: string, targets: readonly string[], exporters: readonly string[], settings: readonly string[] = []): string {
+  const route =
+    exporters.length === 1
+      ? [`      - { target_label: __address__, replacement: '${exporters[0]}' }`]
+      : [
+          `      - { source_labels: [__address__], modulus: ${exporters.length}, target_label: __tmp_shard, action: hashmod }`,
+          ...exporters.map((e, i) => `      - { source_labels: [__tmp_shard], regex: '${i}', target_label: __address__, replacement: '${e}' }`),
+        ];
+  return [
+    `  - job_name: ${name}`,
+    '    metrics_path: /probe',
+    ...settings,
+    '    relabel_configs:',
+    '      - { source_labels: [__address__], target_label: __param_target }',
+    '      - { source_labels: [__address__], target_label: instance }',
+    ...route,
+    `    static_configs: [{ targets: [${targets.map((a) => `'${a}'`).join(', ')}] }]`,
+  ].join('\n');
+}
+
 /** The value of a one-number PromQL query, NaN when it has none. */
 export async function query(prometheus: string, promql: string): Promise<number> {
   const res = await fetch(`${prometheus}/api/v1/query?query=${encodeURIComponent(promql)}`);
